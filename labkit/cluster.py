@@ -1,0 +1,318 @@
+"""LocalCluster: the laptop's Kubernetes API server and controllers.
+
+`apply()` validates every document first (one bad document and nothing starts), then hands each
+object to the controller registered for its kind, which makes it real: processes, listeners,
+proxies. If one fails half-way, everything that apply() call did is undone, so the cluster is
+left as it was. Components plug in with `register_controller()`; the core knows none of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+from labkit import manifests
+from labkit.core.controller import (
+    Controller,
+    ControllerFactory,
+    ObjectStatus,
+    controller_factory,
+    register_controller,
+)
+from labkit.core.loop import BackgroundLoop
+from labkit.core.pods import Pod, PodRegistry
+from labkit.manifests import KindKey, KubeObject, ManifestError, Source
+
+__all__ = [
+    "Controller",
+    "ControllerFactory",
+    "ObjectStatus",
+    "Resource",
+    "StatusTable",
+    "ApplyError",
+    "NotFoundError",
+    "register_controller",
+    "LocalCluster",
+    "ManifestError",
+]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """An applied object (as last applied) and its live status."""
+
+    object: KubeObject
+    status: ObjectStatus
+
+
+class ApplyError(RuntimeError):
+    """A valid object could not be made real; the apply() call was rolled back."""
+
+
+class NotFoundError(LookupError):
+    """No such object in the cluster."""
+
+    def __str__(self) -> str:  # KeyError-style repr quoting would hide the message
+        return str(self.args[0])
+
+
+class StatusTable(list[ObjectStatus]):
+    """Rows of status(); prints as an aligned table in a terminal or notebook."""
+
+    def __str__(self) -> str:
+        rows = [("KIND", "NAME", "READY", "URL", "MESSAGE")]
+        for s in self:
+            name = s.name if s.namespace == "default" else f"{s.namespace}/{s.name}"
+            rows.append((s.kind, name, "yes" if s.ready else "no", s.url or "-", s.message))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+        )
+
+    __repr__ = __str__
+
+
+@dataclass
+class _Entry:
+    obj: KubeObject
+    controller: Controller
+
+
+CORE_API_VERSIONS = ("v1", "apps/v1")
+"""A bare kind name resolves to these first, as kubectl resolves `service` to core v1."""
+
+
+class LocalCluster:
+    """Runs manifests on this machine. Use as a context manager so close() always runs.
+
+    >>> with LocalCluster() as cluster:                       # doctest: +SKIP
+    ...     cluster.apply("data/manifests/hello.yaml")
+    ...     cluster.url("Service", "hello")
+    """
+
+    def __init__(
+        self,
+        *,
+        start_timeout: float = 30.0,
+        restart_backoff: tuple[float, float] | None = (10.0, 300.0),
+        monitor_interval: float = 0.2,
+    ) -> None:
+        """`start_timeout`: seconds a replica may take to answer first. `restart_backoff`:
+        (first, maximum) back-off in seconds for restarting exited pods, as the kubelet's
+        CrashLoopBackOff; None leaves them down, to watch a failure without self-healing.
+        `monitor_interval`: how often controllers reconcile."""
+        manifests.supported_kinds()  # import the components so their controllers register
+        self.start_timeout = start_timeout
+        self.restart_backoff = restart_backoff
+        self.pods = PodRegistry()
+        self.loop = BackgroundLoop()
+        self._objects: dict[tuple[str, str, str, str], _Entry] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+        self._stop_monitor = threading.Event()
+        self._monitor = threading.Thread(
+            target=self._monitor_loop, args=(monitor_interval,), name="labkit-monitor", daemon=True
+        )
+        self._monitor.start()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while objects change; controllers take it when their own threads change state."""
+        return self._lock
+
+    # -- applying ---------------------------------------------------------------------------
+
+    def apply(
+        self,
+        source: Source | Iterable[Source],
+        *,
+        on_ready: Callable[[Resource], None] | None = None,
+    ) -> list[Resource]:
+        """Create or update every object in `source` (paths, YAML text, dicts or models).
+
+        All documents are validated before anything starts (ManifestError lists every
+        problem). Objects are applied in document order; `on_ready` is called as each becomes
+        ready. If one fails, the objects this call created are deleted and those it changed are
+        restored, then ApplyError is raised.
+        """
+        objects = [obj.model_copy(deep=True) for obj in manifests.load(source)]
+        for obj in objects:
+            if controller_factory(obj.api_version, obj.kind) is None:
+                raise ApplyError(
+                    f"{obj.kind}/{obj.metadata.name}: no controller for "
+                    f"{obj.api_version} {obj.kind} is registered"
+                )
+        results: list[Resource] = []
+        with self._lock:
+            self._check_open()
+            undo: list[tuple[tuple[str, str, str, str], KubeObject | None]] = []
+            current: KubeObject | None = None
+            try:
+                for obj in objects:
+                    current = obj
+                    previous = self._apply_one(obj)
+                    if previous is not obj:
+                        undo.append((obj.key, previous))
+                    resource = self._resource(self._objects[obj.key])
+                    results.append(resource)
+                    if on_ready is not None:
+                        on_ready(resource)
+            except BaseException as exc:
+                problems = self._undo(undo)
+                if not isinstance(exc, Exception):
+                    raise  # KeyboardInterrupt and friends: undone, now let them through
+                assert current is not None
+                note = "; rolled back this apply()" + (
+                    f" (rollback problems: {'; '.join(problems)})" if problems else ""
+                )
+                raise ApplyError(f"{current.kind}/{current.metadata.name}: {exc}{note}") from exc
+        return results
+
+    def _apply_one(self, obj: KubeObject) -> KubeObject | None:
+        """Apply one object; return what to restore on rollback (obj itself: nothing to do)."""
+        entry = self._objects.get(obj.key)
+        if entry is None:
+            factory = controller_factory(obj.api_version, obj.kind)
+            assert factory is not None  # checked before anything started
+            controller = factory(self, obj)
+            controller.apply(obj)
+            self._objects[obj.key] = _Entry(obj, controller)
+            return None
+        if entry.obj == obj:
+            return obj
+        previous = entry.obj
+        entry.controller.apply(obj)
+        entry.obj = obj
+        return previous
+
+    def _undo(self, undo: list[tuple[tuple[str, str, str, str], KubeObject | None]]) -> list[str]:
+        problems = []
+        for key, previous in reversed(undo):
+            entry = self._objects.get(key)
+            if entry is None:
+                continue
+            try:
+                if previous is None:
+                    del self._objects[key]
+                    entry.controller.delete()
+                else:
+                    entry.controller.apply(previous)
+                    entry.obj = previous
+            except Exception as exc:  # keep undoing the rest; report all
+                problems.append(f"{key[1]}/{key[3]}: {exc}")
+        return problems
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> Resource:
+        """The applied object and its live status. `kind` is "Deployment", "Service", or
+        "apiVersion/Kind" (e.g. "serving.knative.dev/v1/Service") when a name is shared."""
+        with self._lock:
+            return self._resource(self._entry(kind, name, namespace))
+
+    def url(self, kind: str, name: str, namespace: str = "default") -> str:
+        """Where to send requests for an object (e.g. a Service's local address)."""
+        status = self.get(kind, name, namespace).status
+        if status.url is None:
+            urls = ", ".join(status.urls) or "none yet"
+            raise NotFoundError(
+                f"{status.kind}/{name} has no URL of its own (its pods: {urls}); "
+                "expose it with a Service"
+            )
+        return status.url
+
+    def delete(self, kind: str, name: str, namespace: str = "default") -> None:
+        """Delete an object and stop everything its controller started."""
+        with self._lock:
+            entry = self._entry(kind, name, namespace)
+            del self._objects[entry.obj.key]
+            entry.controller.delete()
+
+    def status(self) -> StatusTable:
+        """One row per object in apply order: kind, name, ready, url, message."""
+        with self._lock:
+            return StatusTable(entry.controller.status() for entry in self._objects.values())
+
+    def objects(self) -> list[KubeObject]:
+        """The applied objects in apply order (e.g. to export() them)."""
+        with self._lock:
+            return [entry.obj.model_copy(deep=True) for entry in self._objects.values()]
+
+    def pods_of(self, selector: Mapping[str, str], namespace: str = "default") -> list[Pod]:
+        """Ready pods whose labels match `selector`."""
+        return self.pods.select(namespace, selector)
+
+    def _resource(self, entry: _Entry) -> Resource:
+        # A copy: changing it and applying it again must be seen as a change.
+        return Resource(entry.obj.model_copy(deep=True), entry.controller.status())
+
+    def _entry(self, kind: str, name: str, namespace: str) -> _Entry:
+        api_version, kind_name = self._resolve_kind(kind)
+        entry = self._objects.get((api_version, kind_name, namespace, name))
+        if entry is None:
+            present = ", ".join(f"{k[1]}/{k[3]}" for k in self._objects) or "nothing applied"
+            raise NotFoundError(
+                f"no {kind_name} named {name!r} in namespace {namespace!r} (present: {present})"
+            )
+        return entry
+
+    @staticmethod
+    def _resolve_kind(kind: str) -> KindKey:
+        known = manifests.supported_kinds()
+        api_version, _, kind_name = kind.rpartition("/")
+        found = [
+            (a, k)
+            for a, k in known
+            if k.lower() == kind_name.lower() and (not api_version or a == api_version)
+        ]
+        if len(found) > 1:
+            core = [key for key in found if key[0] in CORE_API_VERSIONS]
+            found = core or found
+        if len(found) == 1:
+            return found[0]
+        if found:
+            choices = ", ".join(f"{a}/{k}" for a, k in found)
+            raise NotFoundError(f"kind {kind!r} is ambiguous: say one of {choices}")
+        listing = ", ".join(f"{a}/{k}" for a, k in known)
+        raise NotFoundError(f"unknown kind {kind!r}; supported: {listing}")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _monitor_loop(self, interval: float) -> None:
+        """Give controllers a periodic chance to notice change (a pod exiting)."""
+        while not self._stop_monitor.wait(interval):
+            with self._lock:
+                entries = list(self._objects.values())
+                for entry in entries:
+                    reconcile = getattr(entry.controller, "reconcile", None)
+                    if reconcile is not None:
+                        reconcile()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this LocalCluster is closed; create a new one")
+
+    def close(self) -> None:
+        """Delete every object (newest first), stop the monitor and the event loop. Idempotent."""
+        self._stop_monitor.set()
+        if self._monitor is not threading.current_thread():
+            self._monitor.join(timeout=10.0)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for key in reversed(list(self._objects)):
+                entry = self._objects.pop(key)
+                entry.controller.delete()
+        self.loop.close()
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._objects)} object(s)"
+        return f"<LocalCluster {state}>"

@@ -1,0 +1,243 @@
+"""The core Kubernetes kinds labkit runs: apps/v1 Deployment and v1 Service (a faithful subset).
+
+Field names, defaults and the cross-field rules match the Kubernetes API, so a manifest that
+loads here is one a real API server accepts. Fields labkit cannot honour locally are refused
+with a message rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator, Literal
+
+from pydantic import Field
+
+from labkit.core.images import image_command, known_images
+from labkit.manifests import (
+    IntOrString,
+    KubeModel,
+    KubeObject,
+    FieldPath,
+    dns_label_problem,
+    label_problems,
+    register_kind,
+)
+
+__all__ = [
+    "LabelSelector",
+    "TemplateMeta",
+    "EnvVar",
+    "ContainerPort",
+    "HTTPGetAction",
+    "Probe",
+    "Container",
+    "PodSpec",
+    "PodTemplateSpec",
+    "DeploymentSpec",
+    "Deployment",
+    "ServicePort",
+    "ServiceSpec",
+    "Service",
+]
+
+PortProtocol = Literal["TCP", "UDP", "SCTP"]
+PortNumber = Field(ge=1, le=65535)
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class LabelSelector(KubeModel):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class TemplateMeta(KubeModel):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class EnvVar(KubeModel):
+    name: str
+    value: str = ""
+
+
+class ContainerPort(KubeModel):
+    container_port: int = PortNumber
+    name: str | None = None
+    protocol: PortProtocol = "TCP"
+
+
+class HTTPGetAction(KubeModel):
+    path: str = "/"
+    port: IntOrString
+    scheme: Literal["HTTP"] = "HTTP"
+
+
+class Probe(KubeModel):
+    """Locally only httpGet.path is used: the replica is probed on its $PORT until it answers."""
+
+    http_get: HTTPGetAction | None = None
+    initial_delay_seconds: int = Field(default=0, ge=0)
+    period_seconds: int = Field(default=10, ge=1)
+    timeout_seconds: int = Field(default=1, ge=1)
+    success_threshold: int = Field(default=1, ge=1)
+    failure_threshold: int = Field(default=3, ge=1)
+
+
+class Container(KubeModel):
+    name: str
+    image: str
+    command: list[str] | None = None
+    args: list[str] | None = None
+    working_dir: str | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    ports: list[ContainerPort] = Field(default_factory=list)
+    readiness_probe: Probe | None = None
+
+    @property
+    def ready_path(self) -> str:
+        probe = self.readiness_probe
+        return probe.http_get.path if probe and probe.http_get else "/"
+
+    def problems(self, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
+        if problem := dns_label_problem(self.name):
+            yield path + ("name",), problem
+        if not self.command and image_command(self.image) is None:
+            yield (
+                path + ("image",),
+                (
+                    f"image {self.image!r} is not a built-in image (built-in: "
+                    f"{', '.join(known_images())}) and no command is set: add "
+                    "command: [...] to run a local program"
+                ),
+            )
+        for i, var in enumerate(self.env):
+            if not _ENV_NAME.match(var.name):
+                yield (
+                    path + ("env", i, "name"),
+                    (
+                        f"invalid environment variable name {var.name!r}: use letters, digits, "
+                        "'_', '-' or '.', not starting with a digit"
+                    ),
+                )
+        seen: set[int] = set()
+        for i, port in enumerate(self.ports):
+            if port.container_port in seen:
+                yield path + ("ports", i, "containerPort"), f"duplicate port {port.container_port}"
+            seen.add(port.container_port)
+
+
+class PodSpec(KubeModel):
+    containers: list[Container] = Field(min_length=1)
+
+
+class PodTemplateSpec(KubeModel):
+    metadata: TemplateMeta = Field(default_factory=TemplateMeta)
+    spec: PodSpec
+
+
+class DeploymentSpec(KubeModel):
+    replicas: int = Field(default=1, ge=0)
+    selector: LabelSelector
+    template: PodTemplateSpec
+
+
+class Deployment(KubeObject):
+    """apps/v1 Deployment: `replicas` processes of the template's (single) container."""
+
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    spec: DeploymentSpec
+
+    @property
+    def container(self) -> Container:
+        return self.spec.template.spec.containers[0]
+
+    def problems(self) -> Iterator[tuple[FieldPath, str]]:
+        yield from super().problems()
+        selector = self.spec.selector.match_labels
+        labels = self.spec.template.metadata.labels
+        yield from label_problems(selector, ("spec", "selector", "matchLabels"))
+        yield from label_problems(labels, ("spec", "template", "metadata", "labels"))
+        if not selector:
+            yield (
+                ("spec", "selector"),
+                "empty selector is invalid for a Deployment: set matchLabels",
+            )
+        elif any(labels.get(k) != v for k, v in selector.items()):
+            wanted = ", ".join(f"{k}: {v}" for k, v in selector.items())
+            yield (
+                ("spec", "template", "metadata", "labels"),
+                (
+                    f"selector does not match template labels: every spec.selector.matchLabels "
+                    f"entry ({wanted}) must appear here, or Kubernetes rejects the Deployment"
+                ),
+            )
+        containers = self.spec.template.spec.containers
+        if len(containers) > 1:
+            yield (
+                ("spec", "template", "spec", "containers"),
+                (f"labkit runs one container per pod, found {len(containers)}"),
+            )
+        for i, container in enumerate(containers):
+            yield from container.problems(("spec", "template", "spec", "containers", i))
+
+
+class ServicePort(KubeModel):
+    name: str | None = None
+    protocol: PortProtocol = "TCP"
+    port: int = PortNumber
+    target_port: IntOrString | None = None
+
+
+class ServiceSpec(KubeModel):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    selector: dict[str, str] = Field(default_factory=dict)
+    ports: list[ServicePort] = Field(min_length=1)
+
+
+class Service(KubeObject):
+    """v1 Service: a stable address spreading connections over the selected pods.
+
+    Locally each spec.ports[] entry gets its own free port on 127.0.0.1 (the `port` number is the
+    in-cluster one), forwarding to the pods' $PORT.
+    """
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["Service"] = "Service"
+    spec: ServiceSpec
+
+    name_rule = "label1035"
+
+    def problems(self) -> Iterator[tuple[FieldPath, str]]:
+        yield from super().problems()
+        yield from label_problems(self.spec.selector, ("spec", "selector"))
+        ports = self.spec.ports
+        names: set[str] = set()
+        numbers: set[int] = set()
+        for i, port in enumerate(ports):
+            path = ("spec", "ports", i)
+            if port.protocol != "TCP":
+                yield path + ("protocol",), f"labkit forwards TCP only, got {port.protocol!r}"
+            if len(ports) > 1 and not port.name:
+                yield path, "a name is required when a Service has more than one port"
+            if port.name:
+                if problem := dns_label_problem(port.name):
+                    yield path + ("name",), problem
+                if port.name in names:
+                    yield path + ("name",), f"duplicate port name {port.name!r}"
+                names.add(port.name)
+            if port.port in numbers:
+                yield path + ("port",), f"duplicate port {port.port}"
+            numbers.add(port.port)
+            target = port.target_port
+            if isinstance(target, int) and not 1 <= target <= 65535:
+                yield path + ("targetPort",), f"must be between 1 and 65535, got {target}"
+            if isinstance(target, str) and (len(target) > 15 or not _PORT_NAME.match(target)):
+                yield (
+                    path + ("targetPort",),
+                    (f"invalid port name {target!r}: at most 15 lowercase letters, digits and '-'"),
+                )
+
+
+register_kind("apps/v1", "Deployment", Deployment)
+register_kind("v1", "Service", Service)

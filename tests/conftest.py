@@ -1,0 +1,82 @@
+"""Shared fixtures for the spine's tests: a cluster that always closes, process checks."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from labkit.cluster import LocalCluster
+from labkit.net import process_alive
+
+REPO = Path(__file__).resolve().parents[1]
+HELLO_YAML = REPO / "data" / "manifests" / "hello.yaml"
+
+
+def child_pids() -> set[int]:
+    """Live descendants of this test process."""
+    try:
+        import psutil
+    except ImportError:  # /proc fallback: direct children are enough for our replicas
+        me = str(os.getpid())
+        found = set()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if fields[1] == me and fields[0] != "Z":
+                    found.add(int(entry))
+        return found
+    return {
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    }
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll `condition` until true; fail the test (not hang) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(start_timeout=20.0) as c:
+        yield c
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[[str, str], Path]:
+    """write(name, text) -> path of a file in the test's temporary folder."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+@pytest.fixture(name="process_alive")
+def _process_alive_fixture() -> Callable[[int], bool]:
+    return process_alive
+
+
+@pytest.fixture(name="child_pids")
+def _child_pids_fixture() -> Callable[[], set[int]]:
+    return child_pids
+
+
+@pytest.fixture(name="wait_for")
+def _wait_for_fixture() -> Callable[..., None]:
+    return wait_for
