@@ -1,0 +1,52 @@
+"""Simulations: a serverless platform (cold starts, keep-alive, cost) and its workloads.
+
+    from labkit.sim import Bursty, simulate_platform, break_even_rate
+
+    r = simulate_platform(arrival_rate=0.9, warm_service_time=1.991, cold_service_time=2.244,
+                          expiration_threshold=600, max_time=86400, seed=1)
+    r.cold_start_probability, r.avg_server_count, r.response_time_p99, r.monthly_cost
+    simulate_platform(workload=Bursty(5.0, 0.1), expiration_threshold=60, seed=1)
+    break_even_rate(mean_duration=0.2, memory_mb=512)   # req/s where always-on gets cheaper
+
+The model and where it follows SimFaaS are described in :mod:`labkit.sim.platform`.
+"""
+
+from labkit.sim.cost import (
+    HOURS_PER_MONTH,
+    SECONDS_PER_MONTH,
+    Prices,
+    always_on_monthly_cost,
+    break_even_rate,
+    serverless_monthly_cost,
+    serverless_monthly_cost_for_rate,
+)
+from labkit.sim.platform import SERVICE_DISTRIBUTIONS, PlatformResult, simulate_platform
+from labkit.sim.workloads import (
+    Bursty,
+    Diurnal,
+    Poisson,
+    TraceReplay,
+    Workload,
+    as_generator,
+    interarrival_cv,
+)
+
+__all__ = [
+    "HOURS_PER_MONTH",
+    "SECONDS_PER_MONTH",
+    "SERVICE_DISTRIBUTIONS",
+    "Bursty",
+    "Diurnal",
+    "PlatformResult",
+    "Poisson",
+    "Prices",
+    "TraceReplay",
+    "Workload",
+    "always_on_monthly_cost",
+    "as_generator",
+    "break_even_rate",
+    "interarrival_cv",
+    "serverless_monthly_cost",
+    "serverless_monthly_cost_for_rate",
+    "simulate_platform",
+]
