@@ -1,0 +1,1 @@
+"""Lab exercise checks for students, and the instructor tools that release and grade labs."""
