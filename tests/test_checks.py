@@ -121,7 +121,7 @@ def load_builder():
     return module
 
 
-@pytest.mark.parametrize("key", ["00", "01"])
+@pytest.mark.parametrize("key", sorted(load_builder().NOTEBOOKS))
 def test_lab_notebooks_follow_the_exercise_convention(key):
     import re
 

@@ -1,0 +1,217 @@
+"""Cell sources of lab 00; built into labs/00_welcome.ipynb by tools/build_labs.py."""
+
+from cells import IGNORE, check, code, md  # noqa: F401
+
+FILENAME = "00_welcome.ipynb"
+
+CELLS = [
+    md("title", """
+        # Lab 00 — Welcome to labkit
+
+        labkit teaches serverless computing, service meshes and ML serving on your laptop, with no
+        Kubernetes cluster: it runs small, faithful equivalents of Knative, Istio/Envoy and KServe as
+        real processes talking real HTTP on `127.0.0.1`, configured with the same YAML you would give a
+        real cluster.
+
+        **What you will learn** (about 15 minutes)
+
+        1. Check that your environment has everything the labs need.
+        2. Start a live component from a Kubernetes manifest and send it requests.
+        3. Drive a widget: move a control, see a model answer.
+        4. Do an exercise and read the hint a `check_...()` gives when an answer is wrong.
+        """),
+    md("idea", """
+        ## How a lab works
+
+        Every lab has the same shape: the idea (short, with a diagram), **run it for real** with live
+        components, **explore** with a widget over a simulation or the live system, **exercises** whose
+        answers a `check_...()` call verifies, what changes **on a real cluster**, and a **summary**
+        that answers the lab's question with the numbers you measured.
+
+        ```mermaid
+        flowchart LR
+            NB[this notebook] -->|apply YAML| LC[LocalCluster]
+            LC -->|starts| P1[replica process<br/>127.0.0.1:port]
+            LC -->|starts| P2[replica process<br/>127.0.0.1:port]
+            NB -->|HTTP| LC
+            NB -->|parameters| SIM[simulator<br/>labkit.sim]
+            W[widget controls] --> SIM
+            NB -->|your answer| CK[check_...&#40;&#41;<br/>✓ or a HINT]
+        ```
+
+        Live components show what really happens on one machine; the simulator shows what happens
+        over a month of traffic in a second. The same policy code drives both.
+        """),
+    md("env-intro", """
+        ## 1. Your environment
+
+        labkit declares the packages it needs (with the oldest versions it was tested with) in its
+        package metadata. The next cell lists what you have; the one after checks it.
+        """),
+    code("env-versions", """
+        import platform
+        import sys
+        from importlib.metadata import requires, version
+
+        from packaging.requirements import Requirement
+
+        import labkit
+
+        required = [Requirement(r) for r in requires("labkit") if "extra ==" not in r]
+        print(f"Python {platform.python_version()}, labkit {labkit.__version__}")
+        for req in required:
+            print(f"  {req.name:<18} {version(req.name):<10} needs {req.specifier}")
+        """, IGNORE),
+    code("env-check", """
+        too_old = [req.name for req in required if not req.specifier.contains(version(req.name), prereleases=True)]
+        assert sys.version_info >= (3, 10), "labkit needs Python 3.10 or newer"
+        assert not too_old, f"too old: {too_old}; run `make lab` again to upgrade"
+        print("✓ Python >= 3.10, and every package labkit needs is installed and new enough")
+        """),
+    md("live-intro", """
+        ## 2. A live component
+
+        Here is a Kubernetes manifest: a `Deployment` that runs two replicas of a tiny "hello" app, and
+        a `Service` that spreads requests over them. It is ordinary Kubernetes YAML; `kubectl apply`
+        would accept it.
+        """),
+    code("show-manifest", """
+        from pathlib import Path
+
+        DATA = Path(labkit.__file__).resolve().parents[1] / "data"  # the data/ folder next to the labkit package
+        HELLO = DATA / "manifests" / "hello.yaml"
+        print(HELLO.read_text())
+        """, IGNORE),
+    md("live-run-intro", """
+        `LocalCluster` plays the Kubernetes API server and controllers: `apply()` reads the manifest
+        and starts each replica as a real process on a free port of `127.0.0.1`; the Service becomes a
+        small load balancer in front of them. Leaving the `with` block stops everything it started.
+        Each answer carries the process id of the replica that sent it, so you can see the Service
+        taking turns. (Ports and process ids change on every run.)
+        """),
+    code("live-run", """
+        import httpx
+
+        from labkit.cluster import LocalCluster
+
+        with LocalCluster() as cluster:
+            cluster.apply(HELLO)
+            print(cluster.status())
+            replica_pids = [pod.replica.pid for pod in cluster.pods_of({"app": "hello"})]
+            service = cluster.url("Service", "hello")
+            answers = [httpx.get(service) for _ in range(4)]
+        for answer in answers:
+            print(answer.status_code, answer.text.strip(), "from pid", answer.headers["x-labkit-pod"])
+        """, IGNORE),
+    code("live-check", """
+        from labkit.net import process_alive
+
+        answered_by = {int(a.headers["x-labkit-pod"]) for a in answers}
+        assert [a.text.strip() for a in answers] == ["Hello labkit!"] * 4
+        assert answered_by == set(replica_pids), "both replicas should have answered (round robin)"
+        assert not any(process_alive(pid) for pid in replica_pids), "the replicas should be gone after the with block"
+        print(f"✓ {len(answers)} answers from {len(answered_by)} replicas; after the with block no replica is left")
+        """),
+    md("widgets-intro", """
+        ## 3. A widget
+
+        Widgets put controls on a model. This one draws one minute of requests arriving at random
+        (a Poisson process, `labkit.sim.Poisson`) at the rate you pick. Move the slider: the model
+        reruns when you let go. Randomness is seeded, so the same rate always draws the same minute.
+        """),
+    code("widget", """
+        import ipywidgets as widgets
+        import matplotlib.pyplot as plt
+
+        from labkit.sim import Poisson
+
+
+        def one_minute(rate: float) -> int:
+            times = Poisson(rate).arrival_times(seed=0, horizon=60)
+            fig, ax = plt.subplots(figsize=(8, 1.5), layout="constrained")
+            ax.eventplot(times)
+            ax.set(xlim=(0, 60), xlabel="seconds", yticks=[], title=f"{len(times)} requests in one minute at {rate} req/s")
+            plt.show()
+            return len(times)
+
+
+        rate = widgets.FloatSlider(value=0.5, min=0.1, max=5.0, step=0.1, continuous_update=False, description="req/s")
+        demo = widgets.interactive(one_minute, rate=rate)
+        demo
+        """, IGNORE),
+    md("widget-drive-intro", """
+        A notebook cell can move the slider too, exactly as your mouse does; the widget keeps the
+        model's latest answer in `demo.result`.
+        """),
+    code("widget-drive", """
+        slow = demo.result
+        rate.value = 4.0
+        assert demo.result > slow, "more requests per second should draw more requests"
+        """, IGNORE),
+    code("widget-state", """
+        print(f"at 0.5 req/s the minute had {slow} requests; at {rate.value} req/s it had {demo.result}")
+        """),
+    md("exercises-intro", """
+        ## 4. Exercises and checks
+
+        An exercise is a code cell you complete (in your copy it says `raise NotImplementedError()`),
+        followed by a cell that calls a `check_...()` function. The check recomputes the answer with
+        labkit's own functions. A right answer prints a `✓` line. A wrong one raises an
+        `AssertionError` that says what is off and gives a **HINT**, never the answer. Graders run every
+        notebook with `pytest --nbval`, so a failing check is a lost point.
+
+        This is what a wrong answer looks like (the service time was typed in milliseconds):
+        """),
+    code("wrong-answer-demo", """
+        from labkit.grading.lab00 import check_busy_instances
+
+        try:
+            check_busy_instances(5.0 * 200, arrival_rate=5.0, service_time=0.2)
+        except AssertionError as wrong:
+            print(wrong)
+        """),
+    md("exercise-1", """
+        ### Exercise 1 — how many instances are busy? (1 point)
+
+        A function receives on average 5 requests per second, and each request keeps an instance busy
+        for 200 ms. On average, how many instances are busy at the same time? Store the number in
+        `busy_instances`.
+
+        *Little's law* says: the average number of requests inside a system equals the rate at which
+        they arrive times how long each one stays, $L = \\lambda W$. You will meet this number again in
+        lab 01 as the simulator's `avg_running_count`.
+        """),
+    code("exercise-1-solution", """
+        arrival_rate = 5.0  # requests per second
+        service_time = 0.200  # seconds each request is served
+        ### BEGIN SOLUTION
+        busy_instances = arrival_rate * service_time
+        ### END SOLUTION
+        """),
+    check("exercise-1-check", """
+        check_busy_instances(busy_instances, arrival_rate=5.0, service_time=0.2)
+        """, points=1),
+    md("real-cluster", """
+        ## 5. On a real cluster
+
+        `data/manifests/hello.yaml` is plain Kubernetes: with an image that listens on `$PORT` pushed to
+        a registry, `kubectl apply -f data/manifests/hello.yaml` runs the same two replicas. What differs
+        from the laptop:
+
+        - a replica is a container in a pod, scheduled onto a node, with its own IP address; here it
+          is a process on a free port of `127.0.0.1`;
+        - the Service is a virtual IP plus a DNS name (`hello.default.svc.cluster.local`), implemented
+          by kube-proxy rules on every node that pick a pod per connection (at random with iptables,
+          round robin with IPVS); here it is a small TCP load balancer that takes turns per connection;
+        - starting a replica there may include pulling its image, which can take far longer than
+          starting the process itself. Lab 01 measures the part that remains on every platform.
+        """),
+    md("summary", """
+        ## Summary
+
+        You checked your environment, applied a Kubernetes manifest to a `LocalCluster` and saw two
+        real replicas answer in turn, moved a widget from code and by hand, and passed your first
+        check. Lab 01 uses all of these to answer: *what problem does serverless solve, what does a
+        cold start cost, and when is serverless the better choice?*
+        """),
+]

@@ -1,0 +1,476 @@
+"""Cell sources of lab 01; built into labs/01_serverless_tradeoffs.ipynb by tools/build_labs.py."""
+
+from cells import IGNORE, check, code, md  # noqa: F401
+
+FILENAME = "01_serverless_tradeoffs.ipynb"
+
+CELLS = [
+    md("title", """
+        # Lab 01 — Serverless: what it solves, what a cold start costs, and when it pays
+
+        **What you will learn** (about 60–75 minutes)
+
+        1. Say what problem serverless computing solves, and name workloads it is made for.
+        2. Measure a real cold start on your machine and see where its time goes.
+        3. Predict how often requests hit a cold start from the traffic and the keep-alive, with a
+           simulator, at scales you cannot run live.
+        4. Compare the monthly cost of pay-per-use and an always-on service, and find the break-even.
+        5. Decide, from numbers, when serverless fits and when it does not.
+        """),
+    md("problem", """
+        ## The problem serverless solves
+
+        On Kubernetes, a microservice is a `Deployment` with some replicas that run all the time. You
+        choose how many (or tune an autoscaler), you pay for them when they sit idle at night, and
+        someone runs the nodes underneath. For a service that is busy all day that is fine. For code
+        that runs now and then — when a file is uploaded, when a webhook fires, once a night — most of
+        that capacity waits for work.
+
+        **Serverless** platforms (AWS Lambda, Azure Functions, Google Cloud Run, Knative on your own
+        cluster) take a function or a container and run it *on demand*: an instance is started when a
+        request arrives, as many run as the traffic needs, and after a **keep-alive** period with no
+        requests an instance is removed — down to **zero**. You pay per request and per GB-second of
+        execution, not per hour of idling, and nobody sizes or patches servers.
+
+        Typical uses: event-driven glue (a photo upload makes a thumbnail, a queue message is
+        processed), webhooks and chat bots, scheduled jobs, APIs with low or spiky traffic, data
+        pipeline steps, prototypes.
+
+        The price of scaling to zero is the **cold start**: a request that finds no warm instance waits
+        while one is created.
+        """),
+    md("idea", """
+        ## The idea: warm and cold requests
+
+        ```mermaid
+        sequenceDiagram
+            participant U as client
+            participant P as platform (gateway / activator)
+            participant I as function instance
+            U->>P: request 1 — no instance (scaled to zero)
+            P->>I: start process, import libraries, load model
+            I-->>P: ready
+            P->>I: request 1
+            I-->>U: response 1 — COLD: start-up + service time
+            U->>P: request 2, within the keep-alive
+            P->>I: request 2
+            I-->>U: response 2 — WARM: service time only
+            Note over I: keep-alive passes with no request: the instance is removed
+        ```
+
+        Three numbers decide how much cold starts hurt: how long one takes, how often requests come
+        (the **arrival rate** λ), and how long an idle instance is kept (the **keep-alive** T).
+        """),
+    md("measure-intro", """
+        ## Run it for real: one cold start
+
+        `labkit.apps.function` is a small but realistic function: it imports scikit-learn, trains a
+        handwritten-digit classifier on a data set bundled with scikit-learn, and only then opens its
+        port, as a function runtime finishes its initialisation before taking traffic. Each request
+        then classifies one image.
+
+        `measure_cold_start()` does what a platform does for the first request after scaling to zero:
+        it starts the function as a new process, waits until it answers its readiness probe, sends the
+        request, then sends 30 warm requests on the same instance and stops it. Your numbers depend on
+        your machine, so nbval does not compare this cell's output; the next cell checks a property
+        that holds everywhere.
+        """),
+    code("measure", """
+        from labkit.coldstart import measure_cold_start
+
+        measured = measure_cold_start(warm_requests=30)
+        print(measured.summary())
+        """, IGNORE),
+    code("measure-check", """
+        from labkit.net import process_alive
+
+        assert measured.cold_seconds > 10 * measured.warm_p50, "a cold request should be far slower than a warm one"
+        assert not process_alive(measured.pid), "the function's process should be gone"
+        print("✓ the cold request took more than 10x the warm median, and the instance is gone again")
+        """),
+    code("measure-plot", """
+        import matplotlib.pyplot as plt
+
+        measured.plot()
+        plt.show()
+        """),
+    md("measure-discuss", """
+        Most of the cold request is spent **before** the function can do anything: starting the
+        interpreter and importing libraries, then building the model. A warm request only runs the
+        prediction. Real platforms add more in front: finding a host, starting a sandbox or container
+        (and maybe pulling its image), and routing the request through an activator. Published
+        measurements put cold starts from about a hundred milliseconds to several seconds, depending on
+        the runtime, package size and memory size.
+
+        One cold start is not a problem. What matters is **how often** a request meets one — and that
+        depends on traffic and keep-alive, over days of traffic. That is a job for a simulator.
+        """),
+    md("sim-intro", """
+        ## At scale: the platform simulator
+
+        `labkit.sim.simulate_platform` models a serverless platform the way SimFaaS does (Mahmoudi &
+        Khazaei): requests arrive at random; each instance serves one request at a time; a request that
+        finds an idle instance is warm, otherwise a new instance starts (cold); an idle instance is
+        removed `expiration_threshold` seconds (the keep-alive) after its last request ended. It runs a
+        week of traffic in a fraction of a second and is seeded, so its numbers repeat exactly.
+
+        We model a function whose requests take 0.2 s warm, with a 1 s cold start — about what you
+        just measured.
+        """),
+    code("sim-one", """
+        from labkit.sim import simulate_platform
+
+        WARM, COLD_START, WEEK = 0.2, 1.0, 7 * 86400.0
+
+
+        def simulate(rate: float, keep_alive: float, horizon: float = WEEK, **kw):
+            return simulate_platform(arrival_rate=rate, warm_service_time=WARM, cold_service_time=WARM + COLD_START,
+                                     expiration_threshold=keep_alive, max_time=horizon, seed=1, **kw)
+
+
+        week = simulate(rate=0.05, keep_alive=60)
+        print(f"{week.requests:,} requests in a week at 0.05 req/s with a 60 s keep-alive:")
+        print(f"  cold-start probability  {week.cold_start_probability:.1%}")
+        print(f"  response time p50 / p99 {week.response_time_p50:.2f} s / {week.response_time_p99:.2f} s")
+        print(f"  instances on average    {week.avg_server_count:.3f} (busy {week.avg_running_count:.3f})")
+        """),
+    md("sim-sweep-intro", """
+        How does the cold-start probability change with the keep-alive, and with the traffic? Each
+        point below is one simulated run (about 20,000 requests, at most a week).
+        """),
+    code("sim-sweep", """
+        import numpy as np
+
+        RATES = [0.01, 0.1, 1.0]  # requests per second
+        KEEP_ALIVES = [1, 5, 15, 30, 60, 120, 300, 600, 1200]  # seconds
+
+
+        def horizon_for(rate: float) -> float:
+            return min(20_000 / rate, WEEK)
+
+
+        by_keep_alive = {r: [simulate(r, t, horizon_for(r)).cold_start_probability for t in KEEP_ALIVES] for r in RATES}
+        rate_grid = np.logspace(-3, 1, 9)
+        by_rate = {t: [simulate(r, t, horizon_for(r)).cold_start_probability for r in rate_grid] for t in (10, 60, 600)}
+
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+        for r, probabilities in by_keep_alive.items():
+            line, = left.semilogx(KEEP_ALIVES, probabilities, "o-", label=f"{r} req/s (simulated)")
+            left.semilogx(KEEP_ALIVES, np.exp(-r * np.array(KEEP_ALIVES)), "--", color=line.get_color())
+        left.set(title="cold starts vs keep-alive (dashed: exp(-rate x keep-alive))", xlabel="keep-alive (s)",
+                 ylabel="cold-start probability")
+        left.legend()
+        for t, probabilities in by_rate.items():
+            right.semilogx(rate_grid, probabilities, "o-", label=f"keep-alive {t} s")
+        right.set(title="cold starts vs arrival rate", xlabel="requests per second", ylabel="cold-start probability")
+        right.legend()
+        plt.show()
+        """),
+    code("sim-sweep-check", """
+        slack = 0.02  # sampling noise: a longer keep-alive can never make cold starts clearly more likely
+        for r, p in by_keep_alive.items():
+            assert all(b <= a + slack for a, b in zip(p, p[1:])), f"not decreasing with keep-alive at {r} req/s"
+        for t, p in by_rate.items():
+            assert all(b <= a + slack for a, b in zip(p, p[1:])), f"not decreasing with rate at keep-alive {t} s"
+        for r in RATES:
+            print(f"{r:>5} req/s: cold starts {by_keep_alive[r][KEEP_ALIVES.index(60)]:6.1%} with a 60 s keep-alive, "
+                  f"{by_keep_alive[r][KEEP_ALIVES.index(600)]:6.1%} with 600 s")
+        """),
+    md("sim-discuss", """
+        What stands out:
+
+        - **A request is cold when the gap since the previous request is longer than the keep-alive.**
+          For random (Poisson) traffic that gap is longer than T with probability $e^{-\\lambda T}$ —
+          the dashed lines — as long as requests rarely overlap. So a function called once every few
+          minutes meets cold starts often unless the platform keeps it alive for many minutes, and the
+          platform pays for that idle memory.
+        - **Busy functions are almost always warm.** At 1 req/s a gap longer than a minute practically
+          never happens. The few cold starts left come from *overlap*: an instance serves one request
+          at a time, so a request that arrives while every instance is busy starts a new one. That is
+          why the simulated points sit above the dashed line at higher rates, and why a longer
+          keep-alive cannot remove them.
+        - So cold starts are mostly a problem of *rare* and *bursty* traffic — exactly the workloads
+          serverless is sold for.
+
+        Real traffic is rarely Poisson. With the same mean rate, bursts leave long silent gaps between
+        them, and each burst starts cold. Compare Poisson arrivals, bursty arrivals (on for about a
+        minute, off for about ten) and a replayed trace, all at the trace's mean rate. The trace,
+        `data/traces/synthetic_trace.csv`, is **synthetic**: one day shaped like a function's
+        invocations in published serverless traces (a daily cycle with bursts on top).
+        """),
+    code("sim-patterns", """
+        from pathlib import Path
+
+        import labkit
+        from labkit.sim import Bursty, TraceReplay
+
+        DATA = Path(labkit.__file__).resolve().parents[1] / "data"  # the data/ folder next to the labkit package
+        trace = TraceReplay(DATA / "traces" / "synthetic_trace.csv", loop=True)
+        mean_rate = trace.mean_rate
+        patterns = {
+            "Poisson": None,
+            "bursty (MMPP)": Bursty(mean_rate * 11, 0.0, mean_high_duration=60, mean_low_duration=600),
+            "trace replay": trace,
+        }
+        cold_by_pattern = {}
+        for name, workload in patterns.items():
+            kw = {"workload": workload} if workload else {"arrival_rate": mean_rate}
+            result = simulate_platform(**kw, warm_service_time=WARM, cold_service_time=WARM + COLD_START,
+                                       expiration_threshold=60, max_time=WEEK, seed=1)
+            cold_by_pattern[name] = result.cold_start_probability
+            print(f"{name:<14} mean {result.requests / WEEK:.4f} req/s: cold starts {result.cold_start_probability:6.1%}")
+        assert cold_by_pattern["trace replay"] > cold_by_pattern["Poisson"]
+        """),
+    md("dashboard-intro", """
+        ## Explore: the serverless dashboard
+
+        The dashboard runs the simulator for the traffic pattern, rate, keep-alive, cold start, service
+        time and memory size you choose, and prices the result. It shows the cold-start probability,
+        the response-time percentiles, the number of instances over time, and the monthly cost of
+        serverless next to one always-on instance, with the break-even rate marked.
+
+        Things to try:
+
+        - At 0.05 req/s, lower the keep-alive from 600 s to 30 s. Watch the p99 and the instance count.
+        - Switch the pattern to *bursty*, then *trace replay*. Which has the most cold starts?
+        - Raise the cold start to 5 s: which percentile moves, and which does not?
+        - Move the rate past the break-even rate: when does an always-on instance become cheaper?
+          Change the memory size: why does the break-even move? (Here memory changes only the price;
+          on Lambda it also buys CPU, so a bigger function may also run faster.)
+        """),
+    code("dashboard", """
+        from labkit.widgets.serverless import serverless_dashboard
+
+        dash = serverless_dashboard(arrival_rate=0.05, keep_alive=600)
+        dash
+        """, IGNORE),
+    md("dashboard-drive-intro", """
+        Cells can drive the dashboard too. This one asks for bursty traffic with a one-minute
+        keep-alive (the dashboard above redraws), and the next reads the result.
+        """),
+    code("dashboard-drive", """
+        calm = dash.result
+        dash.set(pattern="bursty", keep_alive=60)
+        """, IGNORE),
+    code("dashboard-state", """
+        burst = dash.result
+        assert burst.cold_start_probability > calm.cold_start_probability
+        print(f"Poisson, keep-alive 600 s: {calm.cold_start_probability:.1%} cold, p99 {calm.response_time_p99:.2f} s")
+        print(f"bursty,  keep-alive  60 s: {burst.cold_start_probability:.1%} cold, p99 {burst.response_time_p99:.2f} s")
+        """),
+    md("cost-intro", """
+        ## Cost: pay-per-use against always-on
+
+        `labkit.sim.Prices` holds public list prices (AWS Lambda x86 in us-east-1: \\$0.0000166667 per
+        GB-second and \\$0.20 per million requests; the always-on alternative is the smallest AWS
+        Fargate task, 0.25 vCPU and 0.5 GB, at about \\$0.0123 per hour; sources and date in its
+        docstring). A serverless bill grows in proportion to traffic; an always-on instance costs the
+        same every hour. Where the two lines cross is the **break-even rate**.
+
+        Here is our function with 512 MB of memory (Lambda gives CPU in proportion to memory; 512 MB is
+        the nearest match for that Fargate task):
+        """),
+    code("cost", """
+        from labkit.sim import always_on_monthly_cost, break_even_rate, serverless_monthly_cost_for_rate
+
+        MEMORY_MB = 512
+        always_on = always_on_monthly_cost(1)
+        break_even = break_even_rate(WARM, MEMORY_MB)
+        print(f"one always-on instance: ${always_on:,.2f} per month; it can serve at most {1 / WARM:.0f} req/s")
+        print(f"break-even rate: {break_even:.2f} req/s ({break_even * 86400:,.0f} requests a day)")
+        for r in (0.001, 0.01, 0.1, 1.0, 10.0):
+            serverless = serverless_monthly_cost_for_rate(r, WARM, MEMORY_MB)
+            cheaper = "serverless" if serverless < always_on else "always-on"
+            print(f"  {r:>6} req/s: serverless ${serverless:>8,.2f} per month -> {cheaper} is cheaper")
+        """),
+    md("fit", """
+        ## When serverless fits, and when it does not
+
+        Put the numbers together:
+
+        - **Intermittent and event-driven work fits.** Well below the break-even rate, pay-per-use
+          costs a small fraction of an idle server (the table above). The cold starts it brings are the
+          ones you measured and simulated: on rare traffic, a good share of requests pay the start-up
+          time on top. For a thumbnail, a notification or a nightly job, nobody notices.
+        - **Steady high load does not.** Above the break-even rate every request costs more than its
+          share of a busy always-on instance. A service busy all day has few cold starts but pays the
+          pay-per-use premium on every request.
+        - **Latency-critical work on rare traffic does not either.** If the p99 must stay well under a
+          cold start, rare traffic makes cold starts common enough to land in the p99. Keeping an
+          instance warm (Knative `min-scale: "1"`, Lambda provisioned concurrency) fixes the latency —
+          at the price of an always-on instance, which is the thing serverless was meant to avoid.
+
+        Now make these calls yourself.
+        """),
+    md("exercise-1", """
+        ## Exercises
+
+        ### Exercise 1 — the break-even rate (2 points)
+
+        A function runs `BREAK_EVEN_TASK.mean_duration` seconds per request with
+        `BREAK_EVEN_TASK.memory_mb` MB of memory. With the default `Prices()`, at how many requests
+        **per second** does it cost as much per month as one always-on instance? Work it out from the
+        prices (`gb_second`, `per_million_requests`, `always_on_hourly`) — `break_even_rate()` is what
+        the check uses, so do not call it. Store the result in `break_even_answer`.
+        """),
+    code("exercise-1-solution", """
+        from labkit.grading.lab01 import BREAK_EVEN_TASK, check_break_even_rate
+        from labkit.sim import Prices
+
+        prices = Prices()
+        duration, memory_mb = BREAK_EVEN_TASK.mean_duration, BREAK_EVEN_TASK.memory_mb
+        ### BEGIN SOLUTION
+        cost_per_request = duration * memory_mb / 1024 * prices.gb_second + prices.per_million_requests / 1e6
+        always_on_per_second = prices.always_on_hourly / 3600
+        break_even_answer = always_on_per_second / cost_per_request
+        ### END SOLUTION
+        print(f"{duration} s and {memory_mb:.0f} MB per request: break-even at {break_even_answer:.3f} req/s")
+        """),
+    check("exercise-1-check", """
+        check_break_even_rate(break_even_answer)
+        """, points=2),
+    md("exercise-2", """
+        ### Exercise 2 — a keep-alive for a target (2 points)
+
+        `KEEP_ALIVE_TASK` describes a rarely called function (its rate, warm and cold service times)
+        and a target: at most `target` of its requests may be cold. Find the **shortest** keep-alive
+        (in seconds) that meets the target, using `simulate_platform` with the task's parameters
+        (`max_time` and `seed` included). The formula $e^{-\\lambda T}$ gives a first guess; the
+        simulator has the last word. Store it in `keep_alive_answer`.
+        """),
+    code("exercise-2-solution", """
+        import math
+
+        from labkit.grading.lab01 import KEEP_ALIVE_TASK, check_keep_alive
+
+        task = KEEP_ALIVE_TASK
+        print(task)
+        ### BEGIN SOLUTION
+
+
+        def cold_probability(keep_alive: float) -> float:
+            return simulate_platform(arrival_rate=task.arrival_rate, warm_service_time=task.warm_service_time,
+                                     cold_service_time=task.cold_service_time, expiration_threshold=keep_alive,
+                                     max_time=task.max_time, seed=task.seed).cold_start_probability
+
+
+        guess = -math.log(task.target) / task.arrival_rate
+        keep_alive_answer = next(t for t in range(int(0.8 * guess), int(2 * guess), 5) if cold_probability(t) <= task.target)
+        ### END SOLUTION
+        print(f"keep-alive {keep_alive_answer} s")
+        """),
+    check("exercise-2-check", """
+        check_keep_alive(keep_alive_answer)
+        """, points=2),
+    md("exercise-3", """
+        ### Exercise 3 — serverless or always-on? (3 points)
+
+        Four workloads, each with a latency objective (its p99) and the always-on deployment it could
+        run on instead. The platform keeps idle instances for `KEEP_ALIVE` = 600 s. Serverless fits a
+        workload when it is **cheaper** than the always-on deployment (`result.monthly_cost` against
+        `always_on_monthly_cost(scenario.always_on_instances)`) **and** meets the **p99 objective**
+        (`result.response_time_p99 <= scenario.p99_slo`). `scenario.simulate()` runs the simulator for
+        a scenario. Build `fits`: scenario name → `"serverless"` or `"always-on"`.
+        """),
+    code("exercise-3-solution", """
+        from labkit.grading.lab01 import SCENARIOS, check_serverless_fit, scenario_table
+
+        print(scenario_table())
+        ### BEGIN SOLUTION
+        fits = {}
+        for name, scenario in SCENARIOS.items():
+            result = scenario.simulate()
+            cost, alternative = result.monthly_cost, always_on_monthly_cost(scenario.always_on_instances)
+            cheaper = cost < alternative
+            fast_enough = result.response_time_p99 <= scenario.p99_slo
+            fits[name] = "serverless" if cheaper and fast_enough else "always-on"
+            print(f"{name:<13} ${cost:>7.2f} vs ${alternative:>6.2f}, p99 {result.response_time_p99:5.2f} s "
+                  f"(objective {scenario.p99_slo} s), cold {result.cold_start_probability:6.1%} -> {fits[name]}")
+        ### END SOLUTION
+        """),
+    check("exercise-3-check", """
+        check_serverless_fit(fits)
+        """, points=3),
+    md("real-cluster", """
+        ## On a real cluster
+
+        On Kubernetes with Knative Serving, our function would be a Knative `Service`. Knative gives the
+        container its port in `$PORT`, as labkit does; `containerConcurrency: 1` means one request per
+        instance, like our simulator; the annotations set the scale bounds and how long an idle
+        revision keeps its last pod. (labkit's own Knative `Service` kind arrives in a later lab.)
+
+        ```yaml
+        apiVersion: serving.knative.dev/v1
+        kind: Service
+        metadata:
+          name: digits
+        spec:
+          template:
+            metadata:
+              annotations:
+                autoscaling.knative.dev/min-scale: "0"    # scale to zero when idle ("1" = always warm)
+                autoscaling.knative.dev/max-scale: "20"
+                autoscaling.knative.dev/scale-to-zero-pod-retention-period: "10m"  # ~ the keep-alive
+            spec:
+              containerConcurrency: 1
+              containers:
+                - image: registry.example.com/labkit/digits-function:1.0  # runs python -m labkit.apps.function
+                  ports:
+                    - containerPort: 8080
+                  readinessProbe:
+                    httpGet:
+                      path: /
+                  resources:
+                    requests: {cpu: 250m, memory: 512Mi}
+                    limits: {memory: 512Mi}
+        ```
+
+        What differs from the laptop:
+
+        - **The cold start is longer.** Before the process starts, a pod is scheduled, the image may be
+          pulled, the container and the `queue-proxy` sidecar start; while there is no pod, the
+          **activator** holds the request and forwards it once the pod is ready.
+        - **Keep-alive is not one number.** Knative scales to zero when its autoscaler has seen no
+          traffic for the stable window (60 s by default), then waits up to
+          `scale-to-zero-grace-period` (30 s) and at least `scale-to-zero-pod-retention-period`
+          (0 s by default). So idle pods live roughly 1–1.5 minutes unless you raise the retention.
+        - **Who pays for idle time differs.** On Lambda you pay only while a request runs and the
+          provider pays for warm idle instances; on your own Knative cluster an idle pod holds node
+          memory you pay for, and scale to zero frees it for other work.
+        """),
+    md("summary-intro", """
+        ## Summary
+
+        The question: *what problem does serverless solve, what are its use cases, and when is it
+        clearly better or worse than deploying a microservice on Kubernetes?* Your answer, from your
+        numbers (this cell reads them from the variables above, so they are yours):
+        """),
+    code("summary", """
+        rare_1min, rare_10min = (by_keep_alive[0.01][KEEP_ALIVES.index(t)] for t in (60, 600))
+        busy_1min = by_keep_alive[1.0][KEEP_ALIVES.index(60)]
+        print(f"- A cold start on this machine took {measured.cold_seconds * 1000:.0f} ms against "
+              f"{measured.warm_p50 * 1000:.1f} ms warm ({measured.slowdown:.0f}x); "
+              f"{measured.cold_breakdown()['import'] / measured.cold_seconds:.0%} of it importing libraries.")
+        print(f"- At 0.01 req/s a 1-minute keep-alive leaves {rare_1min:.1%} of requests cold; only a 10-minute "
+              f"keep-alive, an idle instance most of the time, brings that to {rare_10min:.1%}. "
+              f"At 1 req/s a 1-minute keep-alive already gives {busy_1min:.1%}.")
+        print(f"- Bursty traffic is worse: at the same mean rate and a 1-minute keep-alive, the trace had "
+              f"{cold_by_pattern['trace replay']:.1%} cold requests against {cold_by_pattern['Poisson']:.1%} for Poisson.")
+        print(f"- Pay-per-use is cheaper than one always-on instance (${always_on:.2f}/month) below "
+              f"{break_even:.2f} req/s for a 0.2 s, 512 MB function.")
+        for name, choice in fits.items():
+            print(f"- {name}: {choice}")
+        """, IGNORE),
+    md("summary-text", """
+        Serverless removes the work and the cost of keeping servers for code that runs now and then:
+        the platform starts instances on demand, scales with the traffic and back to zero, and bills
+        only the time spent working. It is clearly better for **intermittent, event-driven workloads**
+        (uploads, webhooks, notifications, scheduled jobs, spiky APIs) well below the break-even rate,
+        where it costs cents instead of an idle server and its cold starts do not break anyone's
+        deadline. It is clearly worse for **steady high load** above the break-even rate, where every
+        request pays the pay-per-use premium, and for **latency-critical work on rare or bursty
+        traffic**, where cold starts reach the p99; keeping instances warm fixes that only by paying
+        for always-on capacity again. Next: lab 02 leaves single functions for the network between
+        services — what a service mesh adds to Kubernetes networking.
+        """),
+]
