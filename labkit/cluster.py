@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from labkit import manifests
 from labkit.core.controller import (
@@ -33,6 +33,8 @@ __all__ = [
     "ApplyError",
     "NotFoundError",
     "register_controller",
+    "ClusterExtension",
+    "register_extension",
     "LocalCluster",
     "ManifestError",
 ]
@@ -73,6 +75,26 @@ class StatusTable(list[ObjectStatus]):
     __repr__ = __str__
 
 
+class ClusterExtension(Protocol):
+    """Per-cluster machinery that spans objects (the mesh control plane): it may change an
+    object as it is admitted (like a mutating admission webhook), hears after every apply()
+    and delete() that objects changed, and is closed before the objects are deleted."""
+
+    def admit(self, obj: KubeObject) -> KubeObject: ...
+
+    def changed(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_EXTENSIONS: dict[str, Callable[[LocalCluster], ClusterExtension]] = {}
+
+
+def register_extension(name: str, factory: Callable[[LocalCluster], ClusterExtension]) -> None:
+    """Every LocalCluster gets `factory(cluster)` as its extension `name` (see `extension()`)."""
+    _EXTENSIONS[name] = factory
+
+
 @dataclass
 class _Entry:
     obj: KubeObject
@@ -80,6 +102,32 @@ class _Entry:
 
 
 CORE_API_VERSIONS = ("v1", "apps/v1")
+
+SHORT_NAMES: dict[str, tuple[str, str]] = {
+    # short name -> (API group, kind), from the shortNames of the official CRDs and kubectl's own
+    "svc": ("", "Service"),
+    "deploy": ("apps", "Deployment"),
+    "ns": ("", "Namespace"),
+    "ksvc": ("serving.knative.dev", "Service"),
+    "kservice": ("serving.knative.dev", "Service"),
+    "rev": ("serving.knative.dev", "Revision"),
+    "rt": ("serving.knative.dev", "Route"),
+    "config": ("serving.knative.dev", "Configuration"),
+    "cfg": ("serving.knative.dev", "Configuration"),
+    "imc": ("messaging.knative.dev", "InMemoryChannel"),
+    "ch": ("messaging.knative.dev", "Channel"),
+    "sub": ("messaging.knative.dev", "Subscription"),
+    "vs": ("networking.istio.io", "VirtualService"),
+    "dr": ("networking.istio.io", "DestinationRule"),
+    "pa": ("security.istio.io", "PeerAuthentication"),
+    "ap": ("security.istio.io", "AuthorizationPolicy"),
+    "isvc": ("serving.kserve.io", "InferenceService"),
+}
+
+
+def _group(api_version: str) -> str:
+    """The API group of an apiVersion: "" for the core group ("v1")."""
+    return api_version.rpartition("/")[0]
 """A bare kind name resolves to these first, as kubectl resolves `service` to core v1."""
 
 
@@ -115,6 +163,27 @@ class LocalCluster:
             target=self._monitor_loop, args=(monitor_interval,), name="labkit-monitor", daemon=True
         )
         self._monitor.start()
+        self._extensions = {name: factory(self) for name, factory in _EXTENSIONS.items()}
+
+    def extension(self, name: str) -> Any:
+        """The cluster's extension `name` (e.g. "mesh", the control plane)."""
+        if name not in self._extensions:
+            raise NotFoundError(f"no cluster extension {name!r} (have: {', '.join(self._extensions) or 'none'})")
+        return self._extensions[name]
+
+    def client(self, namespace: str = "default", service_account: str = "sleep") -> Any:
+        """A mesh client with its own sidecar, like Istio's `sleep` sample pod: send requests to
+        its `outbound_url` with a service name as Host (see labkit.mesh.control)."""
+        return self.extension("mesh").client(namespace, service_account)
+
+    def sidecar(self, workload_name: str, namespace: str = "default") -> Any:
+        """The sidecar injected into a workload (a Deployment), with outbound_url, inbound_url,
+        metrics_url and config()."""
+        return self.extension("mesh").sidecar(workload_name, namespace)
+
+    def _notify_changed(self) -> None:
+        for extension in self._extensions.values():
+            extension.changed()
 
     @property
     def lock(self) -> threading.RLock:
@@ -151,6 +220,8 @@ class LocalCluster:
             try:
                 for obj in objects:
                     current = obj
+                    for extension in self._extensions.values():
+                        obj = extension.admit(obj)
                     previous = self._apply_one(obj)
                     if previous is not obj:
                         undo.append((obj.key, previous))
@@ -167,6 +238,8 @@ class LocalCluster:
                     f" (rollback problems: {'; '.join(problems)})" if problems else ""
                 )
                 raise ApplyError(f"{current.kind}/{current.metadata.name}: {exc}{note}") from exc
+            finally:
+                self._notify_changed()
         return results
 
     def _apply_one(self, obj: KubeObject) -> KubeObject | None:
@@ -227,7 +300,10 @@ class LocalCluster:
         with self._lock:
             entry = self._entry(kind, name, namespace)
             del self._objects[entry.obj.key]
-            entry.controller.delete()
+            try:
+                entry.controller.delete()
+            finally:
+                self._notify_changed()
 
     def status(self) -> StatusTable:
         """One row per object in apply order: kind, name, ready, url, message."""
@@ -248,34 +324,45 @@ class LocalCluster:
         return Resource(entry.obj.model_copy(deep=True), entry.controller.status())
 
     def _entry(self, kind: str, name: str, namespace: str) -> _Entry:
-        api_version, kind_name = self._resolve_kind(kind)
-        entry = self._objects.get((api_version, kind_name, namespace, name))
-        if entry is None:
-            present = ", ".join(f"{k[1]}/{k[3]}" for k in self._objects) or "nothing applied"
-            raise NotFoundError(
-                f"no {kind_name} named {name!r} in namespace {namespace!r} (present: {present})"
-            )
-        return entry
+        candidates = self._resolve_kind(kind)
+        entries = [
+            self._objects[key]
+            for key in ((a, k, namespace, name) for a, k in candidates)
+            if key in self._objects
+        ]
+        if len(entries) > 1:  # e.g. a core Service and a Knative Service share a name
+            entries = [e for e in entries if e.obj.api_version in CORE_API_VERSIONS] or entries
+        if len(entries) == 1:
+            return entries[0]
+        kinds = sorted({k for _, k in candidates})
+        if entries:
+            choices = ", ".join(f"{e.obj.api_version}/{e.obj.kind}" for e in entries)
+            raise NotFoundError(f"{kind!r} named {name!r} is ambiguous: say one of {choices}")
+        present = ", ".join(f"{k[1]}/{k[3]}" for k in self._objects) or "nothing applied"
+        raise NotFoundError(
+            f"no {'/'.join(kinds)} named {name!r} in namespace {namespace!r} (present: {present})"
+        )
 
     @staticmethod
-    def _resolve_kind(kind: str) -> KindKey:
+    def _resolve_kind(kind: str) -> list[KindKey]:
+        """Every registered (apiVersion, kind) that `kind` can mean, as kubectl reads it: a kind
+        name in any case ("service"), with its group or apiVersion ("serving.knative.dev/v1/Service",
+        "serving.knative.dev/Service"), or a CRD short name ("ksvc", "vs", "isvc")."""
         known = manifests.supported_kinds()
-        api_version, _, kind_name = kind.rpartition("/")
+        api_part, slash, kind_name = kind.rpartition("/")
+        group_hint: str | None = api_part if slash else None
+        if group_hint is None and kind.lower() in SHORT_NAMES:
+            group_hint, kind_name = SHORT_NAMES[kind.lower()]
         found = [
             (a, k)
             for a, k in known
-            if k.lower() == kind_name.lower() and (not api_version or a == api_version)
+            if k.lower() == kind_name.lower()
+            and (group_hint is None or group_hint in (a, _group(a)))
         ]
-        if len(found) > 1:
-            core = [key for key in found if key[0] in CORE_API_VERSIONS]
-            found = core or found
-        if len(found) == 1:
-            return found[0]
-        if found:
-            choices = ", ".join(f"{a}/{k}" for a, k in found)
-            raise NotFoundError(f"kind {kind!r} is ambiguous: say one of {choices}")
-        listing = ", ".join(f"{a}/{k}" for a, k in known)
-        raise NotFoundError(f"unknown kind {kind!r}; supported: {listing}")
+        if not found:
+            listing = ", ".join(f"{a}/{k}" for a, k in known)
+            raise NotFoundError(f"unknown kind {kind!r}; supported: {listing}")
+        return found
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -302,6 +389,8 @@ class LocalCluster:
             if self._closed:
                 return
             self._closed = True
+            for extension in self._extensions.values():
+                extension.close()
             for key in reversed(list(self._objects)):
                 entry = self._objects.pop(key)
                 entry.controller.delete()

@@ -52,7 +52,9 @@ KindKey = tuple[str, str]
 
 FieldPath = tuple[Union[str, int], ...]
 
-COMPONENTS: list[str] = ["labkit.core"]
+COMPONENTS: list[str] = ["labkit.core", "labkit.eventing.kinds", "labkit.serving.kinds", "labkit.mesh.kinds",
+                           "labkit.apps.mesh_demo_deploy",
+                           "labkit.inference.kinds"]
 """Modules imported before the first load; each registers its kinds (and controllers)."""
 
 
@@ -217,6 +219,9 @@ def _unknown_kind_message(api_version: object, kind: object) -> str:
         )
     close = difflib.get_close_matches(str(kind), sorted({k for _, k in known}), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
+    same_version = [k for a, k in known if a == api_version]
+    if same_version:  # the apiVersion is right: name its kinds, not all of them
+        return f"unknown kind {kind!r} (apiVersion {api_version!r}); {hint}{api_version} has: {', '.join(same_version)}"
     return f"unknown kind {kind!r} (apiVersion {api_version!r}); {hint}supported: {listing}"
 
 

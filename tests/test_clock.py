@@ -98,8 +98,13 @@ def test_wallclock_schedules_from_another_thread_onto_its_loop() -> None:
             threads.append(threading.current_thread().name)
             fired.set()
 
+        # Hold the loop while scheduling and cancelling, so the cancel is queued before the
+        # timer could fire: a timer that already fired cannot be cancelled, on any thread.
+        gate = threading.Event()
+        background.loop.call_soon_threadsafe(gate.wait, 10)
         cancelled = clock.call_later(0, lambda: threads.append("cancelled"))
         cancelled.cancel()
+        gate.set()
         clock.call_later(0.01, callback)
         assert fired.wait(10)
         assert threads == ["labkit-loop"]

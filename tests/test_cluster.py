@@ -279,6 +279,18 @@ def test_lookups_and_their_errors(cluster: LocalCluster) -> None:
     assert [o.kind for o in cluster.objects()] == ["Deployment", "Service"]
 
 
+def test_kinds_resolve_as_kubectl_reads_them(cluster: LocalCluster) -> None:
+    cluster.apply(HELLO_YAML)
+    for kind in ("svc", "Service", "v1/Service", "/Service"):
+        assert cluster.get(kind, "hello").object.api_version == "v1", kind
+    for kind in ("deploy", "apps/Deployment", "DEPLOYMENT"):
+        assert cluster.get(kind, "hello").object.kind == "Deployment", kind
+    with pytest.raises(NotFoundError, match=r"no Service named 'hello'"):
+        cluster.get("ksvc", "hello")  # a Knative Service is another kind, even with the same name
+    with pytest.raises(NotFoundError, match="unknown kind 'nosuch/Service'"):
+        cluster.get("nosuch/Service", "hello")
+
+
 def test_deployment_selector_is_immutable(cluster: LocalCluster) -> None:
     cluster.apply(HELLO_YAML)
     changed = DEPLOYMENT_TEXT.replace("app: hello", "app: hi")

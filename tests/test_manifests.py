@@ -138,7 +138,7 @@ def test_unknown_kind_and_api_version(write: Write) -> None:
     path = write("k.yaml", text)
     assert errors_of(path) == [
         f"{path}:2: Deploymnet/a: kind: unknown kind 'Deploymnet' (apiVersion 'apps/v1'); did "
-        "you mean 'Deployment'? supported: apps/v1 Deployment, v1 Service",
+        "you mean 'Deployment'? apps/v1 has: Deployment",
         f"{path}:5: Deployment/b: apiVersion: unknown apiVersion 'apps/v1beta1' for kind "
         "Deployment; use 'apps/v1'",
     ]

@@ -88,6 +88,8 @@ class L4Balancer:
                 for pipe in pipes:
                     pipe.cancel()
                 await asyncio.gather(*pipes, return_exceptions=True)
+        except asyncio.CancelledError:
+            pass  # our own close() cut the connection; ending here keeps asyncio from logging it
         finally:
             for w in (writer, upstream_writer):
                 if w is not None:
