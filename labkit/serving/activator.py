@@ -1,0 +1,223 @@
+"""The activator: where requests wait while a revision scales from zero (or lacks burst room).
+
+When a revision's serverless service is in Proxy mode (no ready pod, or excess burst capacity
+below zero), the ingress sends its requests here instead of to the pods. For each revision the
+activator keeps a throttler:
+
+- capacity is ``containerConcurrency`` x ready pods (unlimited when CC = 0); a request takes a
+  slot on a pod, or waits in a bounded queue (``queue_depth``, Knative's is 10 000) until a pod
+  becomes ready or a slot frees;
+- a request that finds the queue full is answered **503** at once; one that waits longer than
+  the revision's ``timeoutSeconds`` gets **503** too (Knative's throttler gives up the same
+  way); both say why in the body;
+- the first request for a revision at zero *pokes* the autoscaler so it scales up at once;
+- pods are picked as Knative does: CC = 0 the less busy of two at random, CC <= 3 the first
+  with room, otherwise round robin; the request goes to the pod's queue-proxy with
+  ``K-Proxy-Request: activator`` so the pod does not count it a second time.
+
+It reports its own per-revision concurrency and request rate each second (what the autoscaler
+sees while the revision has no pods). One activator serves one Knative Service here (Knative
+runs a shared, replicated one); it listens on its own port, routing by the
+``Knative-Serving-Revision`` header as Knative's does.
+
+Followed: knative/serving ``pkg/activator/net/throttler.go``, ``pkg/activator/handler``, per
+/work/shared/reference/knative-revisions-traffic.md section 3 and knative-kpa.md section 6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping
+
+from labkit.core.loop import BackgroundLoop
+from labkit.serving.queue_proxy import (
+    PROXY_HEADER,
+    HttpServer,
+    Request,
+    RequestStats,
+    Response,
+    Stat,
+    UpstreamPool,
+    error_response,
+)
+from labkit.serving.revision import LiveRevision, ServingPod
+
+__all__ = [
+    "ACTIVATOR_QUEUE_DEPTH",
+    "NAMESPACE_HEADER",
+    "REVISION_HEADER",
+    "Activator",
+    "Throttler",
+]
+
+ACTIVATOR_QUEUE_DEPTH = 10_000
+REVISION_HEADER = "Knative-Serving-Revision"
+NAMESPACE_HEADER = "Knative-Serving-Namespace"
+
+
+class Throttler:
+    """Slots on one revision's ready pods, and the queue of requests waiting for one."""
+
+    def __init__(self, revision: LiveRevision, queue_depth: int, rng: random.Random) -> None:
+        self.revision = revision
+        self.queue_depth = queue_depth
+        self.waiting = 0
+        self.in_flight: dict[str, int] = {}
+        self.stats = RequestStats(time.monotonic())
+        self._rng = rng
+        self._next = 0
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        """Pods changed or a slot freed: let waiters look again (on the loop thread)."""
+        self._changed.set()
+
+    def _pick(self) -> ServingPod | None:
+        pods = [p for p in self.revision.ready_pods() if p.proxy is not None]
+        if not pods:
+            return None
+        cc = self.revision.container_concurrency
+        if cc == 0:
+            if len(pods) == 1:
+                return pods[0]
+            a, b = self._rng.sample(pods, 2)
+            return a if self.in_flight.get(a.name, 0) <= self.in_flight.get(b.name, 0) else b
+        with_room = [p for p in pods if self.in_flight.get(p.name, 0) < cc]
+        if not with_room:
+            return None
+        if cc <= 3:
+            return with_room[0]
+        self._next += 1
+        return with_room[self._next % len(with_room)]
+
+    async def acquire(self, deadline: float) -> ServingPod:
+        """A pod with a free slot; raises QueueFullError or asyncio.TimeoutError."""
+        pod = self._pick()
+        if pod is None:
+            if self.waiting >= self.queue_depth:
+                raise QueueFullError(f"activator queue full ({self.queue_depth} requests)")
+            self.waiting += 1
+            try:
+                while pod is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise asyncio.TimeoutError
+                    self._changed.clear()
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+                    except asyncio.TimeoutError:
+                        pass  # look again: a pod may have become ready between events
+                    pod = self._pick()
+            finally:
+                self.waiting -= 1
+        self.in_flight[pod.name] = self.in_flight.get(pod.name, 0) + 1
+        return pod
+
+    def release(self, pod: ServingPod) -> None:
+        self.in_flight[pod.name] -= 1
+        if not self.in_flight[pod.name]:
+            del self.in_flight[pod.name]
+        self._changed.set()
+
+
+class QueueFullError(Exception):
+    pass
+
+
+class Activator:
+    """Buffers and forwards requests for the revisions of one Service."""
+
+    def __init__(
+        self,
+        loop: BackgroundLoop,
+        revisions: Callable[[], Mapping[str, LiveRevision]],
+        poke: Callable[[str], None],
+        *,
+        queue_depth: int = ACTIVATOR_QUEUE_DEPTH,
+        seed: int = 0,
+    ) -> None:
+        self._loop = loop
+        self._revisions = revisions
+        self._poke = poke
+        self.queue_depth = queue_depth
+        self._rng = random.Random(seed)
+        self._throttlers: dict[str, Throttler] = {}
+        self._pools: dict[int, UpstreamPool] = {}
+        self.forwarded = 0
+        self.rejected = 0
+        self._server = HttpServer(loop, self.handle)
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def start(self) -> int:
+        return self._server.start()
+
+    def close(self) -> None:
+        self._server.close()
+        for pool in self._pools.values():
+            pool.close()
+
+    def throttler(self, revision: LiveRevision) -> Throttler:
+        throttler = self._throttlers.get(revision.name)
+        if throttler is None or throttler.revision is not revision:
+            throttler = Throttler(revision, self.queue_depth, self._rng)
+            self._throttlers[revision.name] = throttler
+        return throttler
+
+    def pods_changed(self, revision: str) -> None:
+        """Thread-safe: wake the requests waiting for `revision`."""
+        throttler = self._throttlers.get(revision)
+        if throttler is not None and self._loop.running:
+            self._loop.loop.call_soon_threadsafe(throttler.notify)
+
+    def stats(self, revision: str, now: float) -> Stat | None:
+        """The revision's stats for the last period, or None if it saw no request."""
+        throttler = self._throttlers.get(revision)
+        if throttler is None or throttler.stats.idle:
+            return None
+        return throttler.stats.report(now)
+
+    async def handle(self, request: Request) -> Response:
+        name = request.header(REVISION_HEADER)
+        revision = self._revisions().get(name or "")
+        if revision is None:
+            return error_response(
+                404, f"activator: no revision {name!r} (header {REVISION_HEADER} names it)")
+        throttler = self.throttler(revision)
+        arrived = time.monotonic()
+        throttler.stats.arrive(arrived)
+        try:
+            if not revision.ready_pods():
+                self._poke(revision.name)
+            deadline = arrived + float(revision.spec.timeout or 300)
+            try:
+                pod = await throttler.acquire(deadline)
+            except QueueFullError as exc:
+                self.rejected += 1
+                return error_response(503, f"overload: {exc}")
+            except asyncio.TimeoutError:
+                self.rejected += 1
+                return error_response(
+                    503, f"activator: revision {revision.name} had no ready pod within "
+                    f"timeoutSeconds={revision.spec.timeout}")
+            try:
+                assert pod.proxy is not None
+                pool = self._pools.get(pod.proxy.port)
+                if pool is None:
+                    pool = self._pools[pod.proxy.port] = UpstreamPool(pod.proxy.port)
+                self.forwarded += 1
+                return await pool.send(request, [(PROXY_HEADER, "activator")])
+            except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+                return error_response(502, f"activator: pod {pod.name} did not answer: {exc}")
+            finally:
+                throttler.release(pod)
+        finally:
+            throttler.stats.depart(time.monotonic())

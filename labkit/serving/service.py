@@ -1,0 +1,523 @@
+"""The Knative Service controller: Service -> Configuration -> Revisions -> Route, live.
+
+Applying a `KnativeService` does what Knative's reconcilers do between them:
+
+- *Configuration*: every change of ``spec.template`` stamps a new immutable revision, named
+  ``<service>-00001``, ``-00002``, ... (the Configuration's generation) or as
+  ``spec.template.metadata.name`` says. A revision starts at its initial scale (default 1)
+  and gets its own autoscaler (`AutoscalerLoop`); apply() waits until those pods answer or
+  one fails to start.
+- *Route*: ``spec.traffic`` (default: 100 % to the latest ready revision) is resolved to
+  revisions; ``latestRevision`` entries follow the newest *ready* revision, so a revision
+  that fails to start takes no traffic. The ingress listens on a loopback port for the main
+  URL and one more per tag (a tag URL sends 100 % to its revision, whatever its percent);
+  on the main port a Host header ``<tag>-<service>.<namespace>.<domain>`` also selects the tag.
+  Requests go to a ready pod's queue-proxy when the revision is in Serve mode, else through
+  the activator.
+- *Status*: ``url``, ``latestCreatedRevisionName``, ``latestReadyRevisionName``, resolved
+  ``traffic`` and the conditions ``ConfigurationsReady``, ``RoutesReady`` and ``Ready``.
+
+Revisions no route points at become unreachable (routingState ``reserve``): min-scale stops
+holding them and they scale to zero.
+
+The Python API for notebooks (and the simulator's comparisons):
+
+- ``configure_serving(cluster, autoscaler=AutoscalerConfig(...), domain=..., seed=...,
+  activator_queue_depth=...)``: the cluster's Knative ConfigMaps, for Services applied after;
+- ``svc = knative_service(cluster, name)``: ``svc.url``, ``svc.tag_url(tag)``,
+  ``svc.metrics_url`` (Prometheus text), ``svc.knative_status`` (a `ServiceStatus` model),
+  ``svc.revisions`` (name -> `LiveRevision`, in creation order), ``svc.revision(name=None)``
+  (default: the latest created), ``svc.latest_ready``, ``svc.cold_starts()``,
+  ``svc.metrics_text()``, ``svc.activator`` (``forwarded``, ``rejected``),
+  ``svc.autoscalers[revision]`` (the `AutoscalerLoop`; ``cpu_utilization`` for the HPA class);
+- a `LiveRevision`: ``replica_count``, ``ready_count``, ``ready_pods()``, ``desired``, ``mode``
+  ("Serve"/"Proxy"), ``in_panic``, ``excess_burst_capacity``, ``cold_starts`` (`ColdStart`:
+  revision, pod, at, seconds, from_zero, error), ``latency`` (`LatencyHistogram`), ``failure``,
+  ``knative_status`` (a `RevisionStatus`: replicas, Active/ContainerHealthy/Ready/
+  ResourcesAvailable) and ``history()``: one `Sample` per 2 s tick (t, desired, replicas, ready,
+  observed_concurrency, stable_concurrency, panic_concurrency, rps, panic, mode,
+  excess_burst_capacity) — ``pandas.DataFrame(rev.history())`` plots directly.
+
+``cluster.get("serving.knative.dev/v1/Service", name).status`` is the generic `ObjectStatus`
+(``detail["knative"]`` holds the same status as a dict).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from labkit.clock import WallClock
+from labkit.core.controller import ObjectStatus
+from labkit.serving.activator import NAMESPACE_HEADER, REVISION_HEADER, Activator
+from labkit.serving.autoscaler_config import (
+    AnnotationError,
+    AutoscalerConfig,
+    RevisionAutoscaling,
+)
+from labkit.serving.autoscaler_loop import AutoscalerLoop
+from labkit.serving.metrics import render
+from labkit.serving.models import (
+    Addressable,
+    ConfigurationStatus,
+    KnativeService,
+    RouteStatus,
+    RouteTable,
+    ServiceStatus,
+    resolve_traffic,
+)
+from labkit.serving.queue_proxy import (
+    HttpServer,
+    Request,
+    Response,
+    UpstreamPool,
+    error_response,
+)
+from labkit.serving.revision import ColdStart, LiveRevision, condition
+
+if TYPE_CHECKING:
+    from labkit.cluster import LocalCluster
+
+__all__ = [
+    "KnativeServiceController",
+    "ServingConfig",
+    "configure_serving",
+    "knative_service",
+    "serving_config",
+]
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Cluster-wide Knative settings (Knative's ConfigMaps in knative-serving)."""
+
+    autoscaler: AutoscalerConfig = field(default_factory=AutoscalerConfig)
+    """config-autoscaler."""
+    domain: str = "example.com"
+    """config-domain: the Route URLs are http://<name>.<namespace>.<domain>."""
+    seed: int | None = None
+    """Seed of the weighted traffic pick (None: derived from the Service's name)."""
+    activator_queue_depth: int = 10_000
+    hpa_sync_seconds: float = 15.0
+    """How often the HPA class re-evaluates CPU (kube-controller-manager's sync period)."""
+
+
+_CONFIGS: weakref.WeakKeyDictionary[LocalCluster, ServingConfig] = weakref.WeakKeyDictionary()
+_SERVICES: weakref.WeakKeyDictionary[LocalCluster, dict[tuple[str, str], KnativeServiceController]] = (
+    weakref.WeakKeyDictionary())
+
+
+def serving_config(cluster: LocalCluster) -> ServingConfig:
+    return _CONFIGS.get(cluster, ServingConfig())
+
+
+def configure_serving(cluster: LocalCluster, **changes: Any) -> ServingConfig:
+    """Change this cluster's Knative settings for Services applied from now on, e.g.
+    ``configure_serving(cluster, autoscaler=AutoscalerConfig(scale_to_zero_grace_period=2))``.
+    """
+    config = replace(serving_config(cluster), **changes)
+    _CONFIGS[cluster] = config
+    return config
+
+
+def knative_service(cluster: LocalCluster, name: str,
+                    namespace: str = "default") -> KnativeServiceController:
+    """The live side of an applied Knative Service: revisions, replicas, metrics, history."""
+    found = _SERVICES.get(cluster, {}).get((namespace, name))
+    if found is None:
+        present = ", ".join(n for _, n in _SERVICES.get(cluster, {})) or "none"
+        raise LookupError(f"no Knative Service {name!r} in namespace {namespace!r} "
+                          f"(applied: {present})")
+    return found
+
+
+class KnativeServiceController:
+    """One Knative Service on the laptop. Notebooks reach it with `knative_service()`."""
+
+    def __init__(self, cluster: LocalCluster, obj: KnativeService) -> None:
+        self.cluster = cluster
+        self.obj: KnativeService | None = None
+        self.config = serving_config(cluster)
+        self.name = obj.metadata.name
+        self.namespace = obj.metadata.namespace
+        self.generation = 0
+        self.revisions: dict[str, LiveRevision] = {}
+        self.autoscalers: dict[str, AutoscalerLoop] = {}
+        self.table = RouteTable()
+        self._clock = WallClock(cluster.loop.loop)
+        seed = self.config.seed if self.config.seed is not None else f"{self.namespace}/{self.name}"
+        self._rng = random.Random(seed)
+        self._round_robin = itertools.count()
+        self._pools: dict[int, UpstreamPool] = {}
+        self.activator = Activator(cluster.loop, lambda: self.revisions, self._poke,
+                                   queue_depth=self.config.activator_queue_depth)
+        self._activator_pool: UpstreamPool | None = None
+        self.ingress: HttpServer | None = None
+        self.tag_listeners: dict[str, HttpServer] = {}
+        self.metrics_server: HttpServer | None = None
+        self._dirty = threading.Event()
+
+    # -- the Python API ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The local address of the main route (http://127.0.0.1:PORT)."""
+        assert self.ingress is not None
+        return self.ingress.url
+
+    def tag_url(self, tag: str) -> str:
+        """The local address of a tag's route."""
+        if tag not in self.tag_listeners:
+            raise LookupError(f"Service {self.name} has no tag {tag!r} (tags: "
+                              f"{', '.join(self.tag_listeners) or 'none'})")
+        return self.tag_listeners[tag].url
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_server is not None
+        return self.metrics_server.url + "/metrics"
+
+    def revision(self, name: str | None = None) -> LiveRevision:
+        """A revision by name; the latest created one by default."""
+        if name is None:
+            name = self.latest_created
+        if name not in self.revisions:
+            raise LookupError(f"Service {self.name} has no revision {name!r} (revisions: "
+                              f"{', '.join(self.revisions)})")
+        return self.revisions[name]
+
+    @property
+    def latest_created(self) -> str:
+        return next(reversed(self.revisions))
+
+    @property
+    def latest_ready(self) -> str | None:
+        ready = [r for r in self.revisions.values() if r.ready]
+        return max(ready, key=lambda r: r.generation).name if ready else None
+
+    def cold_starts(self) -> list[ColdStart]:
+        """Every replica start of every revision, oldest first."""
+        starts = [c for r in self.revisions.values() for c in r.cold_starts]
+        return sorted(starts, key=lambda c: c.at)
+
+    @property
+    def knative_status(self) -> ServiceStatus:
+        """The Knative status, as `kubectl get ksvc -o yaml` shows it."""
+        latest_ready = self.latest_ready
+        latest = self.revisions[self.latest_created] if self.revisions else None
+        if latest is None or latest.ready:
+            config_ok: bool | None = latest is not None
+            config_reason = config_message = ""
+        elif latest.failure:
+            config_ok, config_reason = False, "RevisionFailed"
+            config_message = f'Revision "{latest.name}" failed with message: {latest.failure}'
+        else:
+            config_ok, config_reason, config_message = None, "RevisionMissing", (
+                f'Revision "{latest.name}" is starting')
+        table = self.table
+        route_ok = not table.problems and bool(table.traffic)
+        route_message = "; ".join(table.problems)
+        both = (config_ok and route_ok) if config_ok is not None else None
+        return ServiceStatus(
+            observed_generation=self.generation,
+            url=self.knative_url(),
+            address=Addressable(
+                url=f"http://{self.name}.{self.namespace}.svc.cluster.local"),
+            latest_created_revision_name=latest.name if latest else None,
+            latest_ready_revision_name=latest_ready,
+            traffic=list(table.traffic),
+            conditions=[
+                condition("ConfigurationsReady", config_ok, config_reason, config_message),
+                condition("Ready", both, config_reason or ("" if route_ok else "TrafficNotReady"),
+                           config_message or route_message),
+                condition("RoutesReady", route_ok, "" if route_ok else "TrafficNotReady",
+                           route_message),
+            ],
+        )
+
+    def configuration_status(self) -> ConfigurationStatus:
+        status = self.knative_status
+        return ConfigurationStatus(
+            observed_generation=self.generation,
+            latest_created_revision_name=status.latest_created_revision_name,
+            latest_ready_revision_name=status.latest_ready_revision_name,
+            conditions=[c.model_copy(update={"type": "Ready"}) for c in status.conditions
+                        if c.type == "ConfigurationsReady"])
+
+    def route_status(self) -> RouteStatus:
+        status = self.knative_status
+        return RouteStatus(url=status.url, traffic=status.traffic,
+                           conditions=[c.model_copy(update={"type": "Ready"})
+                                       for c in status.conditions if c.type == "RoutesReady"])
+
+    def knative_url(self, tag: str | None = None) -> str:
+        host = f"{tag}-{self.name}" if tag else self.name
+        return f"http://{host}.{self.namespace}.{self.config.domain}"
+
+    def metrics_text(self) -> str:
+        """Prometheus text for every revision of this Service."""
+        samples: list[tuple[str, dict[str, object], float]] = []
+        histograms = []
+        for rev in self.revisions.values():
+            labels: dict[str, object] = {
+                "namespace_name": self.namespace, "service_name": self.name,
+                "configuration_name": self.name, "revision_name": rev.name}
+            last = rev.samples[-1] if rev.samples else None
+            samples += [
+                ("autoscaler_desired_pods", labels, max(rev.desired, 0)),
+                ("autoscaler_actual_pods", labels, rev.replica_count),
+                ("autoscaler_ready_pods", labels, rev.ready_count),
+                ("autoscaler_stable_request_concurrency", labels,
+                 last.stable_concurrency if last else 0.0),
+                ("autoscaler_panic_request_concurrency", labels,
+                 last.panic_concurrency if last else 0.0),
+                ("autoscaler_stable_requests_per_second", labels, last.rps if last else 0.0),
+                ("autoscaler_panic_mode", labels, int(rev.in_panic)),
+                ("autoscaler_excess_burst_capacity", labels, rev.excess_burst_capacity),
+                ("labkit_cold_starts_total", labels,
+                 sum(c.seconds is not None for c in rev.cold_starts)),
+                ("labkit_cold_start_seconds_sum", labels,
+                 round(sum(c.seconds or 0.0 for c in rev.cold_starts), 6)),
+            ]
+            for code, count in sorted(rev.latency.codes.items()):
+                samples.append(("revision_request_count",
+                                {**labels, "response_code": code,
+                                 "response_code_class": f"{code // 100}xx"}, count))
+            histograms.append(("revision_request_latencies", labels, rev.latency))
+        samples.append(("activator_request_count",
+                        {"namespace_name": self.namespace, "service_name": self.name},
+                        self.activator.forwarded))
+        return render(samples, histograms)
+
+    # -- apply / delete ---------------------------------------------------------------------
+
+    def apply(self, obj: KnativeService) -> None:
+        config = self.config.autoscaler
+        template_changed = self.obj is None or obj.spec.template != self.obj.spec.template
+        new_name: str | None = None
+        settings: RevisionAutoscaling | None = None
+        if template_changed:
+            new_name = obj.spec.template.metadata.name or (
+                f"{obj.metadata.name}-{self.generation + 1:05d}")
+            if new_name in self.revisions:
+                raise ValueError(
+                    f"spec.template.metadata.name: revision {new_name!r} already exists with "
+                    "a different template; revisions are immutable, so give the changed "
+                    "template a new name (or remove the name to let Knative number it)")
+            try:
+                settings = RevisionAutoscaling.resolve(
+                    obj.spec.template.metadata.annotations, config,
+                    obj.spec.template.spec.concurrency_limit)
+            except AnnotationError as exc:
+                # Rules that depend on this cluster's config-autoscaler (initial-scale 0,
+                # max-scale-limit) can only be checked here.
+                raise ValueError("spec.template.metadata.annotations: " + "; ".join(exc.lines)
+                                 + " (with this cluster's config-autoscaler)") from None
+        known = set(self.revisions) | ({new_name} if new_name else set())
+        for i, target in enumerate(obj.traffic):
+            if target.revision_name and target.revision_name not in known:
+                raise ValueError(
+                    f"spec.traffic[{i}].revisionName: revision {target.revision_name!r} not "
+                    f"found (revisions of {obj.metadata.name}: "
+                    f"{', '.join(sorted(known)) or 'none'})")
+        self._start_servers()
+        if template_changed:
+            assert new_name is not None and settings is not None
+            self.generation += 1
+            revision = self._create_revision(obj, new_name, settings)
+            revision.wait_settled(settings.initial_scale, self.cluster.start_timeout + 5.0)
+        self.obj = obj
+        self._reroute()
+
+    def _start_servers(self) -> None:
+        if self.ingress is not None:
+            return
+        servers: list[Activator | HttpServer] = []
+        try:
+            self.activator.start()
+            servers.append(self.activator)
+            self.ingress = HttpServer(self.cluster.loop, self._route_main)
+            self.ingress.start()
+            servers.append(self.ingress)
+            self.metrics_server = HttpServer(self.cluster.loop, self._serve_metrics)
+            self.metrics_server.start()
+        except BaseException:
+            for server in servers:
+                server.close()
+            self.ingress = None
+            raise
+        self._activator_pool = UpstreamPool(self.activator.port)
+        _SERVICES.setdefault(self.cluster, {})[(self.namespace, self.name)] = self
+
+    def _create_revision(self, obj: KnativeService, name: str,
+                         settings: RevisionAutoscaling) -> LiveRevision:
+        revision = LiveRevision(
+            self.cluster.loop, service=self.name, namespace=self.namespace, name=name,
+            generation=self.generation, template=obj.spec.template.model_copy(deep=True),
+            settings=settings, start_timeout=self.cluster.start_timeout,
+            on_change=lambda: self._pods_changed(name))
+        self.revisions[name] = revision
+        autoscaler = AutoscalerLoop(revision, self._clock,
+                                    lambda now: self.activator.stats(name, now),
+                                    self.config.hpa_sync_seconds)
+        self.autoscalers[name] = autoscaler
+        revision.scale_to(settings.initial_scale)
+        autoscaler.start()
+        return revision
+
+    def _pods_changed(self, revision: str) -> None:
+        """From any thread: wake the activator's waiters; re-resolve the route soon."""
+        self.activator.pods_changed(revision)
+        self._dirty.set()
+
+    def _poke(self, revision: str) -> None:
+        autoscaler = self.autoscalers.get(revision)
+        if autoscaler is not None:
+            autoscaler.poke()
+
+    def _reroute(self) -> None:
+        assert self.obj is not None
+        ready = {name for name, r in self.revisions.items() if r.ready}
+        table = resolve_traffic(self.obj.traffic, self.latest_ready, ready,
+                                self.knative_url)
+        wanted_tags = {tag for tag, _ in table.tags}
+        for tag in wanted_tags - set(self.tag_listeners):
+            server = HttpServer(self.cluster.loop, self._tag_handler(tag))
+            server.start()
+            self.tag_listeners[tag] = server
+        for tag in set(self.tag_listeners) - wanted_tags:
+            self.tag_listeners.pop(tag).close()
+        self.table = table
+        routed = table.routed
+        for name, revision in self.revisions.items():
+            reachable = name in routed or name == self.latest_created
+            if reachable != revision.reachable:
+                revision.reachable = reachable
+                self.autoscalers[name].update(RevisionAutoscaling.resolve(
+                    revision.template.metadata.annotations, self.config.autoscaler,
+                    revision.container_concurrency, reachable=reachable))
+
+    def reconcile(self) -> None:
+        """Notice crashed pods and revisions that became ready (route follows)."""
+        for revision in self.revisions.values():
+            revision.check_pods()
+        if self._dirty.is_set() and self.obj is not None:
+            self._dirty.clear()
+            self._reroute()
+
+    def delete(self) -> None:
+        for autoscaler in self.autoscalers.values():
+            autoscaler.stop()
+        servers = [self.ingress, self.metrics_server, *self.tag_listeners.values()]
+        for server in servers:
+            if server is not None:
+                server.close()
+        self.tag_listeners = {}
+        self.activator.close()
+        for pool in [*self._pools.values(), self._activator_pool]:
+            if pool is not None:
+                pool.close()
+        revisions = list(self.revisions.values())
+        threads = [threading.Thread(target=r.close) for r in revisions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        services = _SERVICES.get(self.cluster, {})
+        if services.get((self.namespace, self.name)) is self:
+            del services[(self.namespace, self.name)]
+
+    def status(self) -> ObjectStatus:
+        assert self.obj is not None
+        knative = self.knative_status
+        ready = knative.condition("Ready")
+        ok = ready is not None and ready.status == "True"
+        tags = {tag: server.url for tag, server in self.tag_listeners.items()}
+        if ok:
+            message = f"{self.latest_ready} ready, traffic " + ", ".join(
+                f"{r} {p}%" for r, p in self.table.split)
+        else:
+            message = (ready.message if ready and ready.message else "not ready yet")
+        return ObjectStatus(
+            kind="Service",
+            name=self.name,
+            namespace=self.namespace,
+            ready=ok,
+            url=self.ingress.url if self.ingress else None,
+            urls=tuple([self.ingress.url, *tags.values()]) if self.ingress else (),
+            message=message.splitlines()[0] if message else "",
+            detail={
+                "knative": knative.model_dump(mode="json", by_alias=True, exclude_none=True),
+                "tags": tags,
+                "activator": self.activator.url,
+                "metricsUrl": self.metrics_url if self.metrics_server else None,
+                "revisions": [r.describe() for r in self.revisions.values()],
+            },
+        )
+
+    # -- the data path ----------------------------------------------------------------------
+
+    def _tag_of_host(self, host: str | None) -> str | None:
+        if not host:
+            return None
+        first = host.split(":")[0].split(".")[0]
+        for tag, _ in self.table.tags:
+            if first == f"{tag}-{self.name}":
+                return tag
+        return None
+
+    async def _route_main(self, request: Request) -> Response:
+        tag = self._tag_of_host(request.header("host"))
+        if tag is not None:
+            return await self._route_tag(tag, request)
+        split = self.table.split
+        if not split:
+            return error_response(503, f"Service {self.name}: no ready revision to route to "
+                                  f"({'; '.join(self.table.problems) or 'no traffic'})")
+        point = self._rng.random() * 100
+        for name, percent in split:
+            point -= percent
+            if point < 0:
+                break
+        return await self._forward(name, request)
+
+    def _tag_handler(self, tag: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            return await self._route_tag(tag, request)
+        return handle
+
+    async def _route_tag(self, tag: str, request: Request) -> Response:
+        name = dict(self.table.tags).get(tag)
+        if name is None:
+            return error_response(404, f"Service {self.name}: tag {tag!r} is not routed")
+        return await self._forward(name, request)
+
+    async def _forward(self, name: str, request: Request) -> Response:
+        revision = self.revisions[name]
+        headers = [(REVISION_HEADER, name), (NAMESPACE_HEADER, self.namespace)]
+        pods = revision.ready_pods() if revision.mode == "Serve" else []
+        pods = [p for p in pods if p.proxy is not None]
+        if pods:
+            pod = pods[next(self._round_robin) % len(pods)]
+            port = pod.proxy.port  # type: ignore[union-attr]
+            pool = self._pools.get(port)
+            if pool is None:
+                pool = self._pools[port] = UpstreamPool(port)
+        else:
+            assert self._activator_pool is not None
+            pool = self._activator_pool
+        try:
+            return await pool.send(request, headers)
+        except (ConnectionError, OSError) as exc:
+            return error_response(502, f"ingress: revision {name} did not answer: {exc}")
+
+    async def _serve_metrics(self, request: Request) -> Response:
+        if request.target.split("?")[0] != "/metrics":
+            return error_response(404, "metrics are at /metrics")
+        return Response(200, "OK", [("Content-Type", "text/plain; version=0.0.4")],
+                        self.metrics_text().encode())

@@ -1,0 +1,305 @@
+"""Cell sources of lab 07; built into labs/07_knative_on_kubernetes.ipynb by tools/build_labs.py."""
+
+from cells import IGNORE, check, code, md  # noqa: F401
+
+FILENAME = "07_knative_on_kubernetes.ipynb"
+
+CELLS = [
+    md("title", """
+        # Lab 07 — Knative on Kubernetes: what a Service becomes, revisions, traffic
+
+        **What you will learn** (about 45–60 minutes)
+
+        1. Name the Kubernetes and Knative objects one Knative `Service` turns into, and what each does.
+        2. See that every change of the template makes a new, immutable **revision**, numbered in order.
+        3. Split traffic between revisions by percent, and test a revision on its own **tag** URL while
+           it takes 0 % of the main traffic.
+        4. Edit a manifest and watch the new revision appear and take over the traffic.
+        """),
+    md("idea", """
+        ## The idea: a Service is a bundle of Kubernetes primitives
+
+        You write one object, a Knative `Service`. Knative's controllers write the rest: a
+        **Configuration** (your `spec.template`) that stamps out one **Revision** per template change,
+        a **Route** (your `spec.traffic`) that the networking layer turns into an **Ingress**, and for
+        each revision a plain Kubernetes **Deployment** whose pods run your container next to a
+        **queue-proxy** sidecar, a **PodAutoscaler** (the KPA) and a **ServerlessService** that
+        switches the revision's address between its pods and the **activator**.
+
+        ```mermaid
+        flowchart LR
+            KS[Service hello] --> C[Configuration hello]
+            KS --> R[Route hello]
+            C --> REV1[Revision hello-00001]
+            C --> REV2[Revision hello-00002]
+            REV1 --> D1[Deployment hello-00001-deployment<br/>user-container + queue-proxy]
+            REV1 --> PA1[PodAutoscaler hello-00001]
+            PA1 --> SKS1[ServerlessService hello-00001]
+            SKS1 --> PRIV[Service hello-00001-private<br/>selects the pods]
+            SKS1 --> PUB[Service hello-00001<br/>pods or activator]
+            R --> ING[Ingress hello<br/>hosts, % splits]
+            ING --> PUB
+        ```
+
+        labkit runs this on your laptop: the same YAML, real processes for the pods, a real
+        queue-proxy in front of each, the KPA deciding every 2 seconds and an activator holding requests
+        while a revision scales from zero.
+        """),
+    md("expand-intro", """
+        ## What one Service becomes
+
+        `data/manifests/knative-hello.yaml` is Knative's own hello-world sample. `expand()` lists the
+        objects Knative's reconcilers would create for it in a cluster, with the names, labels and
+        owner references they give them.
+        """),
+    code("expand", """
+        from pathlib import Path
+
+        import labkit
+        from labkit.manifests import load_file
+        from labkit.serving.expand import expand, expand_yaml, object_names
+
+        DATA = Path(labkit.__file__).resolve().parents[1] / "data" / "manifests"
+        print((DATA / "knative-hello.yaml").read_text())
+        [hello] = load_file(DATA / "knative-hello.yaml")
+        objects = expand(hello)
+        for kind, name in object_names(objects):
+            print(f"{kind:<18} {name}")
+        """),
+    code("expand-check", """
+        assert ("Deployment", "hello-00001-deployment") in object_names(objects)
+        assert ("Service", "hello-00001-private") in object_names(objects)
+        print("✓ one Service became", len(objects), "objects")
+        """),
+    md("deployment-intro", """
+        The revision's Deployment is ordinary Kubernetes. Look at its pod template: two containers.
+        Yours is renamed `user-container` and gets `PORT`; the `queue-proxy` sidecar listens on 8012
+        (requests), 8022 (admin, drain), 9090 (metrics the autoscaler scrapes) and 9091 (your metrics),
+        and is told your `containerConcurrency` and timeout. The owner reference makes the Deployment
+        belong to the Revision, so deleting the revision deletes it.
+        """),
+    code("deployment", """
+        print(expand_yaml(hello).split("---\\n")[2])
+        """),
+    md("public-private", """
+        Two Kubernetes Services per revision: `hello-00001-private` selects the pods (its endpoints are
+        the ready pods); `hello-00001` has **no selector** — the ServerlessService writes its endpoints
+        itself: the pods in **Serve** mode, or the activator in **Proxy** mode (no pod ready, or too
+        little spare capacity for a burst). That is how Knative puts the activator in and out of the
+        path without touching the Ingress.
+        """),
+    md("live-intro", """
+        ## Run it for real: revisions
+
+        `LocalCluster` applies the same file. `knative_service()` gives the live side: revisions,
+        replicas, status. Every response carries `x-labkit-revision` (which revision answered; labkit
+        adds it so you can watch a split) and `x-labkit-pod` (which process).
+
+        The cluster lives until the cell near the end that closes it.
+        """),
+    code("live-start", """
+        import urllib.request
+
+        from labkit.cluster import LocalCluster
+        from labkit.serving.service import knative_service
+
+        def call(url, host=None):
+            request = urllib.request.Request(url, headers={"Host": host} if host else {})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.headers["x-labkit-revision"], response.read().decode().strip()
+
+        cluster = LocalCluster()
+        cluster.apply(DATA / "knative-hello.yaml")
+        svc = knative_service(cluster, "hello")
+        print(cluster.status())
+        """, IGNORE),
+    code("live-first", """
+        print(call(svc.url))
+        print(list(svc.revisions))
+        """),
+    md("status-intro", """
+        The status is what `kubectl get ksvc hello -o yaml` shows under `status:` — the URL the route
+        would have on a cluster, the latest created and latest ready revision, the resolved traffic and
+        the three conditions.
+        """),
+    code("status", """
+        import yaml
+
+        print(yaml.safe_dump(svc.knative_status.model_dump(mode="json", by_alias=True, exclude_none=True),
+                             sort_keys=False))
+        """),
+    md("new-revision-intro", """
+        ### A new template makes a new revision
+
+        Change anything inside `spec.template` — here the environment variable `TARGET` — and apply
+        again. Knative does not change the running revision: it creates `hello-00002` and, because the
+        default traffic block is `latestRevision: true, percent: 100`, the route moves to it once it
+        is ready. `hello-00001` still exists (and will scale to zero, as no route points at it).
+        Changing only the traffic block makes no revision.
+        """),
+    code("new-revision", """
+        v2 = hello.model_copy(deep=True)
+        v2.spec.template.spec.containers[0].env[0].value = "revision two"
+        cluster.apply(v2)
+        print(list(svc.revisions))
+        print(call(svc.url))
+        """),
+    md("split-intro", """
+        ### Splitting traffic, and a tag at 0 %
+
+        Pin 80 % on the first revision, send 20 % to the latest, and give the latest a tag: the tag
+        gets its own URL that always reaches that revision. On a cluster it is
+        `http://candidate-hello.default.example.com`; labkit gives each tag its own local port, and the
+        main port also routes by that Host header.
+        """),
+    code("split", """
+        from collections import Counter
+
+        from labkit.serving.models import TrafficTarget
+
+        split = v2.model_copy(deep=True)  # the same template: no new revision
+        split.spec.traffic = [
+            TrafficTarget(revision_name="hello-00001", percent=80),
+            TrafficTarget(latest_revision=True, percent=20, tag="candidate"),
+        ]
+        cluster.apply(split)
+        counts = Counter(call(svc.url)[0] for _ in range(200))
+        print(counts)
+        print("tag URL      ->", call(svc.tag_url("candidate"))[0])
+        print("Host header  ->", call(svc.url, host="candidate-hello.default.example.com")[0])
+        """, IGNORE),
+    code("split-check", """
+        assert 0.1 < counts["hello-00002"] / 200 < 0.3, counts
+        assert call(svc.tag_url("candidate"))[0] == "hello-00002"
+        print("✓ about 20 % reached hello-00002, and its tag URL reaches it alone")
+        print([(t.revision_name, t.percent, t.tag, t.url) for t in svc.knative_status.traffic])
+        """),
+    md("exercise-1", """
+        ## Exercises
+
+        ### Exercise 1 — predict the names (2 points)
+
+        The Service `shop` (namespace `default`) has had its template changed once, so its newest
+        revision is the second. Without running anything, fill in the names Knative gives the objects
+        that belong to that newest revision, and to the Service.
+        """),
+    code("exercise-1-solution", """
+        from labkit.grading.lab07 import NAME_KEYS, check_object_names
+
+        print(NAME_KEYS)
+        ### BEGIN SOLUTION
+        names = {
+            "Configuration": "shop", "Route": "shop", "Ingress": "shop",
+            "Revision": "shop-00002", "Deployment": "shop-00002-deployment",
+            "PodAutoscaler": "shop-00002", "ServerlessService": "shop-00002",
+            "private Service": "shop-00002-private", "public Service": "shop-00002",
+        }
+        ### END SOLUTION
+        """),
+    check("exercise-1-check", """
+        check_object_names(names)
+        """, points=2),
+    md("exercise-2", """
+        ### Exercise 2 — write a traffic block (2 points)
+
+        `shop` has two ready revisions, `shop-00001` and `shop-00002` (the latest). Write `traffic`, the
+        `spec.traffic` list as Python dicts with Knative's camelCase keys: 90 % stays on `shop-00001`,
+        10 % **follows the latest revision** (so the next revision takes it over by itself), and the
+        latest revision is also reachable on its own under the tag `candidate`.
+        """),
+    code("exercise-2-solution", """
+        from labkit.grading.lab07 import check_traffic_block
+
+        ### BEGIN SOLUTION
+        traffic = [
+            {"revisionName": "shop-00001", "percent": 90},
+            {"latestRevision": True, "percent": 10, "tag": "candidate"},
+        ]
+        ### END SOLUTION
+        """),
+    check("exercise-2-check", """
+        check_traffic_block(traffic)
+        """, points=2),
+    md("exercise-3", """
+        ### Exercise 3 — edit a manifest, see a new revision (2 points)
+
+        The next cell writes the manifest of our running `hello` Service (all traffic back to the latest
+        revision) to a file. Edit the **text** so that `TARGET` is `students`, write it back, and apply
+        the file with `cluster.apply(path)`. Then store `list(svc.revisions)` in `revisions` and the
+        body of one request to `svc.url` in `reply`.
+        """),
+    code("exercise-3-file", """
+        import tempfile
+
+        from labkit.manifests import export
+
+        workdir = Path(tempfile.mkdtemp(prefix="lab07-"))
+        path = workdir / "hello.yaml"
+        back = v2.model_copy(deep=True)
+        path.write_text(export(back))
+        print(path.read_text())
+        """, IGNORE),
+    code("exercise-3-solution", """
+        from labkit.grading.lab07 import check_edited_revision
+
+        ### BEGIN SOLUTION
+        path.write_text(path.read_text().replace("value: revision two", "value: students"))
+        cluster.apply(path)
+        revisions = list(svc.revisions)
+        reply = call(svc.url)[1]
+        ### END SOLUTION
+        print(revisions, reply)
+        """),
+    check("exercise-3-check", """
+        check_edited_revision(revisions, reply)
+        """, points=2),
+    md("live-export-intro", """
+        ## What the running Service is now
+
+        `expand()` with the live service lists every revision that exists, its current replica count,
+        whether a route still points at it (`routingState`) and its ServerlessService mode.
+        """),
+    code("live-expand", """
+        for obj in expand(back, svc):
+            if obj["kind"] in ("Revision", "ServerlessService"):
+                labels = obj["metadata"]["labels"]
+                print(obj["kind"], obj["metadata"]["name"], labels.get("serving.knative.dev/routingState", ""),
+                      obj["spec"].get("mode", ""))
+        """, IGNORE),
+    code("close", """
+        from labkit.net import process_alive
+
+        pids = [pod.pid for rev in svc.revisions.values() for pod in rev.pods]
+        cluster.close()
+        assert not any(process_alive(pid) for pid in pids)
+        print("✓ cluster closed: no replica process left")
+        """),
+    md("real-cluster", """
+        ## On a real cluster
+
+        The manifests you used are plain Knative: `kubectl apply -f data/manifests/knative-hello.yaml`
+        on a cluster with Knative Serving creates exactly the objects `expand()` listed (the official
+        CRDs accept them; labkit's tests check that). Then `kubectl get ksvc,configuration,revision,route`
+        and `kubectl get deploy,svc,podautoscaler,sks` show them. What differs from the laptop:
+
+        - **Pods, not processes.** A revision's pods are scheduled on nodes and pull an image; a cold
+          start is seconds, not the tenth of a second you saw here.
+        - **The ingress is a real proxy** (Istio, Kourier or Contour) implementing the Knative
+          `Ingress`; DNS (`example.com` by default) must point at it. labkit uses local ports instead
+          and also routes by Host header, as the ingress does.
+        - **The activator is shared and replicated** across all services; here each Service has its own.
+        - **Status fields and UIDs** come from the API server; labkit derives stable UIDs from names.
+        """),
+    md("summary", """
+        ## Summary
+
+        *How does Knative build a serverless experience from Kubernetes primitives?* One `Service`
+        becomes a Configuration, a Route and, per template change, an immutable Revision; each revision
+        is an ordinary Deployment (your container plus the queue-proxy), a PodAutoscaler and a
+        ServerlessService with a private and a public Kubernetes Service; the Route becomes an Ingress
+        that splits traffic by percent between revisions' public Services and gives each tag its own
+        host. You changed the template and got `hello-00002` and `hello-00003`, split 80/20 between two
+        revisions, and tested one on its own tag URL. Lab 05 looks inside the PodAutoscaler: how it
+        decides how many pods a revision gets.
+        """),
+]
