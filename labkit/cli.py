@@ -1,4 +1,4 @@
-"""The `labkit` command: lab | up | export | release | grade.
+"""The `labkit` command: lab | up | export | release | grade | load.
 
 Each subcommand is one `Command` (name, help, add_arguments, run) in COMMANDS; adding one is a
 function pair and a line here. `run` returns the exit code: 0 ok, 1 runtime failure, 2 bad input.
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import labkit
 from labkit.grading.gradebook import add_grade_arguments, run_grade
 from labkit.grading.release import add_release_arguments, run_release
+from labkit.load import add_load_arguments, run_load
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster, ObjectStatus
@@ -239,6 +240,7 @@ for _command in (
     ),
     Command("release", "write student copies of lab notebooks", add_release_arguments, run_release),
     Command("grade", "grade submitted notebooks into a CSV gradebook", add_grade_arguments, run_grade),
+    Command("load", "send HTTP load (like fortio) and report status codes and latency", add_load_arguments, run_load),
 ):
     register_command(_command)
 

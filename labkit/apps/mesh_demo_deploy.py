@@ -1,0 +1,58 @@
+"""How the mesh-demo app is deployed: its built-in image and its manifest, with variations.
+
+`labkit/mesh-demo` runs `python -m labkit.apps.mesh_demo` (kept apart from the app so the
+app's process imports nothing of labkit's machinery); `labkit.manifests.COMPONENTS` names this
+module so the image is known before any manifest is applied.
+
+`demo_manifest()` reads data/manifests/mesh-demo.yaml and returns its documents as dicts, with
+the changes a lab makes: without the namespace's `istio-injection` label (no sidecars), some
+Deployments only, extra env vars for some Deployments (a flaky `FAIL_PERCENT`, the Kubernetes
+service variables a kubelet would set).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labkit.core.images import register_image
+from labkit.net import python_command
+
+__all__ = ["MANIFEST", "demo_manifest"]
+
+MANIFEST = Path(__file__).resolve().parents[2] / "data" / "manifests" / "mesh-demo.yaml"
+
+register_image("labkit/mesh-demo", lambda: python_command("labkit.apps.mesh_demo"))
+
+
+def demo_manifest(*, sidecars: bool = True, names: Iterable[str] | None = None,
+                  env: Mapping[str, Mapping[str, str]] | None = None,
+                  path: Path = MANIFEST) -> list[dict[str, Any]]:
+    """The demo's documents. `sidecars=False` drops the Namespace that asks for injection;
+    `names` keeps only the objects with those names (the Namespace stays with sidecars);
+    `env` adds env vars per Deployment name, e.g. `{"backend-v2": {"FAIL_PERCENT": "50"}}`."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    wanted = None if names is None else set(names)
+    extra = dict(env or {})
+    unknown = sorted(set(extra) - {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"})
+    if unknown:
+        raise ValueError(f"env: no Deployment named {unknown} in {path.name}")
+    out = []
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            if sidecars:
+                out.append(copy.deepcopy(doc))
+            continue
+        if wanted is not None and doc["metadata"]["name"] not in wanted:
+            continue
+        doc = copy.deepcopy(doc)
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] in extra:
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            container["env"] = [e for e in container.get("env", []) if e["name"] not in extra[doc["metadata"]["name"]]]
+            container["env"] += [{"name": k, "value": str(v)} for k, v in extra[doc["metadata"]["name"]].items()]
+        out.append(doc)
+    return out

@@ -1,0 +1,1341 @@
+"""The sidecar: an Envoy-like HTTP/1.1 proxy with an outbound and an inbound listener.
+
+The app of a workload calls other services through the **outbound** listener (by service name in
+the Host header, or as an HTTP proxy with absolute-form requests); everything addressed to the
+app enters through the **inbound** listener. The proxy only moves bytes: every decision (route,
+weighted pick, retry, timeout budget, pool limits, ejection, authorisation, mTLS mode) is asked
+of the pure policy modules in `labkit.mesh`, and what happened is recorded by
+`labkit.mesh.telemetry`.
+
+Why it is built this way: a sidecar's overhead is the number students measure (lab 03) and the
+budget is under half a millisecond per hop, so the HTTP machinery is asyncio Protocols with
+`httptools` parsing (no framework; one task per client connection, not per request), upstream
+connections are kept alive and reused, and all policy work is O(1) per request. Bodies are
+buffered whole, as Envoy does when it may retry; there is no streaming, HTTP/2 or WebSocket.
+A caller that disconnects mid-request cancels the upstream try (logged with code 0, flag DC).
+
+Configuration arrives as an immutable `MeshConfig` snapshot via `push()` (the control plane's
+xDS); in-flight requests finish with the snapshot they started with, and per-cluster state
+(pool counters, ejections) survives a push unless that cluster's policy changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import ssl
+import struct
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Protocol
+
+import httptools
+
+from labkit.mesh import authz, flags, retries, security
+from labkit.mesh.balancer import ConsistentHash
+from labkit.mesh.destination import DestinationRule, TrafficPolicy
+from labkit.mesh.hosts import resolve_authority
+from labkit.mesh.outlier import OutlierDetector
+from labkit.mesh.pool import ConnectionPool, Lease
+from labkit.mesh.routing import (
+    Destination,
+    DirectResponse,
+    Forward,
+    NoRoute,
+    Redirect,
+    Request,
+    VirtualService,
+)
+from labkit.mesh.telemetry import Telemetry, TraceContext, new_request_id
+
+__all__ = [
+    "Endpoint",
+    "MeshConfig",
+    "ServiceInfo",
+    "Sidecar",
+    "TlsProvider",
+    "Workload",
+]
+
+HOST = "127.0.0.1"
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 32 * 1024 * 1024
+_CONNECT_TIMEOUT = 10.0
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+                         "trailer", "upgrade", "content-length", "host", "expect"})
+_PEER_HEADER = "x-envoy-peer-metadata-id"
+"""Carries the caller's `<workload>.<namespace>` to the server sidecar and is removed there
+(Istio's metadata exchange uses `x-envoy-peer-metadata[-id]` for the same purpose)."""
+_NOT_FORWARDED = _HOP_BY_HOP | {"x-envoy-attempt-count", _PEER_HEADER}
+_INBOUND_RETRIES = retries.RetryPolicy(attempts=2, retry_on=frozenset({"reset-before-request"}),
+                                       previous_hosts=False)
+"""Istio >= 1.24's inbound retry policy: the hop to the local app is retried on connect failure."""
+
+
+# ---------------------------------------------------------------------------------------------
+# What the control plane tells a sidecar
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Who a sidecar speaks for: its identity in metrics, authorisation and certificates."""
+
+    name: str
+    namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+    pod: str = ""
+    port: int | None = None
+    """The container port the manifest declares (PeerAuthentication `portLevelMtls` keys)."""
+
+    @property
+    def principal(self) -> str:
+        """SPIFFE identity, `spiffe://cluster.local/ns/<ns>/sa/<sa>`."""
+        return f"spiffe://cluster.local/ns/{self.namespace}/sa/{self.service_account}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One pod behind a service, as the sidecar reaches it: `address` is the pod's sidecar
+    inbound listener when it has one (then `sidecar` is True), else the app itself."""
+
+    address: str
+    workload: str = "unknown"
+    namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    pod: str = ""
+    sidecar: bool = False
+    mtls_mode: str = authz.PERMISSIVE
+    principal: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A Kubernetes Service as the mesh sees it: name, namespace, ports and ready endpoints."""
+
+    name: str
+    namespace: str
+    ports: tuple[int, ...]
+    endpoints: tuple[Endpoint, ...] = ()
+    fqdn: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fqdn", f"{self.name}.{self.namespace}.svc.cluster.local")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """One configuration snapshot, the same for every sidecar (each derives its own view).
+
+    `virtual_services` are in creation order (the first whose hosts cover a request wins);
+    `destination_rules` are by host FQDN; `sources` keeps the applied YAML specs for dumps.
+    """
+
+    version: int = 0
+    services: Mapping[str, ServiceInfo] = field(default_factory=dict)
+    virtual_services: tuple[VirtualService, ...] = ()
+    destination_rules: Mapping[str, DestinationRule] = field(default_factory=dict)
+    peer_authentications: tuple[authz.PeerAuthentication, ...] = ()
+    authorization_policies: tuple[authz.AuthorizationPolicy, ...] = ()
+    sources: tuple[Mapping[str, Any], ...] = ()
+
+
+class TlsProvider(Protocol):
+    """Mutual-TLS material of one workload (implemented with `labkit.mesh.security`)."""
+
+    def server_context(self) -> ssl.SSLContext: ...
+
+    def client_context(self) -> ssl.SSLContext: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP/1.1 plumbing
+
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+def _render(status: int, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
+            head_only: bool = False) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    lines.append(f"content-length: {len(body)}")
+    if not keep_alive:
+        lines.append("connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + body
+
+
+class _HttpRequest:
+    __slots__ = (
+        "authority",
+        "body",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "received",
+        "target",
+    )
+
+    def __init__(self, method: str, target: str, headers: dict[str, str], body: bytes,
+                 keep_alive: bool) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.received = 0.0
+        authority = headers.get("host", "")
+        path = target
+        if not target.startswith("/") and "://" in target:  # absolute form (proxy request)
+            url = httptools.parse_url(target.encode("latin-1"))
+            host = url.host.decode("latin-1") if url.host else ""
+            authority = f"{host}:{url.port}" if url.port else host
+            path = (url.path or b"/").decode("latin-1")
+            if url.query:
+                path += "?" + url.query.decode("latin-1")
+        self.authority = authority
+        self.path = path
+
+
+class _Response:
+    __slots__ = ("body", "headers", "keep_alive", "status")
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes,
+                 keep_alive: bool = True) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+
+
+Handler = Callable[["_HttpRequest", "_Downstream"], Awaitable[tuple[_Response, bool]]]
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(body)
+        self.status = status
+
+
+class _Downstream(asyncio.Protocol):
+    """One client connection to a listener: parses requests, answers them in order."""
+
+    def __init__(self, handler: Handler, open_set: set[_Downstream]) -> None:
+        self.handler = handler
+        self.open_set = open_set  # the listener's open connections, cut when it closes
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_principal: str | None = None
+        self.peer_der: bytes | None = None
+        self.xfcc: str | None = None
+        self.remote = ""
+        self.local = ""
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._head_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._queue: deque[_HttpRequest] = deque()
+        self._serving: asyncio.Task[None] | None = None
+        self._active = False
+        self._wake: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.open_set.add(self)
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.remote = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.local = f"{sock[0]}:{sock[1]}" if sock else ""
+        if transport.get_extra_info("ssl_object") is not None:
+            self.peer_der = security.peer_certificate_der(transport)
+            identity = security.identity_from_der(self.peer_der) if self.peer_der else None
+            self.peer_principal = identity.uri if identity else None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except _BadRequest as exc:
+            self._fail(exc.status, str(exc))
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrade is not supported by labkit's sidecar")
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _BadRequest):
+                self._fail(cause.status, str(cause))
+            else:
+                self._fail(400, "Bad Request")
+
+    def _fail(self, status: int, body: str) -> None:
+        """Malformed input: answer once and close (Envoy answers 400 / 431 and closes)."""
+        if self.transport is not None and not self._closed:
+            self.transport.write(_render(status, [("content-type", "text/plain")], body.encode(), False))
+            self.transport.close()
+        self._closed = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.open_set.discard(self)
+        if self._active and self._serving is not None:
+            # The client went away mid-request (Envoy's DC): stop the work, free the upstream.
+            self._serving.cancel()
+        self._notify()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._head_bytes = 0
+        self._body = []
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > _MAX_HEAD:
+            raise _BadRequest(431, "Request Header Fields Too Large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > _MAX_HEAD:
+            raise _BadRequest(431, "Request Header Fields Too Large")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        old = self._headers.get(key)
+        self._headers[key] = text if old is None else f"{old},{text}"
+
+    def on_headers_complete(self) -> None:
+        if self._headers.get("expect", "").lower() == "100-continue" and self.transport:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > _MAX_BODY:
+            raise _BadRequest(413, "Payload Too Large")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        method = self.parser.get_method().decode("latin-1")
+        request = _HttpRequest(method, self._url.decode("latin-1"), self._headers,
+                               b"".join(self._body), self.parser.should_keep_alive())
+        request.received = time.time()
+        self._queue.append(request)
+        if self._serving is None:
+            # One task per connection, not per request: a keep-alive client pays for it once.
+            self._serving = asyncio.get_running_loop().create_task(self._serve())
+        else:
+            self._notify()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            if not self._queue:
+                self._wake = loop.create_future()
+                await self._wake
+                continue
+            request = self._queue.popleft()
+            self._active = True
+            try:
+                response, keep = await self.handler(request, self)
+            except asyncio.CancelledError:
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug must not take the listener down
+                response = _Response(500, [("content-type", "text/plain")],
+                                     f"labkit sidecar error: {exc!r}".encode())
+                keep = False
+            finally:
+                self._active = False
+            keep = keep and request.keep_alive
+            if self._closed or self.transport is None:
+                return
+            self.transport.write(_render(response.status, response.headers, response.body,
+                                         keep, request.method == "HEAD"))
+            if not keep:
+                self.transport.close()
+                self._closed = True
+
+
+class _ConnectionTerminated(Exception):
+    """The upstream closed or reset the connection before a complete response."""
+
+
+class _Timeout(Exception):
+    pass
+
+
+_RETRY_HEADERS = frozenset({"grpc-status", "x-envoy-ratelimited"})
+_NO_HEADERS: Mapping[str, str] = {}
+
+
+class _Upstream(asyncio.Protocol):
+    """One kept-alive connection to an upstream host: one request at a time."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.requests = 0
+        self.waiter: asyncio.Future[_Response] | None = None
+        self._head = False
+        self._status = 0
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._headers_done = False
+        self._bounded = False
+        self.special: Mapping[str, str] = _NO_HEADERS
+        """The response headers a retry policy looks at (`retries.RetryPolicy.retriable`)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, data: bytes, head: bool) -> asyncio.Future[_Response]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self._head = head
+        self._status = 0
+        self._headers = []
+        self._body = []
+        self._headers_done = False
+        self._bounded = False
+        self.special = _NO_HEADERS
+        self.requests += 1
+        self.transport.write(data)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._lose(_ConnectionTerminated("upstream sent a malformed response"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if key in ("content-length", "transfer-encoding"):
+            self._bounded = True
+        elif key in _RETRY_HEADERS:
+            self.special = {**self.special, key: text}
+        self._headers.append((key, text))
+
+    def on_headers_complete(self) -> None:
+        self._status = self.parser.get_status_code()
+        self._headers_done = True
+        if self._head or self._status in (204, 304):
+            self._complete(keep=False)  # httptools cannot know a HEAD reply has no body
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self._complete(self.parser.should_keep_alive())
+
+    def _complete(self, keep: bool) -> None:
+        waiter, self.waiter = self.waiter, None
+        if not keep:
+            self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(_Response(self._status, self._headers, b"".join(self._body), keep))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            if self._headers_done and not self._bounded:  # body delimited by close
+                self._complete(keep=False)
+            else:
+                waiter.set_exception(_ConnectionTerminated("connection terminated"))
+
+    def _lose(self, exc: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+# ---------------------------------------------------------------------------------------------
+# Clusters: one destination (service, subset, port) as seen from this sidecar
+
+
+class _Slots:
+    """`pool.ConnectionPool` admission with futures for the requests it keeps pending.
+
+    The pure pool decides; a connection it "opens" is counted as open at once (the real socket
+    comes from the host's keep-alive pool), so waiting happens only at `maxConnections`.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+
+    def admit(self) -> Lease | None:
+        """Admit a request now: None is overflow; a lease without `connection` must `wait`."""
+        lease = self.pool.acquire()
+        if lease is not None and lease.opens is not None:
+            self._wake(self.pool.connected(lease.opens))
+        return lease
+
+    async def wait(self, lease: Lease) -> None:
+        """Wait as pending until the pool hands this lease a connection."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[lease.id] = waiter
+        try:
+            await waiter
+        except BaseException:
+            self._waiters.pop(lease.id, None)
+            if lease.connection is None:
+                self.pool.cancel(lease)
+            else:
+                self.release(lease, reusable=True)
+            raise
+
+    def release(self, lease: Lease, reusable: bool) -> None:
+        nxt = self.pool.release(lease, reusable=reusable)
+        if nxt is not None and nxt.opens is not None and nxt.connection is None:
+            nxt = self.pool.connected(nxt.opens)
+        self._wake(nxt)
+
+    def _wake(self, lease: Lease | None) -> None:
+        if lease is None or lease.connection is None:
+            return
+        waiter = self._waiters.pop(lease.id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Cluster:
+    """Envoy's cluster `outbound|<port>|<subset>|<fqdn>`: endpoints, LB, pool, outlier state."""
+
+    def __init__(self, name: str, policy: TrafficPolicy, rng: random.Random) -> None:
+        self.name = name
+        self.policy = policy
+        self.slots = _Slots(ConnectionPool(policy.connection_pool))
+        self.balancer = policy.balancer(rng)
+        self.outlier: OutlierDetector | None = None
+        self.endpoints: dict[str, Endpoint] = {}
+        self.hosts: list[str] = []
+        self.version = -1
+
+    def set_endpoints(self, endpoints: list[Endpoint], now: float) -> None:
+        self.endpoints = {e.address: e for e in endpoints}
+        self.hosts = list(self.endpoints)
+        if self.policy.outlier is not None:
+            if self.outlier is None:
+                self.outlier = OutlierDetector(self.policy.outlier, self.hosts, start=now)
+            else:
+                self.outlier.set_hosts(self.hosts)
+
+    def healthy(self, now: float) -> list[str]:
+        return self.hosts if self.outlier is None else self.outlier.healthy(self.hosts, now)
+
+    def describe(self, now: float) -> dict[str, Any]:
+        pool = self.slots.pool
+        return {
+            "name": self.name,
+            "loadBalancer": type(self.balancer).__name__,
+            "endpoints": [
+                {"address": h, "workload": e.workload, "labels": dict(e.labels),
+                 "mtls": e.sidecar, "ejected": bool(self.outlier and self.outlier.is_ejected(h, now)),
+                 "activeRequests": self.balancer.active.get(h, 0)}
+                for h, e in self.endpoints.items()
+            ],
+            "circuitBreakers": {
+                "maxConnections": pool.limits.max_connections,
+                "maxPendingRequests": pool.limits.max_pending,
+                "maxRequests": pool.limits.max_requests,
+                "maxRetries": pool.limits.max_retries,
+                "maxRequestsPerConnection": pool.limits.max_requests_per_connection,
+            },
+            "stats": {
+                "upstream_rq_active": pool.active_requests,
+                "upstream_rq_pending_active": pool.pending,
+                "upstream_rq_pending_overflow": pool.upstream_rq_pending_overflow,
+                "upstream_cx_overflow": pool.upstream_cx_overflow,
+                "upstream_rq_retry_overflow": pool.upstream_rq_retry_overflow,
+                "outlier_detection_ejections_total": self.outlier.ejections_total if self.outlier else 0,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where an outbound request's Host header points: a known service (and its VS).
+    `default` is the destination of Istio's default route (no VirtualService)."""
+
+    service: ServiceInfo
+    port: int
+    virtual_service: VirtualService | None
+    default: Destination
+
+
+@dataclass
+class _Result:
+    """What the router produced for one request (the response plus what to log)."""
+
+    response: _Response
+    flags: tuple[str, ...] = ()
+    details: str = "via_upstream"
+    endpoint: Endpoint | None = None
+    cluster: str = ""
+    upstream_ms: float | None = None
+    route: str = ""
+
+
+def _local(reply: flags.LocalReply, details: str) -> _Result:
+    headers = [("content-type", "text/plain"), *reply.headers]
+    return _Result(_Response(reply.status, headers, reply.body.encode()), reply.flags, details)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sidecar
+
+
+class _Inbound:
+    """One pod's inbound listener: accepted connections are delivered to that pod's app."""
+
+    def __init__(self, name: str, sock: socket.socket, app: _Cluster) -> None:
+        self.name = name
+        self.sock = sock
+        self.app = app
+        self.port: int = sock.getsockname()[1]
+        self.task: asyncio.Task[None] | None = None
+        self.connections: set[_Downstream] = set()
+
+
+class Sidecar:
+    """One workload's proxy. Create, `await start()` on an event loop, `push()` configuration,
+    `await close()`. From another thread use the URLs, `config()`, `access_log()`, `spans()`
+    and `metrics_text()` (reads only).
+
+    The outbound listener serves the workload's app(s); each pod gets its own inbound listener
+    (`add_inbound`), so a client sidecar balances over pods. `app_port`: shorthand for one
+    inbound at start (None: a client-only sidecar such as `sleep`). `tls`: the workload's
+    certificate (`security.WorkloadCertificate`); None means plaintext only. `seed` seeds every
+    random choice (weights, faults, LB, back-off).
+    """
+
+    def __init__(self, workload: Workload, *, app_port: int | None = None, seed: int = 0,
+                 tls: TlsProvider | None = None) -> None:
+        self.workload = workload
+        self.app_port = app_port
+        self.tls = tls
+        self.rng = random.Random(seed)
+        self.telemetry = Telemetry()
+        self.mesh = MeshConfig()
+        self.config_version = 0
+        self.pushes = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._inbounds: dict[str, _Inbound] = {}
+        self._downstreams: set[_Downstream] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._clusters: dict[str, _Cluster] = {}
+        self._by_destination: dict[Destination, _Cluster] = {}
+        self._idle: dict[tuple[str, bool], list[_Upstream]] = {}
+        self._targets: dict[str, _Target | None] = {}
+        self._bases: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        self._mtls_mode = authz.PERMISSIVE
+        self._authz: tuple[authz.AuthorizationPolicy, ...] = ()
+        self._server_tls: ssl.SSLContext | None = None
+        self._client_tls: ssl.SSLContext | None = None
+        self.ports: dict[str, int] = {}
+        self._peer = f"{workload.name}.{workload.namespace}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the outbound and admin (metrics) listeners on free loopback ports, and the
+        inbound one when `app_port` was given."""
+        self.loop = asyncio.get_running_loop()
+        if self.tls is not None:  # built once: loading a key pair costs milliseconds
+            self._server_tls = self.tls.server_context()
+            self._client_tls = self.tls.client_context()
+        for name, handler in (("outbound", self._outbound), ("admin", self._admin)):
+            server = await self.loop.create_server(
+                lambda h=handler: _Downstream(h, self._downstreams), HOST, 0, reuse_address=True)
+            self._servers.append(server)
+            self.ports[name] = server.sockets[0].getsockname()[1]
+        if self.app_port is not None:
+            await self.add_inbound(self.workload.pod or self.workload.name, self.app_port)
+
+    async def add_inbound(self, name: str, app_port: int) -> int:
+        """Open an inbound listener for pod `name` whose app listens on `app_port`; returns
+        the listener's port (the pod's endpoint as other sidecars see it)."""
+        assert self.loop is not None, "start() first"
+        if name in self._inbounds:
+            self.set_app_port(name, app_port)
+            return self._inbounds[name].port
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, 0))
+        sock.listen(512)
+        sock.setblocking(False)
+        inbound = _Inbound(name, sock, _Cluster(f"inbound|{app_port}||", TrafficPolicy(), self.rng))
+        self._inbounds[name] = inbound
+        self.set_app_port(name, app_port)
+        inbound.task = self.loop.create_task(self._accept_inbound(inbound))
+        return inbound.port
+
+    def set_app_port(self, name: str, app_port: int) -> None:
+        """The pod's app moved (restarted on a new port): deliver there from now on."""
+        assert self.loop is not None
+        inbound = self._inbounds[name]
+        inbound.app.set_endpoints([Endpoint(f"{HOST}:{app_port}", self.workload.name,
+                                            self.workload.namespace)], self.loop.time())
+
+    async def remove_inbound(self, name: str) -> None:
+        inbound = self._inbounds.pop(name, None)
+        if inbound is not None:
+            if inbound.task is not None:
+                inbound.task.cancel()
+            inbound.sock.close()
+            for conn in list(inbound.connections):  # the pod is gone: so are its connections
+                conn.abort()
+
+    @property
+    def inbound_ports(self) -> dict[str, int]:
+        """Inbound listener port by pod name."""
+        return {name: i.port for name, i in self._inbounds.items()}
+
+    async def close(self) -> None:
+        """Stop listening, cut connections, cancel mirrors. Idempotent."""
+        for server in self._servers:
+            server.close()
+        self._servers = []
+        for conn in list(self._downstreams):
+            conn.abort()
+        for name in list(self._inbounds):
+            await self.remove_inbound(name)
+        for task in list(self._tasks):
+            task.cancel()
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+    @property
+    def outbound_url(self) -> str:
+        return f"http://{HOST}:{self.ports['outbound']}"
+
+    @property
+    def inbound_url(self) -> str:
+        """The first pod's inbound listener (`inbound_ports` has them all)."""
+        if not self._inbounds:
+            raise LookupError(f"sidecar of {self.workload.name} has no inbound listener (no app)")
+        return f"http://{HOST}:{next(iter(self._inbounds.values())).port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{HOST}:{self.ports['admin']}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.admin_url}/stats/prometheus"
+
+    def __repr__(self) -> str:
+        return (f"<Sidecar {self.workload.namespace}/{self.workload.name} "
+                f"out={self.ports.get('outbound')} in={list(self.inbound_ports.values())} "
+                f"config v{self.config_version}>")
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def push(self, mesh: MeshConfig) -> None:
+        """Take a new configuration snapshot (call on the sidecar's loop). Requests in flight
+        keep the snapshot they started with; nothing is restarted."""
+        w = self.workload
+        self._mtls_mode = authz.effective_mtls_mode(mesh.peer_authentications, w.namespace,
+                                                    w.labels, w.port)
+        self._authz = tuple(p for p in mesh.authorization_policies
+                            if p.applies_to(w.namespace, w.labels))
+        self._targets = {}
+        self.mesh = mesh
+        self.config_version = mesh.version
+        self.pushes += 1
+
+    @property
+    def mtls_mode(self) -> str:
+        """The PeerAuthentication mode this sidecar's inbound listener enforces."""
+        return self._mtls_mode
+
+    def config(self) -> dict[str, Any]:
+        """What this proxy runs now, like `istioctl proxy-config all`: listeners, routes
+        (VirtualServices), clusters with policies and endpoints, security."""
+        now = self.loop.time() if self.loop else 0.0
+        mesh = self.mesh
+        return {
+            "workload": {"name": self.workload.name, "namespace": self.workload.namespace,
+                         "labels": dict(self.workload.labels),
+                         "principal": self.workload.principal},
+            "version": self.config_version,
+            "listeners": {
+                "outbound": self.outbound_url,
+                "inbound": {name: f"http://{HOST}:{i.port} -> app {i.app.hosts[0]}"
+                            for name, i in self._inbounds.items()},
+                "admin": self.admin_url,
+            },
+            "routes": [
+                {"name": vs.name, "namespace": vs.namespace, "hosts": list(vs.hosts),
+                 "http": [r.name or f"route {i}" for i, r in enumerate(vs.routes)]}
+                for vs in mesh.virtual_services if vs.for_sidecars
+            ],
+            "services": {fqdn: [e.address for e in s.endpoints] for fqdn, s in mesh.services.items()},
+            "clusters": [c.describe(now) for c in list(self._clusters.values())],
+            "security": {
+                "mtlsMode": self._mtls_mode,
+                "tls": self.tls is not None,
+                "authorizationPolicies": [f"{p.namespace}/{p.name} ({p.action})" for p in self._authz],
+            },
+            "sources": [dict(s) for s in mesh.sources],
+        }
+
+    def metrics_text(self) -> str:
+        return self.telemetry.metrics.prometheus()
+
+    def access_log(self, last: int | None = None) -> list[str]:
+        return self.telemetry.access_log(last)
+
+    def spans(self, trace_id: str | None = None) -> list[dict[str, object]]:
+        return self.telemetry.span_dicts(trace_id)
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    def _target(self, authority: str) -> _Target | None:
+        found = self._targets.get(authority, False)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        mesh = self.mesh
+        fqdn, port = resolve_authority(authority, self.workload.namespace, mesh.services)
+        service = mesh.services.get(fqdn)
+        target = None
+        if service is not None:
+            if port is None or port not in service.ports:
+                port = 80 if 80 in service.ports else service.ports[0]
+            vs = next((v for v in mesh.virtual_services
+                       if v.for_sidecars and v.applies_to(authority, self.workload.namespace)), None)
+            target = _Target(service, port, vs, Destination(service.fqdn, None, port))
+        if len(self._targets) > 4096:
+            self._targets.clear()
+        self._targets[authority] = target
+        return target
+
+    async def _outbound(self, req: _HttpRequest, conn: _Downstream) -> tuple[_Response, bool]:
+        loop = self.loop
+        assert loop is not None
+        start = loop.time()
+        headers = req.headers
+        rid = headers.get("x-request-id") or new_request_id()
+        headers["x-request-id"] = rid
+        parent = TraceContext.parse(headers.get("traceparent"))
+        span = parent.child() if parent else TraceContext.start()
+        headers["traceparent"] = span.header
+        target = self._target(req.authority)
+        service: ServiceInfo | None = target.service if target else None
+        if target is None:
+            result = _local(flags.NO_ROUTE, "route_not_found")
+        else:
+            try:
+                result = await self._route(req, target, start)
+            except asyncio.CancelledError:  # the caller left first: Envoy logs code 0, DC
+                gone = _Result(_Response(0, [], b""), (flags.DOWNSTREAM_CONNECTION_TERMINATION,),
+                               "downstream_remote_disconnect")
+                self._record("source", req, conn, gone, start, span, parent, service, mtls=None)
+                raise
+        result.response.headers.append(("x-request-id", rid))
+        self._record("source", req, conn, result, start, span, parent, service, mtls=None)
+        return result.response, True
+
+    async def _route(self, req: _HttpRequest, target: _Target, start: float) -> _Result:
+        vs = target.virtual_service
+        headers = req.headers
+        route_name = ""
+        if vs is None:
+            destination = target.default
+            path, authority = req.path, req.authority
+            request_headers, response_ops = headers, ()
+            route_timeout, policy, fault, mirrors = None, None, None, ()
+        else:
+            decision = vs.decide(Request(req.method, req.path, req.authority, headers,
+                                         port=target.port),
+                                 self.rng, labels=self.workload.labels,
+                                 namespace=self.workload.namespace)
+            if isinstance(decision, NoRoute):
+                return _local(decision.reply, "route_not_found")
+            if isinstance(decision, Redirect):
+                return _Result(_Response(decision.status, [("location", decision.location)], b""),
+                               details="redirect")
+            if isinstance(decision, DirectResponse):
+                return _Result(_Response(decision.status, [("content-type", "text/plain")],
+                                         decision.body), details="direct_response")
+            assert isinstance(decision, Forward)
+            route = decision.route
+            route_name = route.name
+            destination = decision.destination
+            path, authority = decision.path, decision.authority
+            request_headers = decision.request_headers(headers)
+            response_ops = decision.response_ops
+            route_timeout, policy, fault = route.timeout, route.retries, route.fault
+            mirrors = decision.mirrors
+        extra: tuple[str, ...] = ()
+        if fault is not None:
+            injected = fault.decide(self.rng)
+            extra = injected.flags
+            if injected.delay:
+                await asyncio.sleep(injected.delay)
+            if injected.abort is not None:
+                result = _local(injected.abort, "fault_filter_abort")
+                result.flags = extra
+                return result
+        result = await self._forward(req, destination, path, authority, request_headers,
+                                     route_timeout, policy)
+        result.flags = extra + result.flags
+        result.route = route_name
+        for ops in response_ops:
+            fixed: dict[str, str] = dict(result.response.headers)
+            ops.apply(fixed)
+            result.response.headers = list(fixed.items())
+        for mirror in mirrors:
+            self._spawn(self._mirror(req, mirror, path, authority, request_headers))
+        return result
+
+    def _cluster(self, destination: Destination) -> _Cluster | flags.LocalReply:
+        """The live cluster for a destination (created or refreshed for the current config)."""
+        mesh = self.mesh
+        cluster = self._by_destination.get(destination)
+        if cluster is not None and cluster.version == mesh.version:
+            return cluster
+        service = mesh.services.get(destination.host)
+        default_port = service.ports[0] if service else (destination.port or 80)
+        name = destination.cluster_name(default_port)
+        cluster = self._clusters.get(name)
+        dr = mesh.destination_rules.get(destination.host)
+        if destination.subset is not None and (dr is None or not dr.has_subset(destination.subset)):
+            return flags.NO_CLUSTER
+        port = destination.port or default_port
+        policy = dr.policy(destination.subset, port) if dr else TrafficPolicy()
+        if cluster is None or cluster.policy != policy:
+            cluster = _Cluster(name, policy, self.rng)
+            self._clusters[name] = cluster
+        endpoints = list(service.endpoints) if service else []
+        if destination.subset is not None and dr is not None:
+            labels = dr.subsets[destination.subset][0]
+            endpoints = [e for e in endpoints if all(e.labels.get(k) == v for k, v in labels.items())]
+        assert self.loop is not None
+        cluster.set_endpoints(endpoints, self.loop.time())
+        cluster.version = mesh.version
+        if len(self._by_destination) > 4096:
+            self._by_destination.clear()
+        self._by_destination[destination] = cluster
+        return cluster
+
+    async def _forward(self, req: _HttpRequest, destination: Destination, path: str,
+                       authority: str, headers: Mapping[str, str], route_timeout: float | None,
+                       policy: retries.RetryPolicy | None) -> _Result:
+        loop = self.loop
+        assert loop is not None
+        found = self._cluster(destination)
+        if isinstance(found, flags.LocalReply):
+            return _local(found, "cluster_not_found")
+        cluster = found
+        if policy is None:
+            policy = (retries.RetryPolicy(previous_hosts=False) if cluster.policy.consistent_hash
+                      else retries.DEFAULT_RETRIES)
+        timeout = retries.request_timeout(route_timeout, headers)
+        state = retries.RetryState(policy, start=loop.time(), timeout=timeout, rng=self.rng,
+                                   retry_slot=cluster.slots.pool)
+        key = None
+        if isinstance(cluster.balancer, ConsistentHash):
+            key = cluster.balancer.key.of(headers, Request(req.method, path).query, None)
+        return await self._attempts(req.method, path, authority, headers, req.body, cluster,
+                                    state, key, self._peer, self._use_tls)
+
+    def _use_tls(self, endpoint: Endpoint, policy: TrafficPolicy) -> bool:
+        """Auto-mTLS: TLS to endpoints with a sidecar unless they (or the DR) say DISABLE."""
+        if policy.tls_mode is not None:
+            return policy.tls_mode == "ISTIO_MUTUAL" and self.tls is not None
+        return (self.tls is not None and endpoint.sidecar
+                and endpoint.mtls_mode != authz.DISABLE)
+
+    async def _attempts(self, method: str, path: str, authority: str, headers: Mapping[str, str],
+                        body: bytes, cluster: _Cluster, state: retries.RetryState,
+                        key: str | None, peer: str | None,
+                        use_tls: Callable[[Endpoint, TrafficPolicy], bool]) -> _Result:
+        """The router: pick a host, send, decide on retry, until `RetryState` says finish."""
+        loop = self.loop
+        assert loop is not None
+        policy = state.policy
+        host: str | None = None
+        while True:
+            now = loop.time()
+            healthy = cluster.healthy(now)
+            if len(healthy) == 1:  # every balancer picks the only host; Envoy skips it too
+                host = healthy[0]
+            else:
+                host = cluster.balancer.choose(healthy, avoid=state.avoid_hosts, key=key,
+                                               attempts=policy.host_selection_attempts)
+            if host is None:
+                decision = state.on_outcome(retries.Outcome.of(retries.NO_HEALTHY_UPSTREAM), now)
+                assert isinstance(decision, retries.Finish)
+                return self._finish(decision, cluster, None, None)
+            endpoint = cluster.endpoints[host]
+            until = state.begin(host, now)
+            lease = cluster.slots.admit()
+            if lease is not None and lease.connection is None:
+                await cluster.slots.wait(lease)
+            if lease is None:
+                decision = state.on_outcome(retries.Outcome.of(retries.OVERFLOW), loop.time())
+                assert isinstance(decision, retries.Finish)
+                return self._finish(decision, cluster, endpoint, None)
+            cluster.balancer.started(host)
+            sent_at = loop.time()
+            response: _Response | None = None
+            try:
+                tls = use_tls(endpoint, cluster.policy)
+                outcome, response = await self._try(
+                    method, path, authority, headers, body, host, tls, state.attempts, until, peer,
+                    cluster.policy.connection_pool.max_requests_per_connection,
+                    endpoint.principal if tls else None)
+            finally:
+                cluster.balancer.finished(host)
+                cluster.slots.release(lease, reusable=response is not None and response.keep_alive)
+            now = loop.time()
+            if outcome.kind == retries.PER_TRY_TIMEOUT:
+                expired = state.expired(now)
+                if isinstance(expired, retries.Finish):
+                    if cluster.outlier is not None:
+                        cluster.outlier.record(host, None, now)
+                    return self._finish(expired, cluster, endpoint, None)
+                outcome = expired
+            if cluster.outlier is not None:
+                cluster.outlier.record(host, outcome.status if outcome.kind == retries.RESPONSE
+                                       else None, now)
+            decision = state.on_outcome(outcome, now)
+            if isinstance(decision, retries.Finish):
+                return self._finish(decision, cluster, endpoint, response,
+                                    (now - sent_at) * 1000.0)
+            delay = decision.delay
+            if state.deadline is not None and now + delay >= state.deadline:
+                await asyncio.sleep(max(0.0, state.deadline - now))
+                expired = state.expired(loop.time())
+                assert isinstance(expired, retries.Finish)
+                return self._finish(expired, cluster, endpoint, None)
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def _finish(self, decision: retries.Finish, cluster: _Cluster, endpoint: Endpoint | None,
+                response: _Response | None, upstream_ms: float | None = None) -> _Result:
+        if decision.reply is not None:
+            result = _local(decision.reply, "upstream_reset_before_response_started"
+                            if decision.reply.status == 503 else "local_reply")
+            result.flags = decision.flags
+        else:
+            assert response is not None
+            out = [(k, v) for k, v in response.headers if k not in _HOP_BY_HOP]
+            if upstream_ms is not None:
+                out.append(("x-envoy-upstream-service-time", str(round(upstream_ms))))
+            result = _Result(_Response(response.status, out, response.body), decision.flags,
+                             upstream_ms=upstream_ms)
+        result.endpoint = endpoint
+        result.cluster = cluster.name
+        return result
+
+    async def _try(self, method: str, path: str, authority: str, headers: Mapping[str, str],
+                   body: bytes, host: str, tls: bool, attempt: int, until: float | None,
+                   peer: str | None, per_connection: int = 0, identity: str | None = None,
+                   ) -> tuple[retries.Outcome, _Response | None]:
+        """One attempt on one host: returns the outcome and the response (if one came).
+        `per_connection`: `maxRequestsPerConnection` (0 = keep connections alive);
+        `identity`: the SPIFFE id the server must present over mTLS (secure naming)."""
+        loop = self.loop
+        assert loop is not None
+        lines = [f"{method} {path} HTTP/1.1", f"host: {authority}"]
+        if peer is not None:  # outbound: this proxy numbers the tries and names its workload
+            lines += [f"{k}: {v}" for k, v in headers.items() if k not in _NOT_FORWARDED]
+            lines.append(f"x-envoy-attempt-count: {attempt}")
+            lines.append(f"{_PEER_HEADER}: {peer}")
+        else:
+            lines += [f"{k}: {v}" for k, v in headers.items() if k not in _HOP_BY_HOP]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"content-length: {len(body)}")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        timer: asyncio.TimerHandle | None = None
+        for fresh in (False, True):
+            conn = None
+            idle = None if fresh else self._idle.get((host, tls))
+            while idle:
+                candidate = idle.pop()
+                if not candidate.closed:
+                    conn = candidate
+                    break
+            try:
+                if conn is None:
+                    conn = await self._connect(host, tls, until, identity)
+            except _Timeout:
+                return retries.Outcome.of(retries.PER_TRY_TIMEOUT), None
+            except (OSError, ssl.SSLError, asyncio.TimeoutError, security.IdentityError):
+                return retries.Outcome.of(retries.CONNECT_FAILURE), None
+            reused = conn.requests > 0
+            waiter = conn.send(data, method == "HEAD")
+            if until is not None:
+                timer = loop.call_at(until, _expire, waiter)
+            try:
+                response = await waiter
+            except _Timeout:
+                conn.abort()
+                return retries.Outcome.of(retries.PER_TRY_TIMEOUT), None
+            except asyncio.CancelledError:
+                conn.abort()  # the caller left: this connection's answer has nowhere to go
+                raise
+            except _ConnectionTerminated:
+                if reused and not fresh:
+                    continue  # a kept-alive connection the upstream had closed: once more, fresh
+                return retries.Outcome.of(retries.CONNECTION_TERMINATION), None
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if per_connection and conn.requests >= per_connection:
+                conn.close()
+            elif response.keep_alive and not conn.closed:
+                self._idle.setdefault((host, tls), []).append(conn)
+            return retries.Outcome(retries.RESPONSE, response.status, conn.special), response
+        raise AssertionError("unreachable")
+
+    async def _connect(self, host: str, tls: bool, until: float | None,
+                       identity: str | None = None) -> _Upstream:
+        """A new connection; over mTLS the server's certificate must carry `identity` (Istio's
+        secure naming: a valid certificate of another workload is refused, flag UF)."""
+        loop = self.loop
+        assert loop is not None
+        address, _, port = host.rpartition(":")
+        limit = _CONNECT_TIMEOUT
+        if until is not None:
+            limit = min(limit, until - loop.time())
+            if limit <= 0:
+                raise _Timeout()
+        context = self._client_tls if tls else None
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Upstream(host), address, int(port), ssl=context,
+                                       server_hostname="" if context else None), limit)
+        except asyncio.TimeoutError:
+            if until is not None and loop.time() >= until:
+                raise _Timeout() from None
+            raise
+        if identity is not None:
+            try:
+                security.check_peer(conn.transport, identity)
+            except security.IdentityError:
+                conn.abort()
+                raise
+        sock = conn.transport.get_extra_info("socket") if conn.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    async def _mirror(self, req: _HttpRequest, destination: Destination, path: str,
+                      authority: str, headers: Mapping[str, str]) -> None:
+        """Fire and forget: one try, response discarded (Istio >= 1.28 keeps the Host)."""
+        found = self._cluster(destination)
+        if isinstance(found, flags.LocalReply):
+            return
+        assert self.loop is not None
+        state = retries.RetryState(retries.NO_RETRIES, start=self.loop.time(), timeout=None,
+                                   rng=self.rng)
+        copy = dict(headers)
+        trace = TraceContext.parse(copy.get("traceparent"))
+        if trace is not None:
+            copy["traceparent"] = TraceContext(trace.trace_id, trace.span_id, False).header
+        await self._attempts(req.method, path, authority, copy, req.body, found, state, None,
+                             self._peer, self._use_tls)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        assert self.loop is not None
+        task = self.loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    async def _accept_inbound(self, inbound: _Inbound) -> None:
+        loop = self.loop
+        assert loop is not None
+        while True:
+            try:
+                client, _ = await loop.sock_accept(inbound.sock)
+            except (OSError, asyncio.CancelledError):
+                return
+            self._spawn(self._admit(client, inbound))
+
+    async def _admit(self, client: socket.socket, inbound: _Inbound) -> None:
+        """Sniff TLS from plaintext (PERMISSIVE serves both on one port, as Envoy's TLS
+        inspector allows), then enforce the PeerAuthentication mode: a refused connection is
+        reset, so the client sees no HTTP status at all."""
+        loop = self.loop
+        assert loop is not None
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            kind = await security.detect_protocol(client, timeout=30.0)
+        except (asyncio.TimeoutError, OSError):
+            kind = None
+        if kind is None:
+            client.close()
+            return
+        is_tls = kind == security.TLS
+        if not authz.admits(self._mtls_mode, is_tls) or (is_tls and self._server_tls is None):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # linger 0: RST, "connection reset by peer"
+            return
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Downstream(lambda r, c: self._inbound(r, c, inbound), inbound.connections),
+                client, ssl=self._server_tls if is_tls else None)
+        except (OSError, ssl.SSLError):
+            client.close()
+
+    async def _inbound(self, req: _HttpRequest, conn: _Downstream,
+                       inbound: _Inbound) -> tuple[_Response, bool]:
+        loop = self.loop
+        assert loop is not None
+        start = loop.time()
+        headers = req.headers
+        peer = headers.pop(_PEER_HEADER, None)
+        rid = headers.get("x-request-id") or new_request_id()
+        headers["x-request-id"] = rid
+        parent = TraceContext.parse(headers.get("traceparent"))
+        span = parent.child() if parent else TraceContext.start()
+        headers["traceparent"] = span.header
+        headers.pop("x-forwarded-client-cert", None)  # only this proxy may say who called
+        decision = authz.authorize(
+            self._authz, self.workload.namespace, self.workload.labels,
+            authz.AuthzRequest(method=req.method, path=req.path, host=req.authority,
+                               port=self.workload.port, headers=headers,
+                               principal=conn.peer_principal,
+                               source_ip=conn.remote.rpartition(":")[0] or None))
+        if not decision.allowed:
+            assert decision.reply is not None
+            result = _local(decision.reply, decision.details)
+        else:
+            if conn.peer_der is not None:
+                if conn.xfcc is None:  # once per connection: parsing a certificate is costly
+                    conn.xfcc = security.xfcc(security.SpiffeId.parse(self.workload.principal),
+                                              conn.peer_der)
+                headers["x-forwarded-client-cert"] = conn.xfcc
+            headers["x-forwarded-proto"] = "http"
+            state = retries.RetryState(_INBOUND_RETRIES, start=start, timeout=None, rng=self.rng)
+            result = await self._attempts(req.method, req.path, req.authority, headers, req.body,
+                                          inbound.app, state, None, None, _plaintext)
+        self._record("destination", req, conn, result, start, span, parent, None,
+                     mtls=conn.peer_principal is not None, source=_split_peer(peer))
+        return result.response, True
+
+    # -- admin -------------------------------------------------------------------------------
+
+    async def _admin(self, req: _HttpRequest, conn: _Downstream) -> tuple[_Response, bool]:
+        import json
+
+        path = req.path.split("?", 1)[0]
+        if path in ("/stats/prometheus", "/metrics"):
+            body, kind = self.metrics_text().encode(), "text/plain; version=0.0.4"
+        elif path == "/config_dump":
+            body, kind = json.dumps(self.config(), indent=1, default=str).encode(), "application/json"
+        elif path in ("/ready", "/healthz/ready"):
+            body, kind = b"LIVE", "text/plain"
+        else:
+            return _Response(404, [("content-type", "text/plain")],
+                             b"admin paths: /stats/prometheus /config_dump /ready"), True
+        return _Response(200, [("content-type", kind)], body), True
+
+    # -- telemetry ---------------------------------------------------------------------------
+
+    def _record(self, reporter: str, req: _HttpRequest, conn: _Downstream, result: _Result,
+                start: float, span: TraceContext, parent: TraceContext | None,
+                service: ServiceInfo | None, *, mtls: bool | None,
+                source: tuple[str, str] | None = None) -> None:
+        assert self.loop is not None
+        duration_ms = (self.loop.time() - start) * 1000.0
+        response = result.response
+        flag_text = flags.format_flags(result.flags) if result.flags else "-"
+        ep = result.endpoint
+        w = self.workload
+        if reporter == "source":
+            key: tuple[Any, ...] = ("s", service.fqdn if service else req.authority,
+                                    ep.address if ep else None)
+            base = self._bases.get(key)
+            if base is None:
+                base = self._bases[key] = (
+                    "source", w.name, w.namespace, w.principal, w.labels.get("app", "unknown"),
+                    w.labels.get("version", "unknown"),
+                    ep.workload if ep else "unknown", ep.namespace if ep else "unknown",
+                    (ep.principal or "unknown") if ep else "unknown",
+                    ep.labels.get("app", "unknown") if ep else "unknown",
+                    ep.labels.get("version", "unknown") if ep else "unknown",
+                    service.fqdn if service else req.authority or "unknown",
+                    service.name if service else "unknown",
+                    service.namespace if service else "unknown", "http", "unknown")
+        else:
+            src_workload, src_ns = source or ("unknown", "unknown")
+            key = ("d", src_workload, src_ns, conn.peer_principal)
+            base = self._bases.get(key)
+            if base is None:
+                svc = w.labels.get("app", w.name)
+                base = self._bases[key] = (
+                    "destination", src_workload, src_ns, conn.peer_principal or "unknown",
+                    "unknown", "unknown", w.name, w.namespace,
+                    w.principal if mtls else "unknown", w.labels.get("app", "unknown"),
+                    w.labels.get("version", "unknown"),
+                    f"{svc}.{w.namespace}.svc.cluster.local", svc, w.namespace, "http",
+                    "mutual_tls" if mtls else "none")
+        self.telemetry.metrics.record(base, response.status, flag_text, duration_ms)
+        wall = req.received
+        self.telemetry.access.append((
+            wall, req.method, req.path, response.status, flag_text, result.details,
+            len(req.body), len(response.body), duration_ms, result.upstream_ms,
+            req.headers.get("x-forwarded-for", ""), req.headers.get("user-agent", ""),
+            req.headers.get("x-request-id", ""), req.authority, ep.address if ep else "",
+            result.cluster, conn.local, conn.remote, result.route))
+        self.telemetry.spans.append((
+            span.trace_id, span.span_id, parent.span_id if parent else None,
+            f"{req.authority}{req.path.split('?', 1)[0]}", w.name, reporter,
+            wall, duration_ms, response.status, flag_text))
+
+
+def _plaintext(endpoint: Endpoint, policy: TrafficPolicy) -> bool:
+    """The hop from the inbound listener to the local app is never TLS."""
+    return False
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Timeout())
+
+
+def _split_peer(peer: str | None) -> tuple[str, str] | None:
+    if not peer or "." not in peer:
+        return None
+    workload, _, namespace = peer.rpartition(".")
+    return workload, namespace

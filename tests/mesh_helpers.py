@@ -1,0 +1,77 @@
+"""Shared pieces of the live mesh tests: the workloads they run and small HTTP helpers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from labkit.cluster import LocalCluster
+
+FLAKY_APP = Path(__file__).with_name("mesh_flaky_app.py")
+
+WORKLOADS = f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: default, labels: {{istio-injection: enabled}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: httpbin}}
+spec:
+  selector: {{matchLabels: {{app: httpbin}}}}
+  template:
+    metadata: {{labels: {{app: httpbin, version: v1}}}}
+    spec:
+      containers: [{{name: httpbin, image: labkit/httpbin}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: httpbin}}
+spec:
+  selector: {{app: httpbin}}
+  ports: [{{port: 8000, name: http}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: flaky}}
+spec:
+  selector: {{matchLabels: {{app: flaky}}}}
+  template:
+    metadata: {{labels: {{app: flaky}}}}
+    spec:
+      containers: [{{name: flaky, image: flaky, command: ["{sys.executable}", "{FLAKY_APP}"]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: flaky}}
+spec:
+  selector: {{app: flaky}}
+  ports: [{{port: 80, name: http}}]
+"""
+
+
+@contextmanager
+def applied(cluster: LocalCluster, manifest: str) -> Iterator[None]:
+    """Apply mesh configuration for one test and remove it afterwards."""
+    resources = cluster.apply(manifest)
+    try:
+        yield
+    finally:
+        for resource in reversed(resources):
+            obj = resource.object
+            cluster.delete(f"{obj.api_version}/{obj.kind}", obj.metadata.name, obj.metadata.namespace)
+
+
+def get(sidecar: object, path: str, host: str = "httpbin:8000", **kw: object) -> httpx.Response:
+    """GET through a sidecar's outbound listener, addressed by service name."""
+    headers = {"host": host, **kw.pop("headers", {})}  # type: ignore[dict-item]
+    return httpx.get(sidecar.outbound_url + path, headers=headers, timeout=30, **kw)  # type: ignore[attr-defined,arg-type]
+
+
+def echoed_headers(response: httpx.Response) -> dict[str, str]:
+    """The request headers httpbin saw (it title-cases names, as httpbin.org does)."""
+    return {k.lower(): v for k, v in response.json()["headers"].items()}
