@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.labkit-installed
 
+# The kserve SDK pins cloudevents<2, which labkit cannot share a venv with: its REST client,
+# tested against labkit's model server, lives in a venv of its own (also a benchmark peer).
+KSERVE_PEER := bench/.venv/kserve/.installed
+
 .PHONY: lab test unit labs bench setup clean
 
 setup: $(STAMP)
@@ -21,7 +25,11 @@ lab: $(STAMP)
 
 test: unit labs
 
-unit: $(STAMP)
+$(KSERVE_PEER): bench/bench_inference.py
+	$(BIN)/python bench/bench_inference.py --setup-peers --peer kserve > $(VENV)/peer.log 2>&1 || (cat $(VENV)/peer.log; exit 1)
+	touch $(KSERVE_PEER)
+
+unit: $(STAMP) $(KSERVE_PEER)
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests
 
 # nbval over every notebook; outputs are compared (sanitized for ports, addresses, timings).
@@ -29,8 +37,11 @@ labs: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q --nbval --nbval-current-env \
 		--nbval-cell-timeout=300 --nbval-sanitize-with tests/nbval_sanitize.cfg labs
 
+# hey is the HTTP load generator the model-server benchmark shares with its peers.
 bench: $(STAMP)
+	command -v hey >/dev/null || (apt-get update -qq && apt-get install -y -qq hey)
+	$(BIN)/python bench/bench_inference.py --setup-peers
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) bench/.venv *.egg-info
