@@ -9,6 +9,17 @@
     break_even_rate(mean_duration=0.2, memory_mb=512)   # req/s where always-on gets cheaper
 
 The model and where it follows SimFaaS are described in :mod:`labkit.sim.platform`.
+
+A client sidecar under failures (retries, circuit breaking, outlier detection), with the
+sidecar's own policy code (:mod:`labkit.sim.mesh`):
+
+    simulate_mesh(failure_rate=0.5, retries={"attempts": 2, "retryOn": "5xx"},
+                  outlier_detection={"consecutive5xxErrors": 3}).success_rate
+
+A KServe request's path, hop by hop (sidecars, activator, queue-proxy, model server), on top
+of the autoscaling simulation (:mod:`labkit.sim.dataflow`):
+
+    simulate_dataflow(arrival_rate=0.02, min_replicas=0, model="digits-random-forest").breakdown("cold")
 """
 
 from labkit.sim.cost import (
@@ -20,6 +31,10 @@ from labkit.sim.cost import (
     serverless_monthly_cost,
     serverless_monthly_cost_for_rate,
 )
+from labkit.sim.mesh import MeshSimResult, simulate_mesh
+from labkit.sim.delivery import DeliverySimResult, simulate_delivery
+from labkit.sim.autoscaling import AutoscalingResult, burst_workload, clients_workload, simulate_autoscaling
+from labkit.sim.dataflow import DataflowResult, simulate_dataflow
 from labkit.sim.platform import SERVICE_DISTRIBUTIONS, PlatformResult, simulate_platform
 from labkit.sim.workloads import (
     Bursty,
@@ -36,7 +51,9 @@ __all__ = [
     "SECONDS_PER_MONTH",
     "SERVICE_DISTRIBUTIONS",
     "Bursty",
+    "DeliverySimResult",
     "Diurnal",
+    "MeshSimResult",
     "PlatformResult",
     "Poisson",
     "Prices",
@@ -48,5 +65,13 @@ __all__ = [
     "interarrival_cv",
     "serverless_monthly_cost",
     "serverless_monthly_cost_for_rate",
+    "simulate_mesh",
+    "simulate_delivery",
     "simulate_platform",
+    "AutoscalingResult",
+    "burst_workload",
+    "clients_workload",
+    "simulate_autoscaling",
+    "DataflowResult",
+    "simulate_dataflow",
 ]
