@@ -81,6 +81,7 @@ def _run_up(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     starting = True
+    reported: list[ObjectStatus] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
@@ -91,14 +92,14 @@ def _run_up(args: argparse.Namespace) -> int:
     try:
         with LocalCluster(start_timeout=args.timeout) as cluster:
             try:
-                cluster.apply(objects, on_ready=lambda resource: _report(resource.status))
+                cluster.apply(objects, on_ready=lambda resource: reported.append(_report(resource.status)))
             except ApplyError as exc:
                 _err(str(exc))
                 return EXIT_FAILED
             finally:
                 starting = False
             print("labkit: running; press Ctrl-C to stop", file=sys.stderr, flush=True)
-            _watch(cluster, stop)
+            _watch(cluster, stop, reported)
         print("labkit: stopped", file=sys.stderr, flush=True)
         return EXIT_OK
     except _Interrupted as exc:
@@ -109,19 +110,21 @@ def _run_up(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def _report(status: ObjectStatus) -> None:
+def _report(status: ObjectStatus) -> ObjectStatus:
     """READY Kind/name URL (a Deployment, having no URL, lists its pods' URLs), or NOT READY."""
     if status.ready:
         where = status.url or ",".join(status.urls) or "-"
         print(f"READY {status.kind}/{status.name} {where}", flush=True)
     else:
         print(f"NOT READY {status.kind}/{status.name} {status.message}", flush=True)
+    return status
 
 
-def _watch(cluster: LocalCluster, stop: threading.Event) -> None:
+def _watch(cluster: LocalCluster, stop: threading.Event, reported: list[ObjectStatus]) -> None:
     """Until `stop`, print a line whenever an object's readiness changes (a pod exited, was
-    restarted...). Driven by pod changes, so even a quick restart shows both lines."""
-    ready = {(s.kind, s.namespace, s.name): s.ready for s in cluster.status()}
+    restarted...). Driven by pod changes, so even a quick restart shows both lines; compared
+    with what was last printed, so a change between apply() and subscribing is not lost."""
+    ready = {(s.kind, s.namespace, s.name): s.ready for s in reported}
     lock = threading.Lock()
 
     def on_change() -> None:
@@ -133,6 +136,7 @@ def _watch(cluster: LocalCluster, stop: threading.Event) -> None:
                     _report(status)
 
     unsubscribe = cluster.pods.subscribe(on_change)
+    on_change()
     try:
         # A timed wait keeps the main thread responsive to signals on every platform.
         while not stop.wait(0.5):
