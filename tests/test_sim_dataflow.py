@@ -24,7 +24,7 @@ def test_scale_to_zero_makes_cold_requests_that_min_replicas_one_avoids() -> Non
     warm = simulate_dataflow(min_replicas=1, **sparse)
     assert zero.cold.sum() >= 5 and not warm.cold.any()
     assert zero.dominant_hop("cold") == "cold_start_model_load"
-    assert zero.p99 > 500 > 10 > warm.p99
+    assert zero.p99 > 500 and warm.p99 < 10
     cold = zero.breakdown("cold")
     assert cold["cold_start_process"] + cold["cold_start_model_load"] > 900  # ~0.95 s start-up
 

@@ -18,12 +18,12 @@ from matplotlib.figure import Figure
 from labkit.sim.dataflow import HOPS, MODEL_PRESETS, DataflowResult, simulate_dataflow
 from labkit.widgets.common import LABEL_WIDTH, Dashboard, slider
 
-__all__ = ["VIEWS", "DataflowDashboard", "dataflow_dashboard"]
+__all__ = ["HOP_COLOURS", "VIEWS", "DataflowDashboard", "dataflow_dashboard"]
 
 VIEWS = ("p50", "p99", "warm", "cold")
 """The bars drawn: the requests around p50 and p99, and the mean warm and cold request."""
 
-_COLOURS = dict(zip(HOPS, ("#8da0cb", "#5e6fa8", "#fc8d62", "#e5c494", "#b3852f", "#ffd92f",
+HOP_COLOURS = dict(zip(HOPS, ("#8da0cb", "#5e6fa8", "#fc8d62", "#e5c494", "#b3852f", "#ffd92f",
                            "#a6d854", "#66c2a5", "#e78ac3", "#b3b3b3", "#d62728", "#7f7f7f")))
 
 
@@ -77,19 +77,19 @@ class DataflowDashboard(Dashboard):
             for hop in HOPS:
                 widths = np.array([parts[view][hop] for view in views])
                 if widths.any():
-                    ax.barh(labels, widths, left=left, color=_COLOURS[hop], label=hop)
+                    ax.barh(labels, widths, left=left, color=HOP_COLOURS[hop], label=hop)
                 left += widths
             ax.invert_yaxis()
             ax.set_xlabel("milliseconds")
         warm_ax.set_title("warm requests: where the time goes")
         cold_ax.set_title("cold requests (mean)" if r.cold.any() else "no cold requests")
-        handles = {}
+        handles: dict[str, Any] = {}
         for ax in (warm_ax, cold_ax):
             for handle, label in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(label, handle)
         ordered = [hop for hop in HOPS if hop in handles]
-        figure.legend([handles[h] for h in ordered], ordered, loc="lower center", ncol=6, fontsize=8,
-                      frameon=False)
+        figure.legend(handles=[handles[h] for h in ordered], labels=ordered, loc="lower center", ncol=6,
+                      fontsize=8, frameon=False)
         figure.tight_layout(rect=(0, 0.14, 1, 1))
         return figure
 

@@ -1,0 +1,450 @@
+"""Cell sources of lab 08; built into labs/08_kserve_inferenceservice.ipynb by tools/build_labs.py."""
+
+from cells import IGNORE, check, code, md
+
+FILENAME = "08_kserve_inferenceservice.ipynb"
+
+CELLS = [
+    md("title", """
+        # Lab 08 — KServe's InferenceService: one spec that deploys, scales, versions and serves a model
+
+        **What you will learn** (about 60 minutes)
+
+        1. Write an `InferenceService` (storage location + model format + runtime options) and apply it.
+        2. Call a model with KServe's two REST protocols, V1 and V2 (the Open Inference Protocol), with
+           plain HTTP as `curl` would and with NVIDIA's `tritonclient`, and read the status as KServe reports it.
+        3. Build the same serving stack by hand from a Deployment and a Service, and list what is then
+           still missing: revisions, scale to zero, canary traffic, model status.
+        4. Serve a second model format (skops) and roll it out as a canary with `canaryTrafficPercent`,
+           then promote or roll back.
+        """),
+    md("idea", """
+        ## The idea
+
+        A trained model is a file. Serving it means: a server process that loads the file and speaks an
+        agreed protocol, replicas that scale with traffic, a stable address, a way to roll out the next
+        version without downtime, and a status that says whether the model loaded. KServe packs all of
+        this into one Kubernetes kind, `InferenceService`, configured by *what* to serve, not *how*:
+
+        ```mermaid
+        flowchart LR
+            Y["InferenceService YAML<br/>storageUri + modelFormat"] --> C[KServe controller]
+            C -->|picks a runtime for sklearn| R[ServingRuntime<br/>model server image]
+            C -->|creates| K["Knative Service<br/>&lt;name&gt;-predictor"]
+            K --> REV["Revision 00001, 00002, ...<br/>(one per spec change)"]
+            REV --> P["pod: queue-proxy + kserve-container<br/>storage-initializer copies the model"]
+            U[client] -->|"V1 :predict / V2 /infer"| I[ingress] --> P
+        ```
+
+        On a cluster the KServe controller turns the spec into a Knative Service (serverless mode), Knative
+        into revisions, pods and routes, and Istio carries the traffic. labkit does the same on your laptop:
+        `labkit.inference` is the controller and the model server, `labkit.serving` the Knative part; every
+        pod is a real process, every call real HTTP on 127.0.0.1.
+        """),
+    md("spec-intro", """
+        ## The spec
+
+        `data/manifests/kserve-iris.yaml` serves a logistic-regression iris classifier saved with joblib.
+        The fields are KServe's own: `modelFormat` chooses the runtime (scikit-learn), `storageUri` says where
+        the model is (here a folder in this repository; on a cluster `gs://`, `s3://` or `pvc://`),
+        `protocolVersion` the REST protocol the runtime declares, and the scaling bounds.
+        """),
+    code("spec", """
+        import os
+        from pathlib import Path
+
+        import labkit
+        from labkit.manifests import ManifestError, load_text
+
+        REPO = Path(labkit.__file__).resolve().parents[1]
+        os.chdir(REPO)  # storageUri paths are relative to the repository, as `labkit up` runs there
+        IRIS_YAML = Path("data/manifests/kserve-iris.yaml").read_text()
+        print(IRIS_YAML)
+        [iris] = load_text(IRIS_YAML)
+        print(iris.kind, iris.metadata.name, "->", iris.spec.predictor.storage_uri)
+        """),
+    md("spec-typo-intro", """
+        A manifest with a mistake is refused before anything starts, with the line and the field path
+        (here a capitalisation slip that a real API server would also refuse):
+        """),
+    code("spec-typo", """
+        try:
+            load_text(IRIS_YAML.replace("storageUri", "storageURI"))
+        except ManifestError as error:
+            print(error)
+        """),
+    md("live-intro", """
+        ## Run it for real: apply, call V1 and V2, read the status
+
+        The next cell applies the manifest, then calls the model the way a client would:
+
+        * **V1** (TensorFlow-Serving style): `POST /v1/models/<name>:predict` with `{"instances": [...]}`.
+        * **V2 / Open Inference Protocol**: `POST /v2/models/<name>/infer` with typed tensors
+          (name, shape, datatype, data), plus health and metadata routes.
+        * **tritonclient**: NVIDIA's client for the same V2 protocol; by default it sends tensors as raw
+          bytes after a JSON header (Triton's binary extension), which the server understands too.
+
+        The model is addressed by the InferenceService's name, as in KServe.
+        """),
+    code("live", """
+        import json
+
+        import httpx
+        import numpy as np
+        import tritonclient.http as triton
+
+        from labkit.cluster import LocalCluster
+        from labkit.inference.isvc import inference_service
+        from labkit.net import process_alive
+
+        ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 3.4, 5.4, 2.3]]
+        V2_BODY = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": ROWS}]}
+
+        with LocalCluster() as cluster:
+            cluster.apply(IRIS_YAML)
+            url = cluster.url("InferenceService", "sklearn-iris")
+            v1 = httpx.post(f"{url}/v1/models/sklearn-iris:predict", json={"instances": ROWS})
+            v2 = httpx.post(f"{url}/v2/models/sklearn-iris/infer", json=V2_BODY)
+            metadata = httpx.get(f"{url}/v2/models/sklearn-iris").json()
+            unknown = httpx.post(f"{url}/v2/models/nope/infer", json=V2_BODY)
+            bad_shape = httpx.post(f"{url}/v2/models/sklearn-iris/infer",
+                                   json={"inputs": [{**V2_BODY["inputs"][0], "shape": [2, 3]}]})
+
+            client = triton.InferenceServerClient(url.removeprefix("http://"))
+            tensor = triton.InferInput("input-0", [2, 4], "FP64")
+            tensor.set_data_from_numpy(np.array(ROWS))
+            by_triton = client.infer("sklearn-iris", [tensor]).as_numpy("predict")
+            tensor.set_data_from_numpy(np.array(ROWS), binary_data=False)
+            by_triton_json = client.infer("sklearn-iris", [tensor]).as_numpy("predict")
+            client.close()
+
+            live = inference_service(cluster, "sklearn-iris")
+            status = live.kserve_status()
+            startup = live.startup_breakdown()
+            pids = [p["pid"] for r in live.predictor.revisions.values() for p in r.describe()["pods"]]
+
+        print("V1 request :", json.dumps({"instances": ROWS}))
+        print("V1 response:", v1.status_code, v1.text)
+        print("V2 response:", v2.status_code, v2.text)
+        print("tritonclient (binary tensors):", by_triton, " (JSON tensors):", by_triton_json)
+        print("unknown model:", unknown.status_code, unknown.text)
+        print("wrong shape  :", bad_shape.status_code, bad_shape.text)
+        print("V2 metadata  :", json.dumps(metadata))
+        """),
+    code("live-check", """
+        assert v1.json() == {"predictions": [0, 2]}
+        assert v2.json()["outputs"][0]["data"] == [0, 2] and v2.json()["model_name"] == "sklearn-iris"
+        assert by_triton.tolist() == by_triton_json.tolist() == [0, 2]
+        assert unknown.status_code == 404 and "error" in unknown.json()
+        assert bad_shape.status_code == 400 and "error" in bad_shape.json()
+        assert not any(process_alive(pid) for pid in pids), "the cluster should have stopped the model server"
+        print("✓ V1, V2 and tritonclient agree: setosa (0) and virginica (2); errors come as {'error': ...}")
+        """),
+    md("status-intro", """
+        ### The status, as `kubectl get isvc sklearn-iris -o yaml` shows it
+
+        KServe reports the URL, the conditions (is the predictor ready, is the ingress routed), per component
+        which revisions exist and which took all the traffic last (`latestRolledoutRevision`: the one a
+        rollback returns to), and the model's own state (`Loaded`, or `FailedToLoad` with the reason).
+        """),
+    code("status", """
+        import yaml
+
+        print(yaml.safe_dump(status, sort_keys=False))
+        """),
+    code("status-check", """
+        conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        assert conditions["Ready"] == "True" and conditions["PredictorReady"] == "True"
+        assert status["components"]["predictor"]["latestRolledoutRevision"] == "sklearn-iris-predictor-00001"
+        assert status["modelStatus"]["states"]["activeModelState"] == "Loaded"
+        print("✓ Ready, one revision rolled out, model Loaded")
+        """),
+    md("startup-intro", """
+        The pod's start-up splits in two, which matters in lab 09: starting the Python process with its
+        imports, and loading the model file. (Times are from your machine; nbval does not compare them.)
+        """),
+    code("startup", """
+        [pod] = startup
+        print(f"process start {pod['process_start_seconds']:.2f} s + model load {pod['model_load_seconds']:.2f} s"
+              f" -> ready after {pod['spawn_to_ready_seconds']:.2f} s")
+        """, IGNORE),
+    code("startup-check", """
+        assert 0 < pod["model_load_seconds"] < pod["spawn_to_ready_seconds"]
+        print("✓ the model load is one part of the time to ready")
+        """),
+    md("by-hand-intro", """
+        ## The same model by hand
+
+        Without KServe you write the serving stack yourself: a Deployment whose container runs a model
+        server with the right arguments, and a Service in front. labkit runs a Deployment's `command` as a
+        process, so we point it at the same model server (`python -m labkit.inference.server`); on a cluster
+        this would be an image you build and push.
+        """),
+    code("by-hand-yaml", """
+        import sys
+
+        BY_HAND_YAML = f'''
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: iris-by-hand}}
+        spec:
+          replicas: 1
+          selector: {{matchLabels: {{app: iris-by-hand}}}}
+          template:
+            metadata: {{labels: {{app: iris-by-hand}}}}
+            spec:
+              containers:
+              - name: model-server
+                image: my-registry/iris-server:1
+                command: [{json.dumps(sys.executable)}, -m, labkit.inference.server,
+                          --model-name, iris-by-hand, --storage-uri, data/models/iris]
+                ports: [{{containerPort: 8080}}]
+                readinessProbe: {{httpGet: {{path: /v2/health/ready, port: 8080}}}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: iris-by-hand}}
+        spec:
+          selector: {{app: iris-by-hand}}
+          ports: [{{port: 80, targetPort: 8080}}]
+        '''
+        def yaml_lines(text: str) -> int:
+            return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+        print(f"{yaml_lines(BY_HAND_YAML)} lines of YAML by hand, {yaml_lines(IRIS_YAML)} for the InferenceService")
+        """),
+    code("by-hand", """
+        from labkit.inference.isvc import inference_service
+        from labkit.serving.expand import expand, object_names
+
+        with LocalCluster() as cluster:
+            cluster.apply(BY_HAND_YAML)
+            by_hand = httpx.post(cluster.url("Service", "iris-by-hand") + "/v2/models/iris-by-hand/infer",
+                                 json=V2_BODY)
+            by_hand_status = cluster.get("Service", "iris-by-hand").status
+            by_hand_objects = [f"{o.kind}/{o.metadata.name}" for o in cluster.objects()]
+            cluster.apply(IRIS_YAML)
+            knative = inference_service(cluster, "sklearn-iris").predictor
+            made_for_you = object_names(expand(knative.obj, live=knative))
+
+        print("by hand:", by_hand.status_code, by_hand.json()["outputs"][0]["data"], "from", by_hand_objects)
+        print()
+        print("what the InferenceService became (Knative Service sklearn-iris-predictor, expanded):")
+        for kind, name in made_for_you:
+            print(f"  {kind:<18} {name}")
+        """),
+    code("by-hand-check", """
+        assert by_hand.json()["outputs"][0]["data"] == [0, 2]
+        assert len(made_for_you) >= 8
+        print(f"✓ same answer by hand; the InferenceService stands for {len(made_for_you)} objects you did not write")
+        """),
+    md("by-hand-discuss", """
+        The hand-made stack answers the same request. What it does not have, and what you would have to build:
+
+        | you need | by hand | InferenceService |
+        |---|---|---|
+        | a model server image per framework, with the protocol | build and push your own | `modelFormat` picks a runtime |
+        | the model file in the pod | bake it in, or an init container | `storageUri` + storage-initializer |
+        | a new model version | edit the Deployment: old pods replaced, the old version gone | a new immutable revision; the previous one kept |
+        | canary: 10 % to the new model | a second Deployment, a VirtualService with weights | `canaryTrafficPercent: 10` |
+        | rollback | re-apply the old YAML (if you still have it) | `canaryTrafficPercent: 0` |
+        | scale with traffic, to zero when idle | an HPA (CPU only, never to zero) | `minReplicas: 0`, `scaleTarget`, KPA + activator |
+        | "is the model loaded?" | read pod logs | `status.modelStatus`, conditions |
+        | request batching, payload logging | write it into the server | `batcher`, `logger` |
+
+        The objects listed above are what the one InferenceService stands for: a Knative Configuration,
+        Route, Revision, Deployment, autoscaler, ServerlessService, Services and an Ingress.
+        """),
+    md("canary-intro", """
+        ## A second model format, rolled out as a canary
+
+        `data/models/iris-skops` holds the same kind of classifier saved with **skops**, a format that stores
+        the model's parameters instead of a pickle. Loading a pickle (joblib) runs code from the file, so a
+        model store is only as safe as whoever can write to it; skops loads only types you trust. The runtime
+        picks the loader from the file.
+
+        We change the `storageUri` of `sklearn-iris` to the skops model with `canaryTrafficPercent: 10`.
+        KServe then creates revision 00002, gives it 10 % and keeps 90 % on the rolled-out 00001. We send
+        300 requests, count which revision answered each (the `x-labkit-revision` header), then promote
+        (remove the field). A second canary is rolled back (`canaryTrafficPercent: 0`).
+        """),
+    code("canary", """
+        from collections import Counter
+
+        SKOPS_YAML = IRIS_YAML.replace("data/models/iris", "data/models/iris-skops")
+        CANARY_YAML = SKOPS_YAML.replace("    model:", "    canaryTrafficPercent: 10\\n    model:")
+        ROLLBACK_YAML = IRIS_YAML.replace("    model:", "    canaryTrafficPercent: 0\\n    model:")
+        SECOND_CANARY_YAML = IRIS_YAML.replace("    model:", "    canaryTrafficPercent: 10\\n    model:")
+
+
+        def traffic(live) -> dict[str, int]:
+            return {t["revisionName"]: t["percent"] for t in live.kserve_status()["components"]["predictor"]["traffic"]}
+
+
+        def served_by(url: str, n: int) -> Counter:
+            with httpx.Client(base_url=url) as http:
+                return Counter(http.post("/v2/models/sklearn-iris/infer", json=V2_BODY).headers["x-labkit-revision"]
+                               for _ in range(n))
+
+
+        print(CANARY_YAML)
+        steps = {}
+        with LocalCluster() as cluster:
+            cluster.apply(IRIS_YAML)
+            live = inference_service(cluster, "sklearn-iris")
+            cluster.apply(CANARY_YAML)
+            steps["canary 10 %"] = (traffic(live), served_by(live.url, 300))
+            cluster.apply(SKOPS_YAML)
+            steps["promote"] = (traffic(live), served_by(live.url, 50))
+            cluster.apply(SECOND_CANARY_YAML)
+            steps["second canary"] = (traffic(live), served_by(live.url, 50))
+            cluster.apply(ROLLBACK_YAML)
+            steps["rollback"] = (traffic(live), served_by(live.url, 50))
+            rollout = live.kserve_status()["components"]["predictor"]
+        """),
+    code("canary-show", """
+        for step, (split, counts) in steps.items():
+            print(f"{step:<14} spec {split}")
+            print(f"{'':<14} served {dict(sorted(counts.items()))}")
+        print("latestRolledoutRevision:", rollout["latestRolledoutRevision"],
+              " previousRolledoutRevision:", rollout["previousRolledoutRevision"])
+        """, IGNORE),
+    code("canary-check", """
+        split, counts = steps["canary 10 %"]
+        assert split == {"sklearn-iris-predictor-00002": 10, "sklearn-iris-predictor-00001": 90}
+        share = counts["sklearn-iris-predictor-00002"] / sum(counts.values())
+        assert 0.04 <= share <= 0.18, f"about 10 % should reach the canary, got {share:.0%}"
+        assert set(steps["promote"][1]) == {"sklearn-iris-predictor-00002"}
+        assert set(steps["rollback"][1]) == {"sklearn-iris-predictor-00002"}
+        assert rollout["latestRolledoutRevision"] == "sklearn-iris-predictor-00002"
+        print("✓ about 10 % reached the canary; after promotion only 00002 served; the rollback returned to 00002")
+        """),
+    md("canary-discuss", """
+        The measured share scatters around 10 % (300 weighted random picks: expect roughly 5–15 %). Note what
+        the rollback returned to: not the first revision, but the *last rolled-out* one, 00002, which took
+        100 % when we promoted it. Revision 00003 still exists (a later promotion could use it) but gets 0 %.
+        """),
+    md("ex-intro", """
+        ## Exercises
+
+        ### Exercise 1 — write an InferenceService
+
+        Serve the digits random forest (`data/models/digits-forest`, scikit-learn) under the name `digits`
+        with the V2 protocol. It may scale to zero, must never run more than 2 replicas, and should batch
+        requests up to 16 rows (`batcher.maxBatchSize`). Write the YAML as a string.
+        """),
+    code("ex1", """
+        ### BEGIN SOLUTION
+        DIGITS_YAML = '''
+        apiVersion: serving.kserve.io/v1beta1
+        kind: InferenceService
+        metadata:
+          name: digits
+        spec:
+          predictor:
+            minReplicas: 0
+            maxReplicas: 2
+            batcher:
+              maxBatchSize: 16
+            model:
+              modelFormat:
+                name: sklearn
+              protocolVersion: v2
+              storageUri: data/models/digits-forest
+        '''
+        ### END SOLUTION
+        """),
+    check("ex1-check", """
+        from labkit.grading.lab08 import check_digits_isvc
+
+        check_digits_isvc(DIGITS_YAML)
+        """, 2),
+    md("ex2-intro", """
+        ### Exercise 2 — a V2 request by hand
+
+        Write `v2_request(rows)` returning the JSON body (a dict) of a V2 inference request that sends all
+        `rows` (lists of 4 floats) in one tensor named `input-0`. The check sends it through the model
+        server's own request decoder.
+        """),
+    code("ex2", """
+        ### BEGIN SOLUTION
+        def v2_request(rows):
+            return {"inputs": [{"name": "input-0", "shape": [len(rows), len(rows[0])],
+                                "datatype": "FP64", "data": rows}]}
+        ### END SOLUTION
+        """),
+    check("ex2-check", """
+        from labkit.grading.lab08 import check_v2_request
+
+        check_v2_request(v2_request)
+        """, 2),
+    md("ex3-intro", """
+        ### Exercise 3 — canary arithmetic
+
+        The InferenceService `shop` is applied five times in a row (every apply changes the model or the
+        canary field; each new model makes a revision `shop-predictor-0000N`, and each becomes ready):
+        """),
+    code("ex3-steps", """
+        from labkit.grading.lab08 import CANARY_TASK_STEPS
+
+        for i, (model, percent) in enumerate(CANARY_TASK_STEPS, 1):
+            field = "no canaryTrafficPercent" if percent is None else f"canaryTrafficPercent: {percent}"
+            print(f"apply {i}: {model:<9} {field}")
+        """),
+    md("ex3-ask", """
+        After the fifth apply, what is the traffic split (revision name -> percent; you may leave out
+        revisions at 0 %), and which revision is `latestRolledoutRevision`?
+        """),
+    code("ex3", """
+        ### BEGIN SOLUTION
+        final_split = {"shop-predictor-00002": 100}
+        latest_rolled_out = "shop-predictor-00002"
+        ### END SOLUTION
+        """),
+    check("ex3-check", """
+        from labkit.grading.lab08 import check_canary
+
+        check_canary(final_split, latest_rolled_out)
+        """, 2),
+    md("cluster", """
+        ## On a real cluster
+
+        The manifest is KServe's: `labkit export data/manifests/kserve-iris.yaml` writes it back in the form
+        the API server takes (it validates against KServe's CRD), and `kubectl apply -f` it on a cluster with
+        KServe installed in serverless mode. What differs from the laptop:
+
+        * `storageUri` must be a place the cluster can read (`gs://`, `s3://`, `pvc://`, `https://`); a
+          storage-initializer container copies the model to `/mnt/models` before the server starts.
+          labkit refuses remote schemes offline with a message naming the field.
+        * The runtime is a `ClusterServingRuntime` (`kserve-sklearnserver`, or MLServer for V2) running a
+          container image; labkit runs its own model server as a process.
+        * The URL is `http://sklearn-iris.default.example.com` through the Istio ingress gateway (or your
+          domain); labkit gives each InferenceService a loopback port and, through the mesh, that Host name.
+        * Requests cross the ingress gateway, a sidecar, the activator (when scaled to zero) and the
+          queue-proxy: lab 09 measures what each costs.
+        """),
+    code("export", """
+        from labkit.manifests import export
+
+        print(export(load_text(IRIS_YAML)))
+        """),
+    md("summary", """
+        ## Summary: what an InferenceService is for
+
+        *What is the main function of an InferenceService in KServe, and its role in ML deployment?*
+
+        It is the **one declarative object** that turns "this model file, this format" into a running,
+        versioned, autoscaled prediction endpoint. In this lab, 15 lines of YAML named a storage location
+        and a model format; the controller chose the runtime, started a model server that loaded the model,
+        and exposed V1 and V2 endpoints that `curl`-style HTTP and `tritonclient` both used unchanged. Its
+        status told us the model was `Loaded` and which revision was rolled out.
+
+        Built by hand, the same endpoint took a Deployment and a Service — and still had no revisions, no
+        scale to zero, no canary, no rollback and no model status; the InferenceService stood for a dozen
+        Kubernetes objects we did not write. Changing one field (`storageUri`, with `canaryTrafficPercent:
+        10`) rolled out a new model format to about 10 % of requests, and one more field promoted or rolled
+        it back. That is the role: data scientists state *what* to serve; KServe, Knative and Istio handle
+        *how*. Lab 09 follows a request through those layers and measures where its time goes.
+        """),
+]

@@ -1,0 +1,464 @@
+"""Cell sources of lab 09; built into labs/09_kserve_data_flow.ipynb by tools/build_labs.py."""
+
+from cells import IGNORE, check, code, md
+
+FILENAME = "09_kserve_data_flow.ipynb"
+
+CELLS = [
+    md("title", """
+        # Lab 09 — KServe's data flow: where a prediction's time goes
+
+        **What you will learn** (about 60 minutes)
+
+        1. Follow one request through the layers of a production KServe deployment — mesh sidecars,
+           Knative's activator and queue-proxy, the model server — and say what each is responsible for.
+        2. Measure, live, how long each hop takes, from the proxies' access logs and traces and the model
+           server's `Server-Timing` header.
+        3. Make the three classic bottlenecks visible: the proxy layer (mTLS on and off), the cold start from
+           zero (against `minReplicas: 1`), and model loading for a small and a larger model.
+        4. Use a simulator of the same path to find the dominant hop and to choose `minReplicas` for a
+           latency SLO.
+        """),
+    md("idea", """
+        ## The idea: one request, many hands
+
+        ```mermaid
+        flowchart LR
+            C[client app] --> CS["client sidecar<br/>(Envoy: route, retries, mTLS)"]
+            CS -->|mTLS| G["ingress / server sidecar<br/>(authn, authz, telemetry)"]
+            G --> A{"revision<br/>scaled to zero?"}
+            A -->|yes| ACT["Knative activator<br/>holds the request, pokes the autoscaler"]
+            ACT -->|pod ready| QP
+            A -->|no| QP["queue-proxy<br/>(concurrency limit, metrics)"]
+            QP --> T["transformer<br/>(optional pre/post-processing)"]
+            T --> M["model server<br/>decode → predict → encode"]
+            QP -.->|no transformer| M
+        ```
+
+        * **Istio** (the sidecars and gateway) routes by Host name, encrypts with mutual TLS, retries, and
+          records every request.
+        * **Knative Serving** scales the predictor's pods with traffic, to zero when idle; while no pod is
+          ready its **activator** holds requests, and each pod's **queue-proxy** enforces its concurrency and
+          reports load to the autoscaler.
+        * **KServe** defines the InferenceService, turns it into all of the above and runs the **model server**,
+          which decodes the request, runs the model and encodes the answer.
+        * **Kubernetes** runs the containers underneath.
+
+        Each layer adds a little time to every request — and some add a lot to a few requests.
+        """),
+    md("path-intro", """
+        ## Run it for real: the full path, hop by hop
+
+        We apply the iris InferenceService from lab 08 and call it **through the mesh**, as a pod in the
+        cluster would: to our client sidecar's outbound listener, with the Host name KServe gives the service
+        (`sklearn-iris.default.example.com`). The sidecar finds the service, opens a mutual-TLS connection to
+        the service's sidecar, which hands the request to Knative's route and queue-proxy, then to the model
+        server.
+
+        Three sources time each request, all joined by the `x-request-id` the client sidecar assigns:
+
+        * our own clock around the call (end to end);
+        * each sidecar's access log: how long it held the request, and how long its upstream took;
+        * the model server's `Server-Timing` header: `decode`, `predict`, `encode`.
+
+        The difference of nested times is the time of one hop. The same requests are also sent straight to
+        the InferenceService's local URL (no mesh) for comparison, alternating, so both see the same machine.
+        """),
+    code("path-setup", """
+        import os
+        import statistics
+        import time
+        from pathlib import Path
+
+        import httpx
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        import labkit
+        from labkit.cluster import LocalCluster
+        from labkit.inference.timing import parse_server_timing
+        from labkit.mesh.telemetry import merge_spans
+        from labkit.net import process_alive
+
+        REPO = Path(labkit.__file__).resolve().parents[1]
+        os.chdir(REPO)  # storageUri paths are relative to the repository
+        IRIS_YAML = Path("data/manifests/kserve-iris.yaml").read_text()
+        HOST = "sklearn-iris.default.example.com"
+        BODY = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [[5.1, 3.5, 1.4, 0.2]]}]}
+        MTLS_OFF = '''
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {name: default, namespace: default}
+        spec: {mtls: {mode: DISABLE}}
+        '''
+        HOPS_LIVE = ("client library + loopback", "client sidecar + wire", "server sidecar",
+                     "Knative route + queue-proxy", "decode", "predict", "encode")
+
+
+        def measure_path(cluster: LocalCluster, n: int = 300) -> list[dict[str, float]]:
+            \"\"\"n requests through the mesh (and n straight, alternating): per-hop ms of each.\"\"\"
+            client = cluster.client()
+            direct_url = cluster.url("InferenceService", "sklearn-iris")
+            calls = []
+            with httpx.Client(base_url=client.outbound_url, headers={"Host": HOST}) as mesh, \\
+                    httpx.Client(base_url=direct_url) as direct:
+                for _ in range(n):
+                    started = time.perf_counter()
+                    answer = mesh.post("/v2/models/sklearn-iris/infer", json=BODY)
+                    through_mesh = (time.perf_counter() - started) * 1000
+                    started = time.perf_counter()
+                    direct.post("/v2/models/sklearn-iris/infer", json=BODY)
+                    straight = (time.perf_counter() - started) * 1000
+                    calls.append((answer.headers["x-request-id"], through_mesh, straight,
+                                  parse_server_timing(answer.headers["server-timing"])))
+            outbound = {r.request_id: r for r in client.telemetry.access_records()}
+            inbound = {r.request_id: r for r in cluster.sidecar("sklearn-iris").telemetry.access_records()}
+            rows = []
+            for request_id, through_mesh, straight, model in calls:
+                out, into = outbound[request_id], inbound[request_id]
+                rows.append({
+                    "client library + loopback": through_mesh - out.duration_ms,
+                    "client sidecar + wire": out.duration_ms - into.duration_ms,
+                    "server sidecar": into.duration_ms - into.upstream_ms,
+                    "Knative route + queue-proxy": into.upstream_ms - sum(model.values()),
+                    **model, "end to end": through_mesh, "no mesh": straight,
+                })
+            return rows
+
+
+        def model_server_pids(cluster: LocalCluster) -> list[int]:
+            \"\"\"The pids of every model-server pod of every InferenceService in the cluster.\"\"\"
+            from labkit.inference.isvc import inference_service
+
+            return [pod["pid"] for obj in cluster.objects() if obj.kind == "InferenceService"
+                    for revision in inference_service(cluster, obj.metadata.name).predictor.revisions.values()
+                    for pod in revision.describe()["pods"] if pod["pid"]]
+
+
+        def medians(rows: list[dict[str, float]]) -> dict[str, float]:
+            return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        """),
+    code("path", """
+        with LocalCluster() as cluster:
+            cluster.apply(IRIS_YAML)
+            with_mtls = measure_path(cluster)
+            server = cluster.sidecar("sklearn-iris").telemetry.metrics
+            mtls_requests = server.total(reporter="destination", connection_security_policy="mutual_tls")
+            last_id = cluster.client().telemetry.access_records()[-1].request_id
+            trace = merge_spans([cluster.client().telemetry, cluster.sidecar("sklearn-iris").telemetry])
+            cluster.apply(MTLS_OFF)
+            without_mtls = measure_path(cluster)
+            plain_requests = server.total(reporter="destination", connection_security_policy="none")
+            pids = model_server_pids(cluster)
+
+        on, off = medians(with_mtls), medians(without_mtls)
+        print(f"{'median ms per hop':<30} {'mTLS':>8} {'plaintext':>10}")
+        for hop in (*HOPS_LIVE, "end to end", "no mesh"):
+            print(f"{hop:<30} {on[hop]:8.3f} {off[hop]:10.3f}")
+        trace_id = trace[-1]["trace_id"]
+        print("\\none request's trace (spans from both sidecars):")
+        for span in [s for s in trace if s["trace_id"] == trace_id]:
+            print(f"  {span['workload']:<14} {span['reporter']:<12} {span['name']:<60} {span['duration_ms']:.3f} ms")
+        """, IGNORE),
+    code("path-check", """
+        assert len(with_mtls) == len(without_mtls) == 300
+        assert mtls_requests >= 300 and plain_requests >= 300, "the server sidecar saw both kinds of connection"
+        assert on["end to end"] > on["no mesh"] and off["end to end"] > off["no mesh"], "two proxies cost time"
+        assert on["predict"] > on["decode"] and on["predict"] > on["encode"]
+        assert pids and not any(process_alive(pid) for pid in pids), "the cluster should have stopped the model server"
+        print("✓ 300 requests each with and without mTLS; the mesh adds time; predict is the model server's biggest part")
+        """),
+    code("path-plot", """
+        def stacked(ax, bars: dict[str, dict[str, float]], hops) -> None:
+            left = np.zeros(len(bars))
+            for hop in hops:
+                widths = np.array([parts.get(hop, 0.0) for parts in bars.values()])
+                ax.barh(list(bars), widths, left=left, label=hop)
+                left += widths
+            ax.invert_yaxis()
+            ax.set_xlabel("median milliseconds")
+            ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+
+
+        figure, ax = plt.subplots(figsize=(9, 2.6))
+        stacked(ax, {"mesh, mTLS": on, "mesh, plaintext": off}, HOPS_LIVE)
+        ax.set_title("one iris prediction, hop by hop (live)")
+        plt.tight_layout()
+        plt.show()
+        """),
+    md("path-discuss", """
+        What the numbers say (yours differ in detail; the shape does not):
+
+        * For a small model the **model's own work is a fraction of a millisecond**; the HTTP layers around it
+          (client library, two sidecars, Knative's route and queue-proxy) cost as much or more.
+        * **The proxy layer** — both sidecars — adds a few tenths of a millisecond per request. mTLS makes the
+          hop between them a little slower: encrypting and decrypting each request (the handshake is paid once
+          per connection, and connections are kept alive). On a real cluster each hop also crosses a network
+          and the kernel's iptables redirection: Istio's own load test (1,000 services, 70,000 requests/s,
+          Istio 1.9–1.11) reports that the proxies add about 2.65 ms to the 90th-percentile latency.
+        * The Knative part is here on every request: with the default `target-burst-capacity` (200) a revision
+          with few pods keeps the activator in the path, to absorb bursts.
+
+        None of this is a problem for a model that takes 50 ms. It is the whole budget for a model that takes
+        0.2 ms. Now to the bottlenecks that are not per-request costs but per-*start* costs.
+        """),
+    md("cold-intro", """
+        ## Bottleneck 2 and 3: cold start from zero, and model load
+
+        `data/manifests/kserve-digits.yaml` serves a 100-tree random forest on handwritten digits with
+        `minReplicas: 0`. We add `autoscaling.knative.dev/initial-scale: "0"` so it starts at zero, exactly as
+        it would be after an idle period. The first request then waits while Knative starts a pod: the model
+        server process starts, imports its libraries, loads the model, and only then turns ready. Further
+        requests find the pod warm — which is what **every** request gets with `minReplicas: 1`.
+
+        The iris service (`minReplicas: 1`) runs beside it, so we can compare the two models' start-up and
+        prediction times.
+        """),
+    code("cold", """
+        from labkit.inference.isvc import inference_service
+        from labkit.serving.autoscaler_config import AutoscalerConfig
+        from labkit.serving.service import configure_serving
+
+        DIGITS_YAML = Path("data/manifests/kserve-digits.yaml").read_text().replace(
+            "  name: digits\\n", "  name: digits\\n  annotations:\\n    autoscaling.knative.dev/initial-scale: \\"0\\"\\n")
+        DIGIT = {"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP64", "data": [[0.0] * 64]}]}
+
+
+        def timed(client: httpx.Client, host: str, model: str, body: dict) -> tuple[float, dict[str, float]]:
+            started = time.perf_counter()
+            answer = client.post(f"/v2/models/{model}/infer", json=body, headers={"Host": host})
+            assert answer.status_code == 200, answer.text
+            return (time.perf_counter() - started) * 1000, parse_server_timing(answer.headers["server-timing"])
+
+
+        with LocalCluster() as cluster:
+            configure_serving(cluster, autoscaler=AutoscalerConfig(allow_zero_initial_scale=True))
+            cluster.apply(IRIS_YAML)
+            cluster.apply(DIGITS_YAML)
+            digits = inference_service(cluster, "digits")
+            pods_before = digits.predictor.revision().replica_count
+            with httpx.Client(base_url=cluster.client().outbound_url, timeout=60) as mesh:
+                cold_ms, _ = timed(mesh, "digits.default.example.com", "digits", DIGIT)
+                warm = [timed(mesh, "digits.default.example.com", "digits", DIGIT) for _ in range(50)]
+                iris_warm = [timed(mesh, HOST, "sklearn-iris", BODY) for _ in range(50)]
+            [cold_start] = digits.cold_starts()
+            startup = {"digits": digits.startup_breakdown()[0],
+                       "iris": inference_service(cluster, "sklearn-iris").startup_breakdown()[0]}
+            pids = model_server_pids(cluster)
+
+        warm_ms = statistics.median(ms for ms, _ in warm)
+        predict_ms = {"digits": statistics.median(t["predict"] for _, t in warm),
+                      "iris": statistics.median(t["predict"] for _, t in iris_warm)}
+        print(f"digits pods before the first request: {pods_before}")
+        print(f"cold request (from zero): {cold_ms:7.1f} ms   (pod start measured by Knative: {cold_start.seconds:.2f} s)")
+        print(f"warm request, median:     {warm_ms:7.2f} ms   <- every request with minReplicas: 1")
+        for name, s in startup.items():
+            print(f"{name:<7} process start {s['process_start_seconds']:.2f} s, model load {s['model_load_seconds']:.2f} s, "
+                  f"predict {predict_ms[name]:.2f} ms")
+        """, IGNORE),
+    code("cold-check", """
+        assert pods_before == 0 and cold_start.from_zero
+        assert cold_ms > 20 * warm_ms, "a request from zero waits for a whole pod start"
+        assert cold_ms / 1000 > startup["digits"]["model_load_seconds"] > 0
+        assert predict_ms["digits"] > 3 * predict_ms["iris"], "100 trees cost more than one dot product"
+        assert len(pids) == 2 and not any(process_alive(pid) for pid in pids), "no model server should be left"
+        print("✓ from zero: the first request waited for process start + model load; warm requests did not")
+        """),
+    md("load-intro", """
+        Where does "model load" go? Two things happen in it: **importing the framework** (scikit-learn, with
+        numpy and scipy) and **deserialising the model file**. Here is each, in this notebook's process: first
+        the import, then `joblib.load` of each file alone:
+        """),
+    code("load", """
+        started = time.perf_counter()
+        import joblib
+        import sklearn.ensemble
+        import sklearn.linear_model
+
+        import_ms = (time.perf_counter() - started) * 1000
+        print(f"importing joblib and scikit-learn's models: {import_ms:.0f} ms")
+        files = {"iris": Path("data/models/iris/model.joblib"), "digits": Path("data/models/digits-forest/model.joblib")}
+        file_load_ms = {}
+        for name, path in files.items():
+            joblib.load(path)  # once to warm the file cache, then timed
+            started = time.perf_counter()
+            joblib.load(path)
+            file_load_ms[name] = (time.perf_counter() - started) * 1000
+            print(f"{name:<7} {path.stat().st_size / 1024:8.1f} KiB on disk, deserialised in {file_load_ms[name]:6.2f} ms "
+                  f"(the pod's whole model load: {startup[name]['model_load_seconds'] * 1000:.0f} ms)")
+        """, IGNORE),
+    code("load-check", """
+        assert files["digits"].stat().st_size > 100 * files["iris"].stat().st_size
+        assert file_load_ms["digits"] > 5 * file_load_ms["iris"]
+        print("✓ the larger file takes much longer to deserialise, yet both pods spend most of their load importing the framework")
+        """),
+    code("cold-plot", """
+        figure, ax = plt.subplots(figsize=(9, 2.4))
+        s = startup["digits"]
+        other = max(cold_ms / 1000 - s["process_start_seconds"] - s["model_load_seconds"], 0.0)
+        bars = {"digits, cold": {"process start": s["process_start_seconds"] * 1000,
+                                 "model load": s["model_load_seconds"] * 1000, "the request itself + routing": other * 1000},
+                "digits, warm": {"the request itself + routing": warm_ms}}
+        stacked(ax, bars, ("process start", "model load", "the request itself + routing"))
+        ax.set_xlabel("milliseconds")
+        ax.set_title("a request from zero vs a warm one (live)")
+        plt.tight_layout()
+        plt.show()
+        """),
+    md("cold-discuss", """
+        The cold request took about a second — several hundred times a warm one — and almost all of it was
+        the pod starting: the Python process, the framework import and the model file. `minReplicas: 1` removes
+        this for the price of one pod running all the time. For these two models the file itself is a small
+        part (under a megabyte); for a production model of gigabytes, downloaded by the storage-initializer
+        from object storage and loaded into memory (or a GPU), model load grows to tens of seconds or minutes
+        and dominates the cold start. That is out of reach on a laptop, so we turn to the simulator.
+        """),
+    md("sim-intro", """
+        ## Explore: the same path, simulated
+
+        `labkit.sim.simulate_dataflow` models this path: Poisson requests; the predictor's revision scaled by
+        Knative's KPA (the same autoscaler code labkit runs live, via `labkit.sim.autoscaling`), including scale
+        to zero and the activator; per-hop costs for the sidecars, mTLS, activator, queue-proxy, transformer and
+        the model server (decode, predict, encode) with adaptive batching; cold start = process start + model
+        load. Its defaults are the times measured on a laptop like yours. Model presets include a 2 GB model
+        whose load takes 25 s.
+
+        The dashboard draws where the time goes for a typical request (p50), a slow one (p99), and the mean
+        warm and cold request. Try: `min_replicas` 0 vs 1 at 0.05 req/s; the large model; mTLS off; a 5 ms
+        transformer; a batcher at 50 req/s.
+        """),
+    code("sim-dashboard", """
+        from labkit.widgets.dataflow import dataflow_dashboard
+
+        dashboard = dataflow_dashboard(arrival_rate=0.05, min_replicas=0, model="digits-random-forest")
+        dashboard
+        """, IGNORE),
+    code("sim-dashboard-check", """
+        shown = dashboard.result
+        assert shown.cold.any() and shown.dominant_hop("p99").startswith("cold_start")
+        kept_warm = dashboard.compute({**dashboard.settings(), "min_replicas": 1})  # what the slider at 1 runs
+        assert not kept_warm.cold.any() and kept_warm.p99 < shown.p99 / 50
+        print("✓ at 0.05 req/s, scale to zero puts cold starts at p99; minReplicas: 1 removes them")
+        """),
+    md("sim-static-intro", """
+        The same comparison as a plain figure (the dashboard above needs a live kernel):
+        """),
+    code("sim-static", """
+        from labkit.sim.dataflow import HOPS, simulate_dataflow
+
+        runs = {f"minReplicas {m}, {model}": simulate_dataflow(arrival_rate=0.05, duration=3600, min_replicas=m, model=model)
+                for model in ("digits-random-forest", "large-model-2GB") for m in (0, 1)}
+        for name, run in runs.items():
+            print(f"{name:<40} p50 {run.p50:9.2f} ms   p99 {run.p99:10.2f} ms   cold requests {int(run.cold.sum()):3d}"
+                  f"   dominant at p99: {run.dominant_hop('p99')}")
+        from labkit.widgets.dataflow import HOP_COLOURS
+
+        figure, ax = plt.subplots(figsize=(9, 2.8))
+        dominant = [run.dominant_hop("p99") for run in runs.values()]
+        ax.barh(list(runs), [run.p99 for run in runs.values()], color=[HOP_COLOURS[h] for h in dominant])
+        for y, (run, hop) in enumerate(zip(runs.values(), dominant)):
+            ax.text(run.p99 * 1.15, y, hop, va="center", fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xlim(1, 3e5)
+        ax.invert_yaxis()
+        ax.set_xlabel("p99 latency, ms (log scale); bar colour and label: the dominant hop")
+        plt.tight_layout()
+        plt.show()
+        """),
+    md("ex-intro", """
+        ## Exercises
+
+        ### Exercise 1 — identify the dominant hop
+
+        For each of three services (settings for `simulate_dataflow`, 3600 s, seed 1), which hop takes the
+        most time for the requests around the p99 latency? Answer with names from `HOPS`.
+        """),
+    code("ex1-task", """
+        from labkit.grading.lab09 import DOMINANT_DURATION, DOMINANT_TASK
+
+        print("hops:", ", ".join(HOPS))
+        for name, settings in DOMINANT_TASK.items():
+            print(f"{name:<26} {settings}")
+        """),
+    code("ex1", """
+        ### BEGIN SOLUTION
+        dominant = {name: simulate_dataflow(duration=DOMINANT_DURATION, seed=1, **settings).dominant_hop("p99")
+                    for name, settings in DOMINANT_TASK.items()}
+        ### END SOLUTION
+        print(dominant)
+        """),
+    check("ex1-check", """
+        from labkit.grading.lab09 import check_dominant_hops
+
+        check_dominant_hops(dominant)
+        """, 2),
+    md("ex2-intro", """
+        ### Exercise 2 — choose minReplicas for an SLO
+
+        The digits service gets a request every 20 s on average (`SLO_TASK`). Each replica kept running costs
+        money, so you want the **smallest** `minReplicas` (0 to 3) whose simulated p99 latency meets the SLO.
+        Write `choose_min_replicas(slo_ms)`; the check tries a tight SLO (50 ms) and a loose one (5 s).
+        """),
+    code("ex2", """
+        from labkit.grading.lab09 import SLO_TASK
+
+        ### BEGIN SOLUTION
+        def choose_min_replicas(slo_ms):
+            for replicas in range(4):
+                if simulate_dataflow(min_replicas=replicas, **SLO_TASK).p99 <= slo_ms:
+                    return replicas
+            return None
+        ### END SOLUTION
+        print({slo: choose_min_replicas(slo) for slo in (50.0, 5000.0)})
+        """),
+    check("ex2-check", """
+        from labkit.grading.lab09 import check_min_replicas
+
+        check_min_replicas(choose_min_replicas)
+        """, 2),
+    md("cluster", """
+        ## On a real cluster
+
+        `data/manifests/kserve-digits.yaml` applies unchanged with `kubectl apply -f` (it validates against
+        KServe's CRD). On a cluster with KServe in serverless mode and Istio:
+
+        * the path has one more proxy in front: the **Istio ingress gateway** (a standalone Envoy) takes the
+          request from outside for `digits.default.example.com`; inside the mesh a client pod's sidecar
+          talks to the predictor's sidecar as here. Pods get a sidecar when the namespace has
+          `istio-injection=enabled`; mTLS is on by default between sidecars (PERMISSIVE), forced with a
+          `PeerAuthentication` in STRICT mode, off with DISABLE — the same objects as in this lab;
+        * KServe tags a cold start with more steps than here: scheduling the pod, maybe **pulling the runtime
+          image** (often the biggest part: hundreds of MB to GBs), the storage-initializer **downloading the
+          model**, then process start and model load. Measure with `kubectl get events` and the pod's
+          timestamps; the simulator's `process_start` and `model_load` are where those numbers go;
+        * time per hop comes from Istio's telemetry (`istio_request_duration_milliseconds`, traces in Jaeger
+          or Zipkin) and Knative's queue-proxy metrics, as the access logs and `Server-Timing` did here.
+        """),
+    code("export", """
+        from labkit.manifests import export, load_file
+
+        print(export(load_file("data/manifests/kserve-digits.yaml")))
+        """),
+    md("summary", """
+        ## Summary: the data flow and its bottlenecks
+
+        *How does data flow in a KServe production workflow, who is responsible for what, and where are the
+        latency bottlenecks?*
+
+        A prediction request passes **Istio** first (the client's sidecar routes it by Host name and encrypts it
+        with mTLS; the server's sidecar checks and records it), then **Knative Serving** (the activator while the
+        revision has no capacity, the queue-proxy always), then **KServe's model server** (decode, predict,
+        encode), all run by **Kubernetes**. In this lab each hop was timed live from access logs, traces and the
+        `Server-Timing` header:
+
+        1. **The proxy layer** added a few tenths of a millisecond per request through two sidecars, a little
+           more with mTLS — large next to a 0.2 ms iris prediction, negligible next to a heavy model.
+        2. **Cold starts**: a request to a service scaled to zero waited about a second — hundreds of times a warm
+           request — for a pod to start; `minReplicas: 1` removed that from every request, at the cost of a
+           replica always running. The simulator showed when scale to zero still meets an SLO (a loose one)
+           and when it cannot (a tight one).
+        3. **Model load**: the larger model file took many times longer to deserialise, though for these small
+           models importing the framework dominated; for gigabyte models the download and load dominate the
+           cold start, which is why large models are usually run with `minReplicas` ≥ 1.
+        """),
+]
