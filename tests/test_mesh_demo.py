@@ -72,8 +72,10 @@ def test_demo_manifest_variations() -> None:
     with_mesh = demo_manifest()
     assert with_mesh[0]["kind"] == "Namespace"
     plain = demo_manifest(sidecars=False, names=["backend-v2"], env={"backend-v2": {"FAIL_PERCENT": "50"}})
-    assert [(d["kind"], d["metadata"]["name"]) for d in plain] == [("Deployment", "backend-v2")]
-    env = plain[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    # The ServiceAccount comes along: Kubernetes would refuse the pods without it.
+    assert [(d["kind"], d["metadata"]["name"]) for d in plain] == [("ServiceAccount", "backend"),
+                                                                   ("Deployment", "backend-v2")]
+    env = plain[1]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "FAIL_PERCENT", "value": "50"} in env and {"name": "VERSION", "value": "v2"} in env
     with pytest.raises(ValueError, match="no Deployment named \\['nope'\\]"):
         demo_manifest(env={"nope": {}})
@@ -92,6 +94,23 @@ def test_istio_objects_pass_the_official_crds(crd_validate) -> None:
     assert {d["kind"] for d in docs} == {"VirtualService", "DestinationRule"}
     report = crd_validate(yaml.safe_dump_all(docs))
     assert report.count("OK") == len(docs)
+
+
+def test_without_sidecars_frontend_finds_backend_through_the_kubelets_service_variables(cluster) -> None:
+    cluster.apply(demo_manifest(sidecars=False))
+    status, body = get(cluster.url("Service", "frontend") + "/")
+    assert status == 200 and body["upstreams"][0]["body"]["service"] == "backend"
+    # The manifest lists the Services first, so the pods started after them and got their variables.
+    kinds = [d["kind"] for d in demo_manifest()]
+    assert kinds.index("Service") < kinds.index("Deployment")
+
+
+def test_each_demo_service_has_its_own_identity(cluster) -> None:
+    cluster.apply(demo_manifest())
+    identities = {n: str(cluster.sidecar(n).tls.identity) for n in ("frontend", "backend-v1", "backend-v2")}
+    assert identities == {"frontend": "spiffe://cluster.local/ns/default/sa/frontend",
+                          "backend-v1": "spiffe://cluster.local/ns/default/sa/backend",
+                          "backend-v2": "spiffe://cluster.local/ns/default/sa/backend"}
 
 
 def test_demo_in_the_mesh_reaches_both_versions_over_mtls(cluster) -> None:

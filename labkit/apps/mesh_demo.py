@@ -15,6 +15,8 @@ Calling another service by name needs someone to resolve the name, as in Kuberne
   so routing, retries, mTLS and metrics are the sidecar's business;
 - without one, Kubernetes' service environment variables `<NAME>_SERVICE_HOST` /
   `<NAME>_SERVICE_PORT` give the Service's address (kube-proxy then balances over its pods).
+  The kubelet (labkit's Deployment controller too) sets them for the Services that exist when
+  the pod starts, so the manifest lists the Services first.
 
 Like every app in a mesh, it copies the trace headers (`x-request-id`, `traceparent`, B3 ...)
 from the request it serves to the requests it makes: sidecars cannot link spans otherwise.

@@ -6,8 +6,9 @@ module so the image is known before any manifest is applied.
 
 `demo_manifest()` reads data/manifests/mesh-demo.yaml and returns its documents as dicts, with
 the changes a lab makes: without the namespace's `istio-injection` label (no sidecars), some
-Deployments only, extra env vars for some Deployments (a flaky `FAIL_PERCENT`, the Kubernetes
-service variables a kubelet would set).
+objects only, extra env vars for some Deployments (a flaky `FAIL_PERCENT`). Without sidecars
+the frontend finds the backend through the Service variables the kubelet sets
+(`BACKEND_SERVICE_HOST`/`_PORT`), which is why the manifest lists the Services first.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def demo_manifest(*, sidecars: bool = True, names: Iterable[str] | None = None,
                   env: Mapping[str, Mapping[str, str]] | None = None,
                   path: Path = MANIFEST) -> list[dict[str, Any]]:
     """The demo's documents. `sidecars=False` drops the Namespace that asks for injection;
-    `names` keeps only the objects with those names (the Namespace stays with sidecars);
+    `names` keeps only the objects with those names, and the ServiceAccounts their pods run as
+    (Kubernetes refuses the pods otherwise; the Namespace stays with sidecars);
     `env` adds env vars per Deployment name, e.g. `{"backend-v2": {"FAIL_PERCENT": "50"}}`."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     wanted = None if names is None else set(names)
@@ -41,13 +43,16 @@ def demo_manifest(*, sidecars: bool = True, names: Iterable[str] | None = None,
     unknown = sorted(set(extra) - {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"})
     if unknown:
         raise ValueError(f"env: no Deployment named {unknown} in {path.name}")
+    accounts = {d["spec"]["template"]["spec"].get("serviceAccountName") for d in docs
+                if d["kind"] == "Deployment" and (wanted is None or d["metadata"]["name"] in wanted)}
     out = []
     for doc in docs:
         if doc["kind"] == "Namespace":
             if sidecars:
                 out.append(copy.deepcopy(doc))
             continue
-        if wanted is not None and doc["metadata"]["name"] not in wanted:
+        needed = doc["kind"] == "ServiceAccount" and doc["metadata"]["name"] in accounts
+        if wanted is not None and doc["metadata"]["name"] not in wanted and not needed:
             continue
         doc = copy.deepcopy(doc)
         if doc["kind"] == "Deployment" and doc["metadata"]["name"] in extra:

@@ -9,6 +9,10 @@ A pod whose process exits leaves the Service endpoints at once and is restarted 
 does for restartPolicy Always: the first time at once, then after an exponential back-off
 (CrashLoopBackOff: 10 s doubling to 5 min by default). Unlike the kubelet, the back-off does
 not reset after 10 minutes of good running.
+
+Each container starts with the kubelet's service environment variables for the Services in its
+namespace at that moment (unless the pod sets `enableServiceLinks: false`), and pods are only
+created once their ServiceAccount exists, as ServiceAccount admission requires.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from labkit.core.controller import ObjectStatus, register_controller
 from labkit.core.images import container_command
 from labkit.core.models import Deployment, PodTemplateSpec
 from labkit.core.pods import Pod
+from labkit.core.service import service_links
+from labkit.core.serviceaccount import missing_service_account
 from labkit.net import ReplicaProcess, free_port
 
 if TYPE_CHECKING:
@@ -37,11 +43,15 @@ def template_hash(template: PodTemplateSpec) -> str:
     return hashlib.sha256(template.model_dump_json().encode()).hexdigest()[:10]
 
 
-def make_replica(obj: Deployment, pod_name: str) -> ReplicaProcess:
-    """The process for one pod of `obj`: its container's command, env and probe path."""
+def make_replica(
+    obj: Deployment, pod_name: str, service_env: Mapping[str, str] | None = None
+) -> ReplicaProcess:
+    """The process for one pod of `obj`: its container's command, env and probe path.
+    `service_env` (the kubelet's Service variables) comes first, so the container's own env
+    wins on a clash, as in Kubernetes."""
     container = obj.container
     port = free_port()
-    env = {var.name: var.value for var in container.env}
+    env = {**(service_env or {}), **{var.name: var.value for var in container.env}}
     env["HOSTNAME"] = pod_name  # as in a pod; PORT is set by ReplicaProcess
     # $(PORT) in command/args refers to this replica's port, as in a Knative container.
     command = container_command(
@@ -92,6 +102,12 @@ class DeploymentController:
             self._stop(retired)
         self.obj = obj
 
+    def _service_env(self, obj: Deployment) -> dict[str, str] | None:
+        """The kubelet computes the Service variables at each container start (restarts too)."""
+        if not obj.spec.template.spec.enable_service_links:
+            return None
+        return service_links(self.cluster, obj.metadata.namespace)
+
     def _scale(self, obj: Deployment, replicas: int) -> None:
         if replicas > len(self.pods):
             added = self._start_pods(obj, replicas - len(self.pods))
@@ -109,6 +125,12 @@ class DeploymentController:
         """Start `count` pods in parallel (each timed on its own); all ready, or none left."""
         if count == 0:
             return []
+        pod_spec = obj.spec.template.spec
+        if refused := missing_service_account(
+            self.cluster, obj.metadata.namespace, pod_spec.service_account
+        ):
+            raise RuntimeError(refused)
+        service_env = self._service_env(obj)  # the same for pods started together
         pods = []
         for _ in range(count):
             name = f"{obj.metadata.name}-{template_hash(obj.spec.template)}-{next(self._serial)}"
@@ -118,7 +140,7 @@ class DeploymentController:
                     obj.metadata.namespace,
                     dict(obj.spec.template.metadata.labels),
                     f"Deployment/{obj.metadata.name}",
-                    make_replica(obj, name),
+                    make_replica(obj, name, service_env),
                 )
             )
             self._made_by[name] = obj
@@ -169,7 +191,8 @@ class DeploymentController:
             if delay is None:
                 continue
             if now >= self._restart_due.setdefault(pod.name, now + delay):
-                replica = make_replica(self._made_by[pod.name], pod.name)
+                made_by = self._made_by[pod.name]
+                replica = make_replica(made_by, pod.name, self._service_env(made_by))
                 self._restarting[pod.name] = replica
                 threading.Thread(
                     target=self._restart,

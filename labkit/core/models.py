@@ -1,4 +1,5 @@
-"""The core Kubernetes kinds labkit runs: apps/v1 Deployment and v1 Service (a faithful subset).
+"""The core Kubernetes kinds labkit runs: apps/v1 Deployment, v1 Service and v1 ServiceAccount
+(a faithful subset).
 
 Field names, defaults and the cross-field rules match the Kubernetes API, so a manifest that
 loads here is one a real API server accepts. Fields labkit cannot honour locally are refused
@@ -19,6 +20,7 @@ from labkit.manifests import (
     KubeObject,
     FieldPath,
     dns_label_problem,
+    dns_subdomain_problem,
     label_problems,
     register_kind,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "ServicePort",
     "ServiceSpec",
     "Service",
+    "ServiceAccount",
 ]
 
 PortProtocol = Literal["TCP", "UDP", "SCTP"]
@@ -127,7 +130,31 @@ class Container(KubeModel):
 
 
 class PodSpec(KubeModel):
+    """The pod-level fields labkit honours.
+
+    `serviceAccountName` is the pod's identity (Kubernetes' `default` when unset): the mesh
+    issues its certificate to `spiffe://cluster.local/ns/<ns>/sa/<name>`. As under Kubernetes'
+    ServiceAccount admission, pods are only created once that ServiceAccount exists.
+    `automountServiceAccountToken` is accepted for fidelity; labkit mounts no token either way.
+    `enableServiceLinks` (default true) makes the kubelet set `<NAME>_SERVICE_HOST`, `..._PORT`
+    and the Docker-links variables for every Service in the namespace when a container starts.
+    """
+
     containers: list[Container] = Field(min_length=1)
+    service_account_name: str | None = None
+    automount_service_account_token: bool | None = None
+    enable_service_links: bool = True
+
+    @property
+    def service_account(self) -> str:
+        return self.service_account_name or "default"
+
+    def problems(self, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
+        name = self.service_account_name
+        if name is not None and (problem := dns_subdomain_problem(name)):
+            yield path + ("serviceAccountName",), problem
+        for i, container in enumerate(self.containers):
+            yield from container.problems(path + ("containers", i))
 
 
 class PodTemplateSpec(KubeModel):
@@ -178,8 +205,7 @@ class Deployment(KubeObject):
                 ("spec", "template", "spec", "containers"),
                 (f"labkit runs one container per pod, found {len(containers)}"),
             )
-        for i, container in enumerate(containers):
-            yield from container.problems(("spec", "template", "spec", "containers", i))
+        yield from self.spec.template.spec.problems(("spec", "template", "spec"))
 
 
 class ServicePort(KubeModel):
@@ -239,5 +265,15 @@ class Service(KubeObject):
                 )
 
 
+class ServiceAccount(KubeObject):
+    """v1 ServiceAccount: a name pods run as. Kubernetes creates `default` in every namespace;
+    any other must be applied before pods name it (ServiceAccount admission refuses them)."""
+
+    api_version: Literal["v1"] = "v1"
+    kind: Literal["ServiceAccount"] = "ServiceAccount"
+    automount_service_account_token: bool | None = None
+
+
 register_kind("apps/v1", "Deployment", Deployment)
+register_kind("v1", "ServiceAccount", ServiceAccount)
 register_kind("v1", "Service", Service)

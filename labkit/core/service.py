@@ -3,11 +3,15 @@
 Endpoints are the ready pods in the Service's namespace whose labels match its selector; they
 are recomputed whenever the cluster's pods change, so a Service applied before its Deployment
 starts forwarding as soon as the pods are ready.
+
+`service_links()` is the kubelet's other discovery mechanism: the environment variables every
+container gets for the Services that exist in its namespace when it starts.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
+from urllib.parse import urlsplit
 
 from labkit.core.balancer import L4Balancer
 from labkit.core.controller import ObjectStatus, register_controller
@@ -17,7 +21,55 @@ from labkit.net import HOST
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
 
-__all__ = ["ServiceController"]
+__all__ = ["ServiceController", "link_variables", "service_links"]
+
+
+def _env_name(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+def link_variables(service: Service, local_ports: Mapping[int, int], host: str = HOST) -> dict[str, str]:
+    """The variables the kubelet sets for one Service, as pkg/kubelet/envvars does.
+
+    For Service `backend` with port 9080 named `http`: BACKEND_SERVICE_HOST,
+    BACKEND_SERVICE_PORT (the first port), BACKEND_SERVICE_PORT_HTTP (each named port), and the
+    Docker-links set BACKEND_PORT (first port), BACKEND_PORT_9080_TCP, ..._PROTO, ..._PORT,
+    ..._ADDR. Locally the address is `host` and each port the Service's local balancer port
+    (`local_ports` by in-cluster port); names keep the in-cluster port numbers, so an app reads
+    the same variable names as on a real cluster.
+    """
+    prefix = _env_name(service.metadata.name)
+    ports = service.spec.ports
+    env = {
+        f"{prefix}_SERVICE_HOST": host,
+        f"{prefix}_SERVICE_PORT": str(local_ports[ports[0].port]),
+    }
+    for port in ports:
+        if port.name:
+            env[f"{prefix}_SERVICE_PORT_{_env_name(port.name)}"] = str(local_ports[port.port])
+    for i, port in enumerate(ports):
+        proto = port.protocol.lower()
+        url = f"{proto}://{host}:{local_ports[port.port]}"
+        if i == 0:
+            env[f"{prefix}_PORT"] = url
+        links = f"{prefix}_PORT_{port.port}_{port.protocol.upper()}"
+        env[links] = url
+        env[f"{links}_PROTO"] = proto
+        env[f"{links}_PORT"] = str(local_ports[port.port])
+        env[f"{links}_ADDR"] = host
+    return env
+
+
+def service_links(cluster: "LocalCluster", namespace: str) -> dict[str, str]:
+    """Link variables for every v1 Service in `namespace` now (later ones are not seen: a
+    container only learns the Services that existed when it started, as in Kubernetes)."""
+    env: dict[str, str] = {}
+    for obj in cluster.objects():
+        if isinstance(obj, Service) and obj.metadata.namespace == namespace:
+            status = cluster.get("v1/Service", obj.metadata.name, namespace).status
+            local = {p["port"]: urlsplit(p["url"]).port for p in status.detail["ports"]}
+            env.update(link_variables(obj, local))
+    return env
 
 
 class ServiceController:

@@ -51,6 +51,8 @@ AUTHZ_CASES: tuple[tuple[str, authz.AuthzRequest, bool], ...] = (
     ("sleep POST /", authz.AuthzRequest(method="POST", path="/", principal=CALLER), False),
     ("intruder GET /", authz.AuthzRequest(method="GET", path="/", principal="cluster.local/ns/default/sa/intruder"),
      False),
+    ("backend GET / (another workload's identity)",
+     authz.AuthzRequest(method="GET", path="/", principal="cluster.local/ns/default/sa/backend"), False),
     ("plaintext GET / (no certificate)", authz.AuthzRequest(method="GET", path="/"), False),
     ("sleep from another namespace GET /", authz.AuthzRequest(method="GET", path="/",
                                                               principal="cluster.local/ns/other/sa/sleep"), False),

@@ -73,7 +73,7 @@ def should_inject(deployment: Deployment, namespace_labels: dict[str, str]) -> b
 
 def _service_account(deployment: Deployment) -> str:
     """The pod's service account (Kubernetes' `default` unless the template names one)."""
-    return getattr(deployment.spec.template.spec, "service_account_name", None) or "default"
+    return deployment.spec.template.spec.service_account
 
 
 def _declared_port(deployment: Deployment) -> int | None:

@@ -95,19 +95,31 @@ CELLS = [
         ## Part 1 — Kubernetes networking only
 
         First the application as plain Kubernetes runs it: no sidecars. Kubernetes lets a pod find a
-        Service by its name through cluster DNS, and also through environment variables the kubelet
-        sets in every new pod (`BACKEND_SERVICE_HOST`, `BACKEND_SERVICE_PORT` for a Service named
-        `backend`). labkit has no DNS, so we start the backend first and give the frontend those two
-        variables, exactly as a kubelet would.
+        Service by its name through cluster DNS, and also through environment variables: when a
+        container starts, the kubelet gives it `<NAME>_SERVICE_HOST` and `<NAME>_SERVICE_PORT` (and
+        a few Docker-links-style `<NAME>_PORT_...` ones) for **every Service that exists in its
+        namespace at that moment**. labkit has no DNS, but its kubelet sets the same variables, with
+        the Service's local address. That is why the manifest lists the Services before the
+        Deployments: a Service created after a pod is invisible to that pod's variables.
         """),
     code("k8s-up", """
         kube = LocalCluster()
-        kube.apply(demo_manifest(sidecars=False, names=["backend-v1", "backend-v2", "backend"], env=FLAKY))
+        kube.apply(demo_manifest(sidecars=False, env=FLAKY))
         backend_url = kube.url("Service", "backend")
-        service_vars = {"BACKEND_SERVICE_HOST": urlsplit(backend_url).hostname,
-                        "BACKEND_SERVICE_PORT": str(urlsplit(backend_url).port)}
-        kube.apply(demo_manifest(sidecars=False, names=["frontend"], env={"frontend": service_vars}))
         print(kube.status())
+        """, IGNORE),
+    md("k8s-env-intro", """
+        These are the variables a container starting now in namespace `default` gets, computed by the
+        same code labkit's kubelet ran for the frontend (on a cluster: `kubectl exec deploy/frontend
+        -- env | grep BACKEND`). The mesh-demo app calls `http://backend:9080/` by reading
+        `BACKEND_SERVICE_HOST` and `BACKEND_SERVICE_PORT`:
+        """),
+    code("k8s-env", """
+        from labkit.core.service import service_links
+
+        for name, value in sorted(service_links(kube, "default").items()):
+            if name.startswith("BACKEND_"):
+                print(f"{name}={value}")
         """, IGNORE),
     code("k8s-discovery", """
         status, answer = call(kube.url("Service", "frontend"))
@@ -262,9 +274,10 @@ CELLS = [
 
         Sidecars talk to each other over **mutual TLS**: both sides present a certificate issued by
         the mesh CA, whose only name is the workload's SPIFFE identity
-        `spiffe://cluster.local/ns/<namespace>/sa/<service account>`. Here is the certificate the
-        control plane gave backend-v1's sidecar (its pods run as the namespace's `default` service
-        account, as no `serviceAccountName` is set):
+        `spiffe://cluster.local/ns/<namespace>/sa/<service account>`. Each Deployment of the demo
+        names its own ServiceAccount (`serviceAccountName: backend` in both backend versions,
+        `frontend` in the frontend; without one a pod runs as the namespace's `default`). Here is the
+        certificate the control plane gave backend-v1's sidecar:
         """),
     code("mesh-cert", """
         control_plane = mesh.extension("mesh")
@@ -409,36 +422,48 @@ CELLS = [
         ### Authorisation by identity
 
         A caller's identity is its certificate's SPIFFE id, so a policy can name **who** may call,
-        not which IP address. Deny the `intruder` service account access to the frontend — a second
-        `sleep`-like client with another identity:
+        not which IP address. Every workload here runs as its own service account:
+        """),
+    code("mesh-identities", """
+        for name in ("frontend", "backend-v1", "backend-v2"):
+            print(f"{name:>10} runs as {mesh.sidecar(name).tls.identity}")
+        print(f"{'sleep':>10} runs as {sleep.tls.identity}")
+        """),
+    md("mesh-authz-intro-2", """
+        `sleep` is meant to go through the frontend. Deny its identity direct access to the backend,
+        then send the same request both ways:
         """),
     code("mesh-authz", """
         mesh.apply('''
         apiVersion: security.istio.io/v1
         kind: AuthorizationPolicy
         metadata:
-          name: deny-intruder
+          name: deny-sleep
         spec:
           selector:
-            matchLabels: {app: frontend}
+            matchLabels: {app: backend}
           action: DENY
           rules:
             - from:
                 - source:
-                    principals: ["cluster.local/ns/default/sa/intruder"]
+                    principals: ["cluster.local/ns/default/sa/sleep"]
         ''')
-        intruder = mesh.client(service_account="intruder")
-        decisions = {}
-        for who, client in (("sleep", sleep), ("intruder", intruder)):
-            status, body = call(client.outbound_url, host="frontend:9080")
-            decisions[who] = status
-            print(f"{who:>8}: {status} {body.get('text', body.get('service'))}")
-        assert decisions == {"sleep": 200, "intruder": 403}
+        direct_status, direct = call(sleep.outbound_url, host="backend:9080")
+        via_status, via = call(sleep.outbound_url, host="frontend:9080")
+        print(f"sleep -> backend:            {direct_status} {direct.get('text', direct.get('service'))}")
+        print(f"sleep -> frontend -> backend: {via_status}, backend answered frontend with {via['upstreams'][0]['status']}")
+        """),
+    code("mesh-authz-check", """
+        assert direct_status == 403 and via_status == 200 and via["upstreams"][0]["status"] == 200
+        print("✓ backend's sidecar refused sleep's identity, and let the frontend's through")
         """),
     md("mesh-authz-discuss", """
-        The `403 RBAC: access denied` comes from the frontend's **sidecar**: the request never reached
-        the frontend app. The decision used the identity proven by the intruder's certificate during
-        the mTLS handshake.
+        The `403 RBAC: access denied` comes from the backend's **sidecar**: the request never reached
+        the backend app. Through the frontend, the backend's sidecar saw the frontend's certificate
+        (`sa/frontend`) and let the call in. The decision used identities proven during the mTLS
+        handshake, not addresses — and it could only tell the two callers apart because the
+        workloads run as different service accounts: with every pod on `sa/default`, a policy
+        naming `default` would admit or refuse all of them alike.
         """),
     md("mesh-graph-intro", """
         ### A service graph from the metrics
@@ -562,7 +587,7 @@ CELLS = [
         kubectl label namespace default istio-injection=enabled   # sidecars for new pods
         kubectl rollout restart deployment                        # recreate the pods with them
         kubectl apply -f mesh-demo.yaml                           # the same manifest as here
-        kubectl apply -f retries.yaml -f strict.yaml -f deny-intruder.yaml
+        kubectl apply -f retries.yaml -f strict.yaml -f deny-sleep.yaml
         istioctl proxy-config cluster deploy/frontend             # what the sidecar runs
         kubectl exec deploy/sleep -- curl -s http://frontend:9080/
         istioctl dashboard kiali                                  # the service graph
@@ -573,8 +598,9 @@ CELLS = [
         - **Interception** is done by iptables rules in each pod's network namespace (set up by an
           init container or the Istio CNI plugin); labkit uses `HTTP_PROXY` and an inbound listener
           in front of each app instead.
-        - **Discovery** is cluster DNS (`backend.default.svc.cluster.local`); here we passed the
-          kubelet's service variables ourselves in Part 1.
+        - **Discovery** is usually cluster DNS (`backend.default.svc.cluster.local`), which has no
+          ordering requirement; labkit has none, so Part 1 used the kubelet's Service variables,
+          which a real kubelet sets too (turn them off with `enableServiceLinks: false`).
         - **Certificates** are issued by istiod and delivered to each sidecar over SDS, rotated well
           before they expire (24 h by default); here the control plane issues them in-process.
         - **Metrics** are scraped by Prometheus and drawn by Kiali; traces go to Jaeger or Zipkin
@@ -595,7 +621,8 @@ CELLS = [
         print(f"- On the wire: {plain_wire:.0%} printable bytes without the mesh, {mtls_wire:.0%} with mutual TLS "
               f"({tls_version}); STRICT mode cut off a plaintext client: {plaintext_outcome}.")
         print(f"- Every sidecar reported metrics, access logs and spans; the graph above came from metrics alone.")
-        print(f"- An AuthorizationPolicy refused the 'intruder' identity with 403 in the callee's sidecar.")
+        print(f"- An AuthorizationPolicy refused sleep's identity at the backend ({direct_status} in its sidecar) "
+              f"while the frontend's identity got through ({via['upstreams'][0]['status']}).")
         """, IGNORE),
     md("summary-end", """
         Kubernetes networking answers *where* a service is. A service mesh adds *how* each request
