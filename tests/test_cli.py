@@ -36,6 +36,18 @@ class Lines:
         return self._queue.get(timeout=timeout)
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End a child the way a user does (Ctrl-C), so even after a failed assertion it stops the
+    replicas it started; SIGKILL only if it will not stop, which would orphan them."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["--help"])
@@ -82,9 +94,7 @@ def test_up_prints_ready_lines_serves_and_stops_on_sigterm(process_alive) -> Non
         assert not any(process_alive(pid) for pid in pids)
         assert "stopped" in proc.stderr.read()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_up_with_a_bad_file_exits_2_and_starts_nothing(tmp_path: Path) -> None:
@@ -186,9 +196,7 @@ def test_lab_starts_jupyterlab_on_loopback(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_sigterm_while_starting_stops_the_replica_and_exits_0(
@@ -224,9 +232,7 @@ spec:
         assert proc.stdout.read() == ""
         assert not process_alive(replica_pid)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_up_reports_a_pod_that_exits_and_its_restart() -> None:
@@ -246,6 +252,4 @@ def test_up_reports_a_pod_that_exits_and_its_restart() -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
