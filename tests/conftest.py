@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
+import matplotlib
 import pytest
 
 from labkit.cluster import LocalCluster
@@ -107,3 +108,21 @@ def crd_validate() -> Callable[[str], str]:
         return report
 
     return validate
+
+
+# --- dashboards (labkit.widgets), driven without a kernel -------------------------------------
+
+matplotlib.use("Agg")  # tests draw figures with no display, whichever test file runs first
+
+
+@pytest.fixture
+def headless_dashboard(capsys: pytest.CaptureFixture[str]) -> Callable[..., Any]:
+    """headless_dashboard(factory, **kwargs) -> the dashboard the factory builds, its first run
+    done. Outside a kernel, display() of a figure prints its repr; that noise is dropped."""
+
+    def build(factory: Callable[..., Any], **kwargs: Any) -> Any:
+        dashboard = factory(**kwargs)
+        capsys.readouterr()
+        return dashboard
+
+    return build

@@ -75,3 +75,32 @@ def get(sidecar: object, path: str, host: str = "httpbin:8000", **kw: object) ->
 def echoed_headers(response: httpx.Response) -> dict[str, str]:
     """The request headers httpbin saw (it title-cases names, as httpbin.org does)."""
     return {k.lower(): v for k, v in response.json()["headers"].items()}
+
+
+def one_route(host: str, **route: str) -> str:
+    """A VirtualService sending all of `host`'s HTTP traffic to it, with these fields on that
+    route (YAML flow values: ``fault="{abort: ...}"``, ``retries=...``, ``timeout="0.3s"``), so
+    a test shows only the behaviour it configures."""
+    fields = "".join(f"\n    {name}: {value}" for name, value in route.items())
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {host}}}
+spec:
+  hosts: [{host}]
+  http:
+  - route: [{{destination: {{host: {host}}}}}]{fields}
+"""
+
+
+def traffic_policy(host: str, **policy: str) -> str:
+    """A DestinationRule giving `host` this trafficPolicy (YAML flow values by field name)."""
+    fields = "".join(f"\n    {name}: {value}" for name, value in policy.items())
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}}}
+spec:
+  host: {host}
+  trafficPolicy:{fields}
+"""

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from mesh_helpers import WORKLOADS, applied, get
+from mesh_helpers import WORKLOADS, applied, get, one_route, traffic_policy
 
 from labkit.cluster import LocalCluster
 from labkit.mesh import flags
@@ -42,16 +42,7 @@ def test_istio_default_policy_does_not_retry_an_app_503(mesh: LocalCluster) -> N
 
 
 def test_retries_hide_a_flaky_upstream(mesh: LocalCluster) -> None:
-    vs = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: flaky}
-spec:
-  hosts: [flaky]
-  http:
-  - route: [{destination: {host: flaky}}]
-    retries: {attempts: 2, retryOn: 5xx}
-"""
+    vs = one_route("flaky", retries="{attempts: 2, retryOn: 5xx}")
     sleep = mesh.client("default", "retrier")
     with applied(mesh, vs):
         failing_next = int(get(sleep, "/count", host="flaky").text) % 2 == 0
@@ -67,14 +58,7 @@ spec:
 
 
 def test_route_timeout_is_504_ut_and_covers_the_call(mesh: LocalCluster) -> None:
-    vs = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: httpbin}
-spec:
-  hosts: [httpbin]
-  http: [{route: [{destination: {host: httpbin}}], timeout: 0.3s}]
-"""
+    vs = one_route("httpbin", timeout="0.3s")
     sleep = mesh.client("default", "impatient")
     with applied(mesh, vs):
         r = get(sleep, "/delay/3")
@@ -84,17 +68,8 @@ spec:
 
 
 def test_fault_abort_is_local_fi_and_never_retried(mesh: LocalCluster) -> None:
-    vs = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: httpbin}
-spec:
-  hosts: [httpbin]
-  http:
-  - route: [{destination: {host: httpbin}}]
-    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
-    retries: {attempts: 5, retryOn: 5xx}
-"""
+    vs = one_route("httpbin", fault="{abort: {httpStatus: 503, percentage: {value: 100}}}",
+                   retries="{attempts: 5, retryOn: 5xx}")
     sleep = mesh.client("default", "faulted")
     with applied(mesh, vs):
         r = get(sleep, "/get")
@@ -104,16 +79,7 @@ spec:
 
 
 def test_fault_delay_holds_the_request_and_flags_di(mesh: LocalCluster) -> None:
-    vs = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: httpbin}
-spec:
-  hosts: [httpbin]
-  http:
-  - route: [{destination: {host: httpbin}}]
-    fault: {delay: {fixedDelay: 0.2s, percentage: {value: 100}}}
-"""
+    vs = one_route("httpbin", fault="{delay: {fixedDelay: 0.2s, percentage: {value: 100}}}")
     sleep = mesh.client("default", "delayed")
     with applied(mesh, vs):
         assert get(sleep, "/get").status_code == 200
@@ -121,15 +87,7 @@ spec:
 
 
 def test_pool_overflow_is_immediate_503_uo_with_overloaded_header(mesh: LocalCluster) -> None:
-    dr = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: httpbin}
-spec:
-  host: httpbin
-  trafficPolicy:
-    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}
-"""
+    dr = traffic_policy("httpbin", connectionPool="{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}")
     sleep = mesh.client("default", "breaker")
     results: list[httpx.Response] = []
     with applied(mesh, dr):
@@ -147,15 +105,8 @@ spec:
 
 
 def test_outlier_detection_ejects_then_no_healthy_upstream(mesh: LocalCluster) -> None:
-    dr = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: httpbin}
-spec:
-  host: httpbin
-  trafficPolicy:
-    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}
-"""
+    dr = traffic_policy("httpbin", outlierDetection="{consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, "
+                                                    "maxEjectionPercent: 100}")
     sleep = mesh.client("default", "ejector")
     with applied(mesh, dr):
         assert get(sleep, "/status/500").status_code == 500

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from mesh_helpers import WORKLOADS, applied, echoed_headers, get
+from mesh_helpers import WORKLOADS, applied, echoed_headers, get, one_route
 
 from labkit.cluster import LocalCluster
 
@@ -194,16 +194,7 @@ spec:
 
 
 def test_mirror_sends_a_copy_the_caller_never_waits_for(mesh: LocalCluster, wait_for) -> None:
-    vs = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: httpbin}
-spec:
-  hosts: [httpbin]
-  http:
-  - route: [{destination: {host: httpbin}}]
-    mirror: {host: flaky}
-"""
+    vs = one_route("httpbin", mirror="{host: flaky}")
     sleep = mesh.client("default", "mirrorer")
     flaky = mesh.sidecar("flaky")
     before = flaky.telemetry.metrics.total(reporter="destination", source_workload="mirrorer")

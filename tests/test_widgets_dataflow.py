@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
 import pytest
 
@@ -14,15 +10,8 @@ from labkit.widgets.dataflow import dataflow_dashboard
 
 
 @pytest.fixture
-def dash(capsys):
-    dashboard = dataflow_dashboard(duration=600.0)
-    capsys.readouterr()  # outside a kernel, display() of the figure prints its repr
-    return dashboard
-
-
-def test_sliders_do_not_rerun_while_dragging(dash):
-    sliders = [c for c in dash.controls.values() if hasattr(c, "continuous_update")]
-    assert sliders and all(not c.continuous_update for c in sliders)
+def dash(headless_dashboard):
+    return headless_dashboard(dataflow_dashboard, duration=600.0)
 
 
 def test_dashboard_shows_the_simulators_numbers(dash):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import pytest
 
 from labkit.sim import simulate_delivery
@@ -13,10 +9,8 @@ from labkit.widgets.eventing import delivery_dashboard
 
 
 @pytest.fixture
-def dash(capsys):
-    dashboard = delivery_dashboard(events=3000)
-    capsys.readouterr()
-    return dashboard
+def dash(headless_dashboard):
+    return headless_dashboard(delivery_dashboard, events=3000)
 
 
 def test_dashboard_shows_the_simulators_numbers(dash):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import pytest
 import yaml
 
@@ -14,15 +10,8 @@ from labkit.widgets.mesh import istio_specs, mesh_dashboard, specs_yaml
 
 
 @pytest.fixture
-def dash(capsys):
-    dashboard = mesh_dashboard(duration=10.0)
-    capsys.readouterr()  # outside a kernel, display() of the figure prints its repr
-    return dashboard
-
-
-def test_sliders_do_not_rerun_while_dragging(dash):
-    sliders = [c for c in dash.controls.values() if hasattr(c, "continuous_update")]
-    assert sliders and all(not c.continuous_update for c in sliders)
+def dash(headless_dashboard):
+    return headless_dashboard(mesh_dashboard, duration=10.0)
 
 
 def test_dashboard_shows_the_simulators_numbers(dash):

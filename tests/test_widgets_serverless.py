@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import pytest
 
 from labkit.sim import Prices, break_even_rate, simulate_platform
@@ -13,15 +9,8 @@ from labkit.widgets.serverless import PATTERNS, make_workload, serverless_dashbo
 
 
 @pytest.fixture
-def dash(capsys):
-    dashboard = serverless_dashboard(max_requests=20_000)
-    capsys.readouterr()  # outside a kernel, display() of the figure prints its repr
-    return dashboard
-
-
-def test_sliders_do_not_rerun_while_dragging(dash):
-    sliders = [c for c in dash.controls.values() if hasattr(c, "continuous_update")]
-    assert sliders and all(not c.continuous_update for c in sliders)
+def dash(headless_dashboard):
+    return headless_dashboard(serverless_dashboard, max_requests=20_000)
 
 
 def test_dashboard_shows_the_simulators_numbers(dash):
@@ -96,11 +85,10 @@ def test_timeline_figure_holds_the_instance_counts(dash):
     assert list(timeline.lines[0].get_ydata()) == list(dash.result.timeline_servers)
 
 
-def test_trace_replay_uses_the_traces_rate(tmp_path, capsys):
+def test_trace_replay_uses_the_traces_rate(tmp_path, headless_dashboard):
     trace = tmp_path / "trace.csv"
     trace.write_text("# synthetic\ntimestamp\n" + "".join(f"{t}\n" for t in range(0, 3600, 10)))
-    dash = serverless_dashboard(trace_path=trace, pattern="trace replay")
-    capsys.readouterr()
+    dash = headless_dashboard(serverless_dashboard, trace_path=trace, pattern="trace replay")
     assert dash.controls["arrival_rate"].disabled
     assert dash.controls["arrival_rate"].value == pytest.approx(360 / 3591)  # 360 arrivals in [0, 3591) s
     assert dash.result.workload.startswith("TraceReplay(")

@@ -22,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import time
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-_MAX_HEAD = 64 * 1024
+from labkit.apps.serve import read_head, serve_until_signalled
+
 _MAX_DELAY = 60.0
 _MAX_BURN_MS = 10_000
 
@@ -124,58 +124,33 @@ async def _answer(method: str, target: str, headers: dict[str, str], body: bytes
         "/get", "/post", "/headers", "/ip", "/status/{code}", "/delay/{seconds}", "/burn?ms=N"]})
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 open_writers: set[asyncio.StreamWriter]) -> None:
-    open_writers.add(writer)
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     peer = str((writer.get_extra_info("peername") or ("",))[0])
-    try:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                return
-            lines = head.decode("latin-1").split("\r\n")
-            parts = lines[0].split()
-            if len(parts) != 3:
-                writer.write(_response(400, _json({"error": "bad request line"}), False, "GET"))
-                return
-            method, target, version = parts
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                if line:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().title()] = value.strip()
-            length = int(headers.get("Content-Length", "0") or 0)
-            body = await reader.readexactly(length) if length else b""
-            connection = headers.get("Connection", "").lower()
-            keep_alive = connection != "close" and (
-                version == "HTTP/1.1" or connection == "keep-alive")
-            code, payload = await _answer(method, target, headers, body, peer)
-            writer.write(_response(code, payload, keep_alive, method))
-            await writer.drain()
-            if not keep_alive:
-                return
-    except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-        return
-    finally:
-        open_writers.discard(writer)
-        writer.close()
+    while (lines := await read_head(reader)) is not None:
+        parts = lines[0].split()
+        if len(parts) != 3:
+            writer.write(_response(400, _json({"error": "bad request line"}), False, "GET"))
+            return
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().title()] = value.strip()
+        length = int(headers.get("Content-Length", "0") or 0)
+        body = await reader.readexactly(length) if length else b""
+        connection = headers.get("Connection", "").lower()
+        keep_alive = connection != "close" and (
+            version == "HTTP/1.1" or connection == "keep-alive")
+        code, payload = await _answer(method, target, headers, body, peer)
+        writer.write(_response(code, payload, keep_alive, method))
+        await writer.drain()
+        if not keep_alive:
+            return
 
 
 async def main() -> None:
-    port = int(os.environ.get("PORT", "8080"))
-    open_writers: set[asyncio.StreamWriter] = set()
-    server = await asyncio.start_server(
-        lambda r, w: _serve(r, w, open_writers), "127.0.0.1", port, limit=_MAX_HEAD)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.close()
-    for writer in list(open_writers):
-        writer.close()
-    await asyncio.wait_for(server.wait_closed(), timeout=2.0)
+    await serve_until_signalled(_serve)
 
 
 if __name__ == "__main__":

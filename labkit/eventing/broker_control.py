@@ -21,14 +21,19 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.core.controller import ObjectStatus
-from labkit.eventing.destinations import UnresolvedDestination, resolve_destination
 from labkit.eventing.metrics import parse_metrics
-from labkit.eventing.models import Broker, Destination, Trigger
+from labkit.eventing.models import Broker, Trigger
+from labkit.eventing.registry import (
+    ControllerRegistry,
+    Registered,
+    registry_of,
+    try_resolve,
+)
 from labkit.net import HOST, ReplicaProcess, free_port, python_command
 
 if TYPE_CHECKING:
@@ -39,31 +44,16 @@ __all__ = ["BrokerController", "TriggerController", "broker_handle"]
 _ADMIN_TIMEOUT = 10.0
 
 
-class _Registry:
+@dataclass(eq=False)
+class _Registry(ControllerRegistry):
     """Brokers and triggers of one cluster, so each can find the other in any apply order."""
 
-    def __init__(self) -> None:
-        self.brokers: dict[tuple[str, str], BrokerController] = {}
-        self.triggers: dict[tuple[str, str], TriggerController] = {}
-        self.lock = threading.RLock()
-
-
-_REGISTRIES: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
+    brokers: dict[tuple[str, str], BrokerController] = field(default_factory=dict)
+    triggers: dict[tuple[str, str], TriggerController] = field(default_factory=dict)
 
 
 def _registry(cluster: LocalCluster) -> _Registry:
-    return _REGISTRIES.setdefault(cluster, _Registry())
-
-
-def _try_resolve(cluster: LocalCluster, destination: Destination | None,
-                 namespace: str) -> tuple[str | None, str | None]:
-    """(url, problem): problem says why a destination did not resolve."""
-    if destination is None:
-        return None, None
-    try:
-        return resolve_destination(cluster, destination, namespace), None
-    except UnresolvedDestination as err:
-        return None, str(err)
+    return registry_of(cluster, _Registry)
 
 
 def _admin(url: str, method: str = "GET", body: bytes | None = None) -> bytes:
@@ -72,7 +62,7 @@ def _admin(url: str, method: str = "GET", body: bytes | None = None) -> bytes:
         return bytes(answer.read())
 
 
-class BrokerController:
+class BrokerController(Registered):
     def __init__(self, cluster: LocalCluster, obj: Broker) -> None:
         self.cluster = cluster
         self.obj: Broker = obj
@@ -84,10 +74,6 @@ class BrokerController:
         self.dead_letter_uri: str | None = None
         self.problem: str | None = None
         self._lock = threading.RLock()
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.obj.metadata.namespace, self.obj.metadata.name)
 
     @property
     def url(self) -> str:
@@ -102,8 +88,8 @@ class BrokerController:
             self.obj = obj
             registry.brokers[self.key] = self
             sink = obj.spec.delivery.dead_letter_sink if obj.spec.delivery else None
-            self.dead_letter_uri, self.problem = _try_resolve(self.cluster, sink,
-                                                              obj.metadata.namespace)
+            self.dead_letter_uri, self.problem = try_resolve(self.cluster, sink,
+                                                             obj.metadata.namespace)
             if self.process is None:
                 try:
                     self.restart()
@@ -132,8 +118,8 @@ class BrokerController:
         if sink is None or self.process is None or not self.process.running:
             return
         before = self.dead_letter_uri
-        self.dead_letter_uri, self.problem = _try_resolve(self.cluster, sink,
-                                                          self.obj.metadata.namespace)
+        self.dead_letter_uri, self.problem = try_resolve(self.cluster, sink,
+                                                         self.obj.metadata.namespace)
         if self.dead_letter_uri != before:
             try:
                 self.sync()
@@ -236,17 +222,13 @@ class BrokerController:
         return dict(json.loads(_admin(self.url + "/-/state")))
 
 
-class TriggerController:
+class TriggerController(Registered):
     def __init__(self, cluster: LocalCluster, obj: Trigger) -> None:
         self.cluster = cluster
         self.obj: Trigger = obj
         self.subscriber_uri: str | None = None
         self.dead_letter_uri: str | None = None
         self.problem: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.obj.metadata.namespace, self.obj.metadata.name)
 
     def apply(self, obj: Trigger) -> None:
         registry = _registry(self.cluster)
@@ -263,10 +245,10 @@ class TriggerController:
         """Resolve subscriber and dead-letter sink; True if anything changed."""
         namespace = self.obj.metadata.namespace
         before = (self.subscriber_uri, self.dead_letter_uri)
-        self.subscriber_uri, problem = _try_resolve(self.cluster, self.obj.spec.subscriber,
-                                                    namespace)
+        self.subscriber_uri, problem = try_resolve(self.cluster, self.obj.spec.subscriber,
+                                                   namespace)
         sink = self.obj.spec.delivery.dead_letter_sink if self.obj.spec.delivery else None
-        self.dead_letter_uri, sink_problem = _try_resolve(self.cluster, sink, namespace)
+        self.dead_letter_uri, sink_problem = try_resolve(self.cluster, sink, namespace)
         problems = [p for p in (problem and f"subscriber: {problem}",
                                 sink_problem and f"dead-letter sink: {sink_problem}") if p]
         self.problem = "; ".join(problems) or None

@@ -18,17 +18,21 @@ Each channel serves on the cluster's background loop at its own loopback URL (PO
 from __future__ import annotations
 
 import asyncio
-import threading
-import weakref
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from labkit.core.controller import ObjectStatus
 from labkit.eventing import delivery as policy
-from labkit.eventing.destinations import UnresolvedDestination, resolve_destination
 from labkit.eventing.dispatch import Attempt, send
 from labkit.eventing.events import Event, EventError, decode_request
 from labkit.eventing.metrics import EventingMetrics, EventLog
-from labkit.eventing.models import Channel, Destination, InMemoryChannel, Subscription
+from labkit.eventing.models import Channel, InMemoryChannel, Subscription
+from labkit.eventing.registry import (
+    ControllerRegistry,
+    Registered,
+    registry_of,
+    try_resolve,
+)
 from labkit.eventing.wire import Client, Request, Response, json_error, serve
 from labkit.net import HOST
 
@@ -41,21 +45,19 @@ ChannelObject = Channel | InMemoryChannel
 _MAX_BODY = 1024 * 1024
 
 
-class _Registry:
-    def __init__(self) -> None:
-        self.channels: dict[tuple[str, str], ChannelController] = {}
-        self.subscriptions: dict[tuple[str, str], SubscriptionController] = {}
-        self.lock = threading.RLock()
+@dataclass(eq=False)
+class _Registry(ControllerRegistry):
+    """Channels and subscriptions of one cluster, so each can find the other in any apply order."""
 
-
-_REGISTRIES: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
+    channels: dict[tuple[str, str], ChannelController] = field(default_factory=dict)
+    subscriptions: dict[tuple[str, str], SubscriptionController] = field(default_factory=dict)
 
 
 def _registry(cluster: LocalCluster) -> _Registry:
-    return _REGISTRIES.setdefault(cluster, _Registry())
+    return registry_of(cluster, _Registry)
 
 
-class ChannelController:
+class ChannelController(Registered):
     def __init__(self, cluster: LocalCluster, obj: ChannelObject) -> None:
         self.cluster = cluster
         self.obj: ChannelObject = obj
@@ -65,10 +67,6 @@ class ChannelController:
         self._client: Client | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port: int | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.obj.metadata.namespace, self.obj.metadata.name)
 
     @property
     def url(self) -> str:
@@ -201,19 +199,14 @@ class ChannelController:
 
     def _dead_letter_uri(self) -> str | None:
         model = self.obj.spec.delivery
-        if model is None or model.dead_letter_sink is None:
-            return None
-        try:
-            return resolve_destination(self.cluster, model.dead_letter_sink,
-                                       self.obj.metadata.namespace)
-        except UnresolvedDestination:
-            return None
+        sink = model.dead_letter_sink if model is not None else None
+        return try_resolve(self.cluster, sink, self.obj.metadata.namespace)[0]
 
     def metrics_text(self) -> str:
         return self.metrics.text().decode()
 
 
-class SubscriptionController:
+class SubscriptionController(Registered):
     def __init__(self, cluster: LocalCluster, obj: Subscription) -> None:
         self.cluster = cluster
         self.obj = obj
@@ -221,10 +214,6 @@ class SubscriptionController:
         self.reply_uri: str | None = None
         self.dead_letter_uri: str | None = None
         self.problem: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.obj.metadata.namespace, self.obj.metadata.name)
 
     @property
     def channel_key(self) -> tuple[str, str]:
@@ -247,23 +236,13 @@ class SubscriptionController:
             registry.subscriptions[self.key] = self
 
     def _resolve(self) -> None:
-        problems = []
-
-        def resolve(destination: Destination | None, what: str) -> str | None:
-            if destination is None:
-                return None
-            try:
-                return resolve_destination(self.cluster, destination, self.obj.metadata.namespace)
-            except UnresolvedDestination as err:
-                problems.append(f"{what}: {err}")
-                return None
-
         spec = self.obj.spec
-        self.subscriber_uri = resolve(spec.subscriber, "subscriber")
-        self.reply_uri = resolve(spec.reply, "reply")
         sink = spec.delivery.dead_letter_sink if spec.delivery else None
-        self.dead_letter_uri = resolve(sink, "dead-letter sink")
-        self.problem = "; ".join(problems) or None
+        resolved = {what: try_resolve(self.cluster, destination, self.obj.metadata.namespace)
+                    for what, destination in (("subscriber", spec.subscriber), ("reply", spec.reply),
+                                              ("dead-letter sink", sink))}
+        self.subscriber_uri, self.reply_uri, self.dead_letter_uri = (url for url, _ in resolved.values())
+        self.problem = "; ".join(f"{what}: {problem}" for what, (_, problem) in resolved.items() if problem) or None
 
     def reconcile(self) -> None:
         self._resolve()  # a destination may appear, or move (a Deployment's pod restarted)

@@ -253,8 +253,9 @@ def received_from(url: str, *, successful_only: bool = True,
 
 def main() -> None:
     """Serve a SinkApp on $PORT with the SINK_* behaviour (the event-display image)."""
-    import signal
     import sys
+
+    from labkit.apps.serve import signalled
 
     raw_port = os.environ.get("PORT", "")
     if not raw_port.isdigit():
@@ -266,11 +267,7 @@ def main() -> None:
 
     async def run() -> None:
         server = await serve(SinkApp(behaviour).handle, port=int(raw_port))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await signalled().wait()
         server.close()
 
     asyncio.run(run())

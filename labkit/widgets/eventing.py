@@ -3,22 +3,22 @@
 Thin on purpose: every number comes from :func:`labkit.sim.simulate_delivery`, which makes its
 decisions with the live broker's `DeliveryPolicy`. :func:`delivery_dashboard` returns a
 :class:`DeliveryDashboard` exposing its controls, the latest result and figure, so a notebook
-cell (or a test, with no kernel) can move a control and assert on what changed.
+cell (or a test, with no kernel) can move a control and assert on what changed. The loop of
+controls, runs and redraws is :class:`labkit.widgets.common.Dashboard`.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
-from IPython.display import clear_output, display
 from matplotlib.figure import Figure
 
 from labkit.sim import DeliverySimResult, simulate_delivery
+from labkit.widgets.common import Dashboard
 
 __all__ = ["POLICIES", "DeliveryDashboard", "delivery_dashboard"]
 
@@ -44,12 +44,12 @@ def _controls() -> dict[str, widgets.Widget]:
     }
 
 
-class DeliveryDashboard:
+class DeliveryDashboard(Dashboard):
     """Controls -> :func:`simulate_delivery` -> summary table and figure.
 
-    Attributes: ``controls``, ``result`` (latest :class:`DeliverySimResult`), ``figure``,
-    ``runs``, ``widget``. The outage starts 10 s into the run; events arrive at
-    ``arrival_rate`` per second.
+    Reads like the other dashboards (:class:`~labkit.widgets.common.Dashboard`); ``result``
+    is the latest :class:`DeliverySimResult`. The outage starts 10 s into the run; events
+    arrive at ``arrival_rate`` per second.
     """
 
     OUTAGE_START = 10.0
@@ -59,69 +59,26 @@ class DeliveryDashboard:
         self.seed = seed
         self.events = events
         self.arrival_rate = arrival_rate
-        self.controls = _controls()
-        self.summary = widgets.HTML()
-        self.output = widgets.Output()
-        self.result: DeliverySimResult | None = None
-        self.figure: Figure | None = None
-        self.runs = 0
-        self._holding = False
-        self.widget = widgets.HBox([widgets.VBox(list(self.controls.values()) + [self.summary]),
-                                    self.output])
-        for control in self.controls.values():
-            control.observe(self._changed, names="value")
-        self.set(**(settings or {}))
+        super().__init__(_controls(), settings)
 
-    def settings(self) -> dict[str, Any]:
-        return {name: control.value for name, control in self.controls.items()}
-
-    def set(self, **values: Any) -> None:
-        """Set several controls and simulate once."""
-        unknown = sorted(set(values) - set(self.controls))
-        if unknown:
-            raise KeyError(f"unknown control(s) {unknown}; the controls are {sorted(self.controls)}")
-        self._holding = True
-        try:
-            for name, value in values.items():
-                self.controls[name].value = value
-        finally:
-            self._holding = False
-        self.update()
-
-    def _changed(self, change: Mapping[str, Any]) -> None:
-        if not self._holding:
-            self.update()
-
-    def update(self) -> None:
-        s = self.settings()
-        policy = None if s["backoff_policy"] == "none" else s["backoff_policy"]
-        outages = ((self.OUTAGE_START, self.OUTAGE_START + s["outage_seconds"]),) \
-            if s["outage_seconds"] > 0 else ()
-        self.result = simulate_delivery(
-            failure_probability=s["failure_probability"], retry=s["retry"],
-            backoff_policy=policy, backoff_delay=s["backoff_delay"], events=self.events,
+    def compute(self, settings: dict[str, Any]) -> DeliverySimResult:
+        policy = None if settings["backoff_policy"] == "none" else settings["backoff_policy"]
+        outages = ((self.OUTAGE_START, self.OUTAGE_START + settings["outage_seconds"]),) \
+            if settings["outage_seconds"] > 0 else ()
+        return simulate_delivery(
+            failure_probability=settings["failure_probability"], retry=settings["retry"],
+            backoff_policy=policy, backoff_delay=settings["backoff_delay"], events=self.events,
             arrival_rate=self.arrival_rate, outages=outages, seed=self.seed)
-        self.runs += 1
-        self.summary.value = self._summary_html()
-        self.figure = self._draw()
-        with self.output:
-            clear_output(wait=True)
-            display(self.figure)
 
-    def _summary_html(self) -> str:
-        r = self.result
-        assert r is not None
-        rows = [("events", f"{r.events:,}"), ("delivered", f"{r.delivered:,}"),
-                ("dead-letter rate", f"{r.dead_letter_rate:.2%}"),
-                ("attempts per event", f"{r.mean_attempts:.2f}"),
-                ("latency p50 / p99", f"{_ms(r.latency_p50)} / {_ms(r.latency_p99)}")]
-        cells = "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:right'><b>"
-                        f"{html.escape(v)}</b></td></tr>" for k, v in rows)
-        return f"<table>{cells}</table>"
+    def summary_html(self) -> str:
+        r: DeliverySimResult = self.result
+        return self.table([("events", f"{r.events:,}"), ("delivered", f"{r.delivered:,}"),
+                           ("dead-letter rate", f"{r.dead_letter_rate:.2%}"),
+                           ("attempts per event", f"{r.mean_attempts:.2f}"),
+                           ("latency p50 / p99", f"{_ms(r.latency_p50)} / {_ms(r.latency_p99)}")])
 
-    def _draw(self) -> Figure:
-        r = self.result
-        assert r is not None
+    def draw(self) -> Figure:
+        r: DeliverySimResult = self.result
         fig = Figure(figsize=(10, 3.4), layout="constrained")
         hist, outcome = fig.subplots(1, 2, width_ratios=[3, 1])
         if len(r.latencies):
@@ -140,9 +97,6 @@ class DeliveryDashboard:
                     color=["tab:green", "tab:red"])
         outcome.set(title=f"dead-letter rate {r.dead_letter_rate:.1%}", ylabel="events")
         return fig
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def _ms(seconds: float) -> str:
