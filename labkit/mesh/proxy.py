@@ -10,7 +10,9 @@ of the pure policy modules in `labkit.mesh`, and what happened is recorded by
 Why it is built this way: a sidecar's overhead is the number students measure (lab 03) and the
 budget is under half a millisecond per hop, so the HTTP machinery is asyncio Protocols with
 `httptools` parsing (no framework; one task per client connection, not per request), upstream
-connections are kept alive and reused, and all policy work is O(1) per request. Bodies are
+connections are kept alive and reused, and all policy work is O(1) per request. The common
+outbound request (default route, no limits or timers, a kept-alive upstream connection) takes
+a fast path without any task (`Sidecar._outbound_fast`, which says when it applies). Bodies are
 buffered whole, as Envoy does when it may retry; there is no streaming, HTTP/2 or WebSocket.
 A caller that disconnects mid-request cancels the upstream try (logged with code 0, flag DC).
 
@@ -40,7 +42,7 @@ from labkit.mesh.balancer import ConsistentHash
 from labkit.mesh.destination import DestinationRule, TrafficPolicy
 from labkit.mesh.hosts import resolve_authority
 from labkit.mesh.outlier import OutlierDetector
-from labkit.mesh.pool import ConnectionPool, Lease
+from labkit.mesh.pool import ConnectionPool, Lease, PoolLimits
 from labkit.mesh.routing import (
     Destination,
     DirectResponse,
@@ -159,14 +161,17 @@ class TlsProvider(Protocol):
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
+_STATUS_LINES: dict[int, str] = {}
+
+
 def _render(status: int, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
             head_only: bool = False) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    lines.append(f"content-length: {len(body)}")
-    if not keep_alive:
-        lines.append("connection: close")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+    head = "".join([line, *[f"{k}: {v}\r\n" for k, v in headers],
+                    f"content-length: {len(body)}\r\n",
+                    "\r\n" if keep_alive else "connection: close\r\n\r\n"]).encode("latin-1")
     return head if head_only else head + body
 
 
@@ -215,6 +220,13 @@ class _Response:
 
 
 Handler = Callable[["_HttpRequest", "_Downstream"], Awaitable[tuple[_Response, bool]]]
+FastHandler = Callable[["_HttpRequest", "_Downstream"], "_InFlight | None"]
+"""Takes a request without a task when it can (see `_InFlight`), else returns None."""
+
+
+def _error_response(exc: Exception) -> _Response:
+    """A bug must not take the listener down: 500, and the connection closes."""
+    return _Response(500, [("content-type", "text/plain")], f"labkit sidecar error: {exc!r}".encode())
 
 
 class _BadRequest(Exception):
@@ -224,10 +236,18 @@ class _BadRequest(Exception):
 
 
 class _Downstream(asyncio.Protocol):
-    """One client connection to a listener: parses requests, answers them in order."""
+    """One client connection to a listener: parses requests, answers them in order.
 
-    def __init__(self, handler: Handler, open_set: set[_Downstream]) -> None:
+    A request is answered either by `fast` (callbacks, no task; at most one at a time, taken
+    only when nothing else of this connection is queued or being served) or by `handler` in
+    the connection's serving task. Requests that arrive while a fast one is in flight wait in
+    the queue, so answers keep the order of requests."""
+
+    def __init__(self, handler: Handler, open_set: set[_Downstream],
+                 fast: FastHandler | None = None) -> None:
         self.handler = handler
+        self.fast = fast
+        self.inflight: _InFlight | None = None
         self.open_set = open_set  # the listener's open connections, cut when it closes
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -286,6 +306,8 @@ class _Downstream(asyncio.Protocol):
         if self._active and self._serving is not None:
             # The client went away mid-request (Envoy's DC): stop the work, free the upstream.
             self._serving.cancel()
+        if self.inflight is not None:
+            self.inflight.cancel()
         self._notify()
 
     def abort(self) -> None:
@@ -315,12 +337,15 @@ class _Downstream(asyncio.Protocol):
         if self._head_bytes > _MAX_HEAD:
             raise _BadRequest(431, "Request Header Fields Too Large")
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        old = self._headers.get(key)
-        self._headers[key] = text if old is None else f"{old},{text}"
+        headers = self._headers
+        if key in headers:
+            headers[key] = f"{headers[key]},{value.decode('latin-1')}"
+        else:
+            headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        if self._headers.get("expect", "").lower() == "100-continue" and self.transport:
+        if "expect" in self._headers and self._headers["expect"].lower() == "100-continue" \
+                and self.transport:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -334,12 +359,39 @@ class _Downstream(asyncio.Protocol):
         request = _HttpRequest(method, self._url.decode("latin-1"), self._headers,
                                b"".join(self._body), self.parser.should_keep_alive())
         request.received = time.time()
+        if self.fast is not None and self.inflight is None and not self._active \
+                and not self._queue:
+            self.inflight = self.fast(request, self)
+            if self.inflight is not None:
+                return
         self._queue.append(request)
+        if self.inflight is None:
+            self._resume_queue()
+
+    def _resume_queue(self) -> None:
         if self._serving is None:
             # One task per connection, not per request: a keep-alive client pays for it once.
             self._serving = asyncio.get_running_loop().create_task(self._serve())
         else:
             self._notify()
+
+    def answer(self, request: _HttpRequest, response: _Response, keep: bool) -> None:
+        """Write the response to `request` (closing the connection unless `keep`)."""
+        keep = keep and request.keep_alive
+        if self._closed or self.transport is None:
+            return
+        self.transport.write(_render(response.status, response.headers, response.body,
+                                     keep, request.method == "HEAD"))
+        if not keep:
+            self.transport.close()
+            self._closed = True
+
+    def answered_fast(self, request: _HttpRequest, response: _Response, keep: bool) -> None:
+        """The fast path's answer: write it, then serve what queued up meanwhile."""
+        self.inflight = None
+        self.answer(request, response, keep)
+        if self._queue and not self._closed:
+            self._resume_queue()
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -355,19 +407,29 @@ class _Downstream(asyncio.Protocol):
             except asyncio.CancelledError:
                 return
             except Exception as exc:  # noqa: BLE001 - a bug must not take the listener down
-                response = _Response(500, [("content-type", "text/plain")],
-                                     f"labkit sidecar error: {exc!r}".encode())
-                keep = False
+                response, keep = _error_response(exc), False
             finally:
                 self._active = False
-            keep = keep and request.keep_alive
             if self._closed or self.transport is None:
                 return
-            self.transport.write(_render(response.status, response.headers, response.body,
-                                         keep, request.method == "HEAD"))
-            if not keep:
-                self.transport.close()
-                self._closed = True
+            self.answer(request, response, keep)
+
+
+def _request_bytes(method: str, path: str, authority: str, headers: Mapping[str, str],
+                   body: bytes, attempt: int, peer: str | None) -> bytes:
+    """One try's request as sent upstream. `peer` (outbound only): this proxy numbers the
+    tries and names its workload; inbound forwards to the app as is."""
+    if peer is not None:
+        lines = [f"{method} {path} HTTP/1.1\r\nhost: {authority}\r\n",
+                 *[f"{k}: {v}\r\n" for k, v in headers.items() if k not in _NOT_FORWARDED],
+                 f"x-envoy-attempt-count: {attempt}\r\n{_PEER_HEADER}: {peer}\r\n"]
+    else:
+        lines = [f"{method} {path} HTTP/1.1\r\nhost: {authority}\r\n",
+                 *[f"{k}: {v}\r\n" for k, v in headers.items() if k not in _HOP_BY_HOP]]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"content-length: {len(body)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1") + body
 
 
 class _ConnectionTerminated(Exception):
@@ -383,10 +445,14 @@ _NO_HEADERS: Mapping[str, str] = {}
 
 
 class _Upstream(asyncio.Protocol):
-    """One kept-alive connection to an upstream host: one request at a time."""
+    """One kept-alive connection to an upstream host: one request at a time.
 
-    def __init__(self, key: str) -> None:
+    `loop` is kept because `asyncio.get_running_loop()` costs a getpid() system call per use
+    on Python 3.11, and `send` runs once per request."""
+
+    def __init__(self, key: str, loop: asyncio.AbstractEventLoop) -> None:
         self.key = key
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -406,7 +472,7 @@ class _Upstream(asyncio.Protocol):
 
     def send(self, data: bytes, head: bool) -> asyncio.Future[_Response]:
         assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         self._head = head
         self._status = 0
         self._headers = []
@@ -541,6 +607,9 @@ class _Cluster:
         self.endpoints: dict[str, Endpoint] = {}
         self.hosts: list[str] = []
         self.version = -1
+        # Istio's default retry policy for this cluster (consistent hashing keeps the host).
+        self.default_retries = (retries.RetryPolicy(previous_hosts=False)
+                                if policy.consistent_hash else retries.DEFAULT_RETRIES)
 
     def set_endpoints(self, endpoints: list[Endpoint], now: float) -> None:
         self.endpoints = {e.address: e for e in endpoints}
@@ -594,17 +663,20 @@ class _Target:
     default: Destination
 
 
-@dataclass
 class _Result:
     """What the router produced for one request (the response plus what to log)."""
 
-    response: _Response
-    flags: tuple[str, ...] = ()
-    details: str = "via_upstream"
-    endpoint: Endpoint | None = None
-    cluster: str = ""
-    upstream_ms: float | None = None
-    route: str = ""
+    __slots__ = ("cluster", "details", "endpoint", "flags", "response", "route", "upstream_ms")
+
+    def __init__(self, response: _Response, flags: tuple[str, ...] = (),
+                 details: str = "via_upstream", *, upstream_ms: float | None = None) -> None:
+        self.response = response
+        self.flags = flags
+        self.details = details
+        self.endpoint: Endpoint | None = None
+        self.cluster = ""
+        self.upstream_ms = upstream_ms
+        self.route = ""
 
 
 def _local(reply: flags.LocalReply, details: str) -> _Result:
@@ -614,6 +686,50 @@ def _local(reply: flags.LocalReply, details: str) -> _Result:
 
 # ---------------------------------------------------------------------------------------------
 # The sidecar
+
+
+_NO_LIMITS = PoolLimits()
+
+
+class _InFlight:
+    """One outbound request on the fast path (`Sidecar._outbound_fast`): what the router
+    would hold in its coroutine frames, kept in one object instead. `task` is set once the
+    general router took over; `gone` once the caller left."""
+
+    __slots__ = ("cluster", "conn", "endpoint", "gone", "host", "lease", "parent", "req",
+                 "retry", "rid", "sent_at", "service", "sidecar", "span", "start", "state",
+                 "task", "tls", "upstream", "waiter")
+
+    def __init__(self, sidecar: Sidecar, req: _HttpRequest, conn: _Downstream,
+                 service: ServiceInfo, cluster: _Cluster, state: retries.RetryState, host: str,
+                 endpoint: Endpoint, tls: bool, lease: Lease, start: float, rid: str,
+                 span: TraceContext, parent: TraceContext | None) -> None:
+        self.sidecar = sidecar
+        self.req = req
+        self.conn = conn
+        self.service = service
+        self.cluster = cluster
+        self.state = state
+        self.host = host
+        self.endpoint = endpoint
+        self.tls = tls
+        self.lease = lease
+        self.start = start
+        self.sent_at = start
+        self.rid = rid
+        self.span = span
+        self.parent = parent
+        self.upstream: _Upstream | None = None
+        self.waiter: asyncio.Future[_Response] | None = None
+        self.retry: retries.Retry | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.gone = False
+
+    def settled(self, _: asyncio.Future[_Response]) -> None:
+        self.sidecar._fast_settled(self)
+
+    def cancel(self) -> None:
+        self.sidecar._fast_cancel(self)
 
 
 class _Inbound:
@@ -676,9 +792,11 @@ class Sidecar:
         if self.tls is not None:  # built once: loading a key pair costs milliseconds
             self._server_tls = self.tls.server_context()
             self._client_tls = self.tls.client_context()
-        for name, handler in (("outbound", self._outbound), ("admin", self._admin)):
+        for name, handler, fast in (("outbound", self._outbound, self._outbound_fast),
+                                    ("admin", self._admin, None)):
             server = await self.loop.create_server(
-                lambda h=handler: _Downstream(h, self._downstreams), HOST, 0, reuse_address=True)
+                lambda h=handler, f=fast: _Downstream(h, self._downstreams, f), HOST, 0,
+                reuse_address=True)
             self._servers.append(server)
             self.ports[name] = server.sockets[0].getsockname()[1]
         if self.app_port is not None:
@@ -844,31 +962,185 @@ class Sidecar:
         self._targets[authority] = target
         return target
 
+    @staticmethod
+    def _identify(headers: dict[str, str]) -> tuple[str, TraceContext, TraceContext | None]:
+        """Give an outbound request its `x-request-id` and this hop's `traceparent`."""
+        rid = headers.get("x-request-id") or new_request_id()
+        headers["x-request-id"] = rid
+        traceparent = headers.get("traceparent")
+        parent = TraceContext.parse(traceparent) if traceparent else None
+        span = parent.child() if parent else TraceContext.start()
+        headers["traceparent"] = span.header
+        return rid, span, parent
+
+    def _record_gone(self, req: _HttpRequest, conn: _Downstream, start: float,
+                     span: TraceContext, parent: TraceContext | None,
+                     service: ServiceInfo | None) -> None:
+        """The caller left before the answer: Envoy logs code 0 with flag DC."""
+        gone = _Result(_Response(0, [], b""), (flags.DOWNSTREAM_CONNECTION_TERMINATION,),
+                       "downstream_remote_disconnect")
+        self._record("source", req, conn, gone, start, span, parent, service, mtls=None)
+
     async def _outbound(self, req: _HttpRequest, conn: _Downstream) -> tuple[_Response, bool]:
         loop = self.loop
         assert loop is not None
         start = loop.time()
         headers = req.headers
-        rid = headers.get("x-request-id") or new_request_id()
-        headers["x-request-id"] = rid
-        parent = TraceContext.parse(headers.get("traceparent"))
-        span = parent.child() if parent else TraceContext.start()
-        headers["traceparent"] = span.header
+        rid, span, parent = self._identify(headers)
         target = self._target(req.authority)
         service: ServiceInfo | None = target.service if target else None
         if target is None:
             result = _local(flags.NO_ROUTE, "route_not_found")
         else:
             try:
-                result = await self._route(req, target, start)
-            except asyncio.CancelledError:  # the caller left first: Envoy logs code 0, DC
-                gone = _Result(_Response(0, [], b""), (flags.DOWNSTREAM_CONNECTION_TERMINATION,),
-                               "downstream_remote_disconnect")
-                self._record("source", req, conn, gone, start, span, parent, service, mtls=None)
+                if target.virtual_service is None:  # Istio's default route: nothing to decide
+                    result = await self._forward(req, target.default, req.path, req.authority,
+                                                 headers, None, None)
+                else:
+                    result = await self._route(req, target, start)
+            except asyncio.CancelledError:
+                self._record_gone(req, conn, start, span, parent, service)
                 raise
         result.response.headers.append(("x-request-id", rid))
         self._record("source", req, conn, result, start, span, parent, service, mtls=None)
         return result.response, True
+
+    # -- outbound fast path ------------------------------------------------------------------
+
+    def _outbound_fast(self, req: _HttpRequest, conn: _Downstream) -> _InFlight | None:
+        """Take an outbound request without a task, or return None for the general path.
+
+        Why: on two shared cores the sidecar's CPU per request decides its throughput, and
+        most requests need none of the general path's waiting (route decision, fault delays,
+        timers, pool queues). Taken when all of these hold, checked before anything changes:
+        the Host is a known service with no VirtualService (Istio's default route), its
+        cluster has no consistent hashing and no connectionPool limits (so admission never
+        waits or overflows), no route or per-try timeout applies (no timer), and a host is
+        healthy. From then on it asks the same policy objects in the same order as
+        `_attempts` (RetryState, balancer, pool, outlier), so decisions and seeded random
+        choices are those of the general path. The try goes out at once on a kept-alive
+        connection; the response is handled in `_fast_settled` by callbacks. Whatever needs
+        waiting (a new connection, a retry, a try that ended without a response) is handed
+        to `_attempts` in a task, with the same RetryState, so the router continues exactly
+        where the fast path stopped.
+        """
+        target = self._target(req.authority)
+        if target is None or target.virtual_service is not None:
+            return None
+        cluster = self._cluster(target.default)
+        if (not isinstance(cluster, _Cluster) or cluster.policy.consistent_hash
+                or cluster.slots.pool.limits != _NO_LIMITS):
+            return None
+        headers = req.headers
+        policy = cluster.default_retries
+        if policy.per_try_timeout is not None or retries.request_timeout(None, headers) is not None:
+            return None
+        loop = self.loop
+        assert loop is not None
+        now = loop.time()
+        healthy = cluster.healthy(now)
+        if not healthy:
+            return None
+        rid, span, parent = self._identify(headers)
+        state = retries.RetryState(policy, start=now, timeout=None, rng=self.rng,
+                                   retry_slot=cluster.slots.pool)
+        if len(healthy) == 1:
+            host = healthy[0]
+        else:
+            chosen = cluster.balancer.choose(healthy, avoid=state.avoid_hosts,
+                                             attempts=policy.host_selection_attempts)
+            assert chosen is not None
+            host = chosen
+        state.begin(host, now)  # no deadline: the try has no time limit
+        lease = cluster.slots.admit()
+        assert lease is not None and lease.connection is not None, "an unlimited pool admits at once"
+        cluster.balancer.started(host)
+        endpoint = cluster.endpoints[host]
+        flight = _InFlight(self, req, conn, target.service, cluster, state, host, endpoint,
+                           self._use_tls(endpoint, cluster.policy), lease, now, rid, span, parent)
+        idle = self._idle.get((host, flight.tls))
+        while idle:
+            upstream = idle.pop()
+            if not upstream.closed:
+                flight.upstream = upstream
+                flight.waiter = upstream.send(
+                    _request_bytes(req.method, req.path, req.authority, headers, req.body,
+                                   state.attempts, self._peer), req.method == "HEAD")
+                flight.waiter.add_done_callback(flight.settled)
+                return flight
+        flight.task = self._spawn(self._outbound_resumed(flight))  # connecting waits
+        return flight
+
+    def _fast_settled(self, flight: _InFlight) -> None:
+        """The fast try's response (or failure) arrived."""
+        if flight.gone:
+            return
+        assert flight.waiter is not None and flight.upstream is not None and self.loop is not None
+        if flight.waiter.exception() is not None:  # no response: the router judges this try
+            flight.task = self._spawn(self._outbound_resumed(flight))
+            return
+        cluster, host = flight.cluster, flight.host
+        try:
+            response = flight.waiter.result()
+            self._keep_or_close(flight.upstream, host, flight.tls, response,
+                                cluster.policy.connection_pool.max_requests_per_connection)
+            cluster.balancer.finished(host)
+            cluster.slots.release(flight.lease, reusable=response.keep_alive)
+            now = self.loop.time()
+            if cluster.outlier is not None:
+                cluster.outlier.record(host, response.status, now)
+            decision = flight.state.on_outcome(
+                retries.Outcome(retries.RESPONSE, response.status, flight.upstream.special), now)
+            if isinstance(decision, retries.Retry):
+                flight.retry = decision
+                flight.task = self._spawn(self._outbound_resumed(flight))
+                return
+            result = self._finish(decision, cluster, flight.endpoint, response,
+                                  (now - flight.sent_at) * 1000.0)
+        except Exception as exc:  # noqa: BLE001 - as in _Downstream._serve
+            flight.conn.answered_fast(flight.req, _error_response(exc), False)
+            return
+        self._answer_fast(flight, result)
+
+    async def _outbound_resumed(self, flight: _InFlight) -> None:
+        """The general router takes over a fast-path request (see `_outbound_fast`)."""
+        req = flight.req
+        try:
+            first: _InFlight | None = flight
+            if flight.retry is not None:
+                first = None  # the try is judged; wait the back-off, then the next try
+                if flight.retry.delay > 0:
+                    await asyncio.sleep(flight.retry.delay)
+            result = await self._attempts(req.method, req.path, req.authority, req.headers,
+                                          req.body, flight.cluster, flight.state, None,
+                                          self._peer, self._use_tls, first)
+        except asyncio.CancelledError:
+            return  # the caller left: `_fast_cancel` logged it
+        except Exception as exc:  # noqa: BLE001 - as in _Downstream._serve
+            flight.conn.answered_fast(req, _error_response(exc), False)
+            return
+        self._answer_fast(flight, result)
+
+    def _answer_fast(self, flight: _InFlight, result: _Result) -> None:
+        result.response.headers.append(("x-request-id", flight.rid))
+        self._record("source", flight.req, flight.conn, result, flight.start, flight.span,
+                     flight.parent, flight.service, mtls=None)
+        flight.conn.answered_fast(flight.req, result.response, True)
+
+    def _fast_cancel(self, flight: _InFlight) -> None:
+        """The caller left mid-request (DC): free what the try holds, as `_attempts` does."""
+        if flight.gone:
+            return
+        flight.gone = True
+        if flight.task is not None:
+            flight.task.cancel()  # `_attempts` and `_try` clean up on cancellation
+        elif flight.upstream is not None and flight.waiter is not None:
+            flight.waiter.cancel()  # as a cancelled task's awaited future is
+            flight.upstream.abort()  # this connection's answer has nowhere to go
+            flight.cluster.balancer.finished(flight.host)
+            flight.cluster.slots.release(flight.lease, reusable=False)
+        self._record_gone(flight.req, flight.conn, flight.start, flight.span, flight.parent,
+                          flight.service)
 
     async def _route(self, req: _HttpRequest, target: _Target, start: float) -> _Result:
         vs = target.virtual_service
@@ -963,8 +1235,7 @@ class Sidecar:
             return _local(found, "cluster_not_found")
         cluster = found
         if policy is None:
-            policy = (retries.RetryPolicy(previous_hosts=False) if cluster.policy.consistent_hash
-                      else retries.DEFAULT_RETRIES)
+            policy = cluster.default_retries
         timeout = retries.request_timeout(route_timeout, headers)
         state = retries.RetryState(policy, start=loop.time(), timeout=timeout, rng=self.rng,
                                    retry_slot=cluster.slots.pool)
@@ -984,42 +1255,53 @@ class Sidecar:
     async def _attempts(self, method: str, path: str, authority: str, headers: Mapping[str, str],
                         body: bytes, cluster: _Cluster, state: retries.RetryState,
                         key: str | None, peer: str | None,
-                        use_tls: Callable[[Endpoint, TrafficPolicy], bool]) -> _Result:
-        """The router: pick a host, send, decide on retry, until `RetryState` says finish."""
+                        use_tls: Callable[[Endpoint, TrafficPolicy], bool],
+                        first: _InFlight | None = None) -> _Result:
+        """The router: pick a host, send, decide on retry, until `RetryState` says finish.
+        `first`: a try the fast path sent that did not end in a response; judge it first."""
         loop = self.loop
         assert loop is not None
         policy = state.policy
         host: str | None = None
         while True:
-            now = loop.time()
-            healthy = cluster.healthy(now)
-            if len(healthy) == 1:  # every balancer picks the only host; Envoy skips it too
-                host = healthy[0]
+            sent: tuple[_Upstream, asyncio.Future[_Response]] | None = None
+            if first is not None:
+                host, endpoint, until, lease, tls = first.host, first.endpoint, None, first.lease, first.tls
+                sent_at = first.sent_at
+                if first.upstream is not None and first.waiter is not None:
+                    sent = (first.upstream, first.waiter)
+                first = None
             else:
-                host = cluster.balancer.choose(healthy, avoid=state.avoid_hosts, key=key,
-                                               attempts=policy.host_selection_attempts)
-            if host is None:
-                decision = state.on_outcome(retries.Outcome.of(retries.NO_HEALTHY_UPSTREAM), now)
-                assert isinstance(decision, retries.Finish)
-                return self._finish(decision, cluster, None, None)
-            endpoint = cluster.endpoints[host]
-            until = state.begin(host, now)
-            lease = cluster.slots.admit()
-            if lease is not None and lease.connection is None:
-                await cluster.slots.wait(lease)
-            if lease is None:
-                decision = state.on_outcome(retries.Outcome.of(retries.OVERFLOW), loop.time())
-                assert isinstance(decision, retries.Finish)
-                return self._finish(decision, cluster, endpoint, None)
-            cluster.balancer.started(host)
-            sent_at = loop.time()
+                now = loop.time()
+                healthy = cluster.healthy(now)
+                if len(healthy) == 1:  # every balancer picks the only host; Envoy skips it too
+                    host = healthy[0]
+                else:
+                    host = cluster.balancer.choose(healthy, avoid=state.avoid_hosts, key=key,
+                                                   attempts=policy.host_selection_attempts)
+                if host is None:
+                    decision = state.on_outcome(retries.Outcome.of(retries.NO_HEALTHY_UPSTREAM), now)
+                    assert isinstance(decision, retries.Finish)
+                    return self._finish(decision, cluster, None, None)
+                endpoint = cluster.endpoints[host]
+                until = state.begin(host, now)
+                admitted = cluster.slots.admit()
+                if admitted is not None and admitted.connection is None:
+                    await cluster.slots.wait(admitted)
+                if admitted is None:
+                    decision = state.on_outcome(retries.Outcome.of(retries.OVERFLOW), loop.time())
+                    assert isinstance(decision, retries.Finish)
+                    return self._finish(decision, cluster, endpoint, None)
+                lease = admitted
+                cluster.balancer.started(host)
+                sent_at = loop.time()
+                tls = use_tls(endpoint, cluster.policy)
             response: _Response | None = None
             try:
-                tls = use_tls(endpoint, cluster.policy)
                 outcome, response = await self._try(
                     method, path, authority, headers, body, host, tls, state.attempts, until, peer,
                     cluster.policy.connection_pool.max_requests_per_connection,
-                    endpoint.principal if tls else None)
+                    endpoint.principal if tls else None, sent)
             finally:
                 cluster.balancer.finished(host)
                 cluster.slots.release(lease, reusable=response is not None and response.keep_alive)
@@ -1067,40 +1349,38 @@ class Sidecar:
     async def _try(self, method: str, path: str, authority: str, headers: Mapping[str, str],
                    body: bytes, host: str, tls: bool, attempt: int, until: float | None,
                    peer: str | None, per_connection: int = 0, identity: str | None = None,
+                   sent: tuple[_Upstream, asyncio.Future[_Response]] | None = None,
                    ) -> tuple[retries.Outcome, _Response | None]:
         """One attempt on one host: returns the outcome and the response (if one came).
         `per_connection`: `maxRequestsPerConnection` (0 = keep connections alive);
-        `identity`: the SPIFFE id the server must present over mTLS (secure naming)."""
+        `identity`: the SPIFFE id the server must present over mTLS (secure naming);
+        `sent`: the fast path already sent this try on a kept-alive connection."""
         loop = self.loop
         assert loop is not None
-        lines = [f"{method} {path} HTTP/1.1", f"host: {authority}"]
-        if peer is not None:  # outbound: this proxy numbers the tries and names its workload
-            lines += [f"{k}: {v}" for k, v in headers.items() if k not in _NOT_FORWARDED]
-            lines.append(f"x-envoy-attempt-count: {attempt}")
-            lines.append(f"{_PEER_HEADER}: {peer}")
-        else:
-            lines += [f"{k}: {v}" for k, v in headers.items() if k not in _HOP_BY_HOP]
-        if body or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"content-length: {len(body)}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        data = _request_bytes(method, path, authority, headers, body, attempt, peer)
         timer: asyncio.TimerHandle | None = None
         for fresh in (False, True):
             conn = None
-            idle = None if fresh else self._idle.get((host, tls))
-            while idle:
-                candidate = idle.pop()
-                if not candidate.closed:
-                    conn = candidate
-                    break
-            try:
-                if conn is None:
-                    conn = await self._connect(host, tls, until, identity)
-            except _Timeout:
-                return retries.Outcome.of(retries.PER_TRY_TIMEOUT), None
-            except (OSError, ssl.SSLError, asyncio.TimeoutError, security.IdentityError):
-                return retries.Outcome.of(retries.CONNECT_FAILURE), None
-            reused = conn.requests > 0
-            waiter = conn.send(data, method == "HEAD")
+            if sent is not None:
+                conn, waiter = sent
+                sent = None
+                reused = True  # the fast path only sends on kept-alive connections
+            else:
+                idle = None if fresh else self._idle.get((host, tls))
+                while idle:
+                    candidate = idle.pop()
+                    if not candidate.closed:
+                        conn = candidate
+                        break
+                try:
+                    if conn is None:
+                        conn = await self._connect(host, tls, until, identity)
+                except _Timeout:
+                    return retries.Outcome.of(retries.PER_TRY_TIMEOUT), None
+                except (OSError, ssl.SSLError, asyncio.TimeoutError, security.IdentityError):
+                    return retries.Outcome.of(retries.CONNECT_FAILURE), None
+                reused = conn.requests > 0
+                waiter = conn.send(data, method == "HEAD")
             if until is not None:
                 timer = loop.call_at(until, _expire, waiter)
             try:
@@ -1118,12 +1398,17 @@ class Sidecar:
             finally:
                 if timer is not None:
                     timer.cancel()
-            if per_connection and conn.requests >= per_connection:
-                conn.close()
-            elif response.keep_alive and not conn.closed:
-                self._idle.setdefault((host, tls), []).append(conn)
+            self._keep_or_close(conn, host, tls, response, per_connection)
             return retries.Outcome(retries.RESPONSE, response.status, conn.special), response
         raise AssertionError("unreachable")
+
+    def _keep_or_close(self, conn: _Upstream, host: str, tls: bool, response: _Response,
+                       per_connection: int) -> None:
+        """After a response: back to the host's idle connections, or closed at its cap."""
+        if per_connection and conn.requests >= per_connection:
+            conn.close()
+        elif response.keep_alive and not conn.closed:
+            self._idle.setdefault((host, tls), []).append(conn)
 
     async def _connect(self, host: str, tls: bool, until: float | None,
                        identity: str | None = None) -> _Upstream:
@@ -1140,7 +1425,7 @@ class Sidecar:
         context = self._client_tls if tls else None
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Upstream(host), address, int(port), ssl=context,
+                loop.create_connection(lambda: _Upstream(host, loop), address, int(port), ssl=context,
                                        server_hostname="" if context else None), limit)
         except asyncio.TimeoutError:
             if until is not None and loop.time() >= until:
@@ -1173,11 +1458,12 @@ class Sidecar:
         await self._attempts(req.method, path, authority, copy, req.body, found, state, None,
                              self._peer, self._use_tls)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         assert self.loop is not None
         task = self.loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- inbound -----------------------------------------------------------------------------
 

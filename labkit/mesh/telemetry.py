@@ -51,14 +51,23 @@ LABEL_NAMES: tuple[str, ...] = (
 _IDS = random.Random()  # ids need not be seeded or secret, only unique; os.urandom costs a syscall
 
 
+_UUID_BITS = (1 << 128) - 1 - (0xF << 76) - (0xC << 60)
+_UUID_V4 = (0x4 << 76) | (0x8 << 60)
+
+
 def new_request_id() -> str:
-    """A UUIDv4 string, as Envoy generates for `x-request-id`."""
-    h = f"{_IDS.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A UUIDv4 string, as Envoy generates for `x-request-id` (version nibble 4, variant 10xx;
+    the bits are set arithmetically: this runs once per request)."""
+    h = f"{_IDS.getrandbits(128) & _UUID_BITS | _UUID_V4:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _hex_id(bits: int) -> str:
     return f"{_IDS.getrandbits(bits) or 1:0{bits // 4}x}"
+
+
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
 
 
 class TraceContext(NamedTuple):
@@ -82,7 +91,7 @@ class TraceContext(NamedTuple):
             sampled = bool(int(parts[3], 16) & 1)
         except ValueError:
             return None
-        if parts[1] == "0" * 32 or parts[2] == "0" * 16:
+        if parts[1] == _ZERO_TRACE or parts[2] == _ZERO_SPAN:
             return None
         return cls(parts[1], parts[2], sampled)
 
@@ -93,7 +102,11 @@ class TraceContext(NamedTuple):
     @classmethod
     def start(cls) -> TraceContext:
         """A fresh trace, as a sidecar with a tracer starts one when the app sent none."""
-        return cls(_hex_id(128), _hex_id(64))
+        ids = f"{_IDS.getrandbits(192):048x}"  # both ids from one draw: once per request
+        trace_id, span_id = ids[:32], ids[32:]
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # all-zero ids are invalid
+            return cls(_hex_id(128), _hex_id(64))
+        return cls(trace_id, span_id)
 
     def child(self) -> TraceContext:
         return TraceContext(self.trace_id, self.new_span_id(), self.sampled)
@@ -170,15 +183,15 @@ class Metrics:
     """`istio_requests_total` and `istio_request_duration_milliseconds` for one proxy.
 
     `record(base, code, flags, ms)`: `base` is the tuple of the first 16 label values (see
-    LABEL_NAMES), built once per peer and reused, so a request costs two dict updates and a
-    bisect.
+    LABEL_NAMES), built once per peer and reused, so a request costs one dict lookup, three
+    list updates and a bisect; label text is made only when the metrics are read.
     """
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[tuple[str, ...], str, str], list[float]] = {}
+        self._counts: dict[tuple[tuple[str, ...], int, str], list[float]] = {}
 
     def record(self, base: tuple[str, ...], code: int, flags: str, duration_ms: float) -> None:
-        key = (base, str(code), flags)
+        key = (base, code, flags)
         row = self._counts.get(key)
         if row is None:
             # [count, sum, bucket counts..., +Inf]
@@ -191,7 +204,7 @@ class Metrics:
         """(labels, request count, duration sum in ms) per label set."""
         out = []
         for (base, code, flags), row in list(self._counts.items()):
-            out.append((dict(zip(LABEL_NAMES, (*base, code, flags))), int(row[0]), row[1]))
+            out.append((dict(zip(LABEL_NAMES, (*base, str(code), flags))), int(row[0]), row[1]))
         return out
 
     def total(self, **labels: str) -> int:
@@ -203,7 +216,7 @@ class Metrics:
         """Prometheus text exposition format (version 0.0.4)."""
         lines = ["# TYPE istio_requests_total counter"]
         rows = list(self._counts.items())
-        rendered = [(_labels(dict(zip(LABEL_NAMES, (*base, code, flags)))), row)
+        rendered = [(_labels(dict(zip(LABEL_NAMES, (*base, str(code), flags)))), row)
                     for (base, code, flags), row in rows]
         for labels, row in rendered:
             lines.append(f"istio_requests_total{{{labels}}} {int(row[0])}")
