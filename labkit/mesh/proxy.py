@@ -766,6 +766,9 @@ class Sidecar:
         self.mesh = MeshConfig()
         self.config_version = 0
         self.pushes = 0
+        self.fast_path_requests = 0
+        """Outbound requests `_outbound_fast` took, counting those it later handed to a task
+        (a retry, a new connection): shows the fast path was used."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._inbounds: dict[str, _Inbound] = {}
@@ -1058,6 +1061,7 @@ class Sidecar:
         endpoint = cluster.endpoints[host]
         flight = _InFlight(self, req, conn, target.service, cluster, state, host, endpoint,
                            self._use_tls(endpoint, cluster.policy), lease, now, rid, span, parent)
+        self.fast_path_requests += 1
         idle = self._idle.get((host, flight.tls))
         while idle:
             upstream = idle.pop()
