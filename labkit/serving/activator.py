@@ -15,6 +15,11 @@ activator keeps a throttler:
   with room, otherwise round robin; the request goes to the pod's queue-proxy with
   ``K-Proxy-Request: activator`` so the pod does not count it a second time.
 
+Each answer it forwards gets one more ``Server-Timing`` line, after what the pod sent:
+``activator-wait;dur=`` is the time the request was buffered for a pod slot (a whole cold start
+when the revision was at zero) and ``activator;dur=`` the rest of its time here, the call to the
+pod excluded (milliseconds). A labkit addition, so a notebook sees the hop per request.
+
 It reports its own per-revision concurrency and request rate each second (what the autoscaler
 sees while the revision has no pods). One activator serves one Knative Service here (Knative
 runs a shared, replicated one); it listens on its own port, routing by the
@@ -34,6 +39,7 @@ from collections.abc import Callable, Mapping
 from labkit.core.loop import BackgroundLoop
 from labkit.serving.queue_proxy import (
     PROXY_HEADER,
+    SERVER_TIMING,
     HttpServer,
     Request,
     RequestStats,
@@ -41,6 +47,7 @@ from labkit.serving.queue_proxy import (
     Stat,
     UpstreamPool,
     error_response,
+    timing_entry,
 )
 from labkit.serving.revision import LiveRevision, ServingPod
 
@@ -208,13 +215,19 @@ class Activator:
                 return error_response(
                     503, f"activator: revision {revision.name} had no ready pod within "
                     f"timeoutSeconds={revision.spec.timeout}")
+            acquired = time.monotonic()
             try:
                 assert pod.proxy is not None
                 pool = self._pools.get(pod.proxy.port)
                 if pool is None:
                     pool = self._pools[pod.proxy.port] = UpstreamPool(pod.proxy.port)
                 self.forwarded += 1
-                return await pool.send(request, [(PROXY_HEADER, "activator")])
+                sent = time.monotonic()
+                response = await pool.send(request, [(PROXY_HEADER, "activator")])
+                response.headers.append((SERVER_TIMING, (
+                    f"{timing_entry('activator-wait', acquired - arrived)}, "
+                    f"{timing_entry('activator', sent - acquired)}")))
+                return response
             except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
                 return error_response(502, f"activator: pod {pod.name} did not answer: {exc}")
             finally:

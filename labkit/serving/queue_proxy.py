@@ -17,6 +17,11 @@ and writer below are shared by the ingress and the activator: whole bodies are b
 (Content-Length or chunked in; Content-Length out), which keeps each hop to a few hundred
 microseconds on a laptop.
 
+Each answer the queue-proxy forwards gets one more ``Server-Timing`` line, ``queue-proxy;dur=``
+(milliseconds), after whatever the container sent: the time the request spent in this hop, the
+breaker's queue included, the call to the container excluded. It is a labkit addition (Knative
+reports these times as metrics, not headers) so a notebook can see the hop per request.
+
 Followed: knative/serving ``pkg/queue/{handler.go,breaker.go}``, networking
 ``pkg/http/stats/request.go``, per /work/shared/reference/knative-kpa.md section 6.
 """
@@ -36,6 +41,7 @@ from labkit.net import HOST
 __all__ = [
     "PROBE_HEADER",
     "PROXY_HEADER",
+    "SERVER_TIMING",
     "Breaker",
     "HttpServer",
     "QueueFull",
@@ -48,12 +54,15 @@ __all__ = [
     "error_response",
     "read_request",
     "read_response",
+    "timing_entry",
 ]
 
 PROXY_HEADER = "K-Proxy-Request"
 """Set to "activator" on requests the activator forwards."""
 PROBE_HEADER = "K-Network-Probe"
 """A probe the queue-proxy answers itself (is my container ready?) instead of forwarding."""
+SERVER_TIMING = "Server-Timing"
+"""Each hop appends its own line; HTTP lets a list-valued field repeat, so nothing is rewritten."""
 REVISION_RESPONSE_HEADER = "x-labkit-revision"
 """labkit-only: which revision answered, so a student can watch a traffic split."""
 _HOP_BY_HOP = frozenset({
@@ -119,6 +128,11 @@ class Response:
         lines.append(f"Connection: {'keep-alive' if keep_alive else 'close'}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return head if method == "HEAD" or self.status in _NO_BODY else head + self.body
+
+
+def timing_entry(name: str, seconds: float) -> str:
+    """One W3C Server-Timing metric, `name;dur=<milliseconds>`."""
+    return f"{name};dur={seconds * 1000:.3f}"
 
 
 def error_response(status: int, message: str) -> Response:
@@ -491,7 +505,7 @@ class QueueProxy:
         start = self._clock()
         self.stats.arrive(start, proxied)
         try:
-            response = await self._limited(request)
+            response = await self._limited(request, start)
         finally:
             end = self._clock()
             self.stats.depart(end, proxied)
@@ -499,28 +513,33 @@ class QueueProxy:
             self._observe(end - start, response.status)
         return response
 
-    async def _limited(self, request: Request) -> Response:
+    async def _limited(self, request: Request, start: float) -> Response:
         breaker = self.breaker
         if breaker is None:
-            return await self._forward(request)
+            return await self._forward(request, start)
         try:
             breaker.enter()
         except QueueFull as exc:
             return error_response(503, f"overload: {exc}")
         try:
-            return await self._forward(request, breaker)
+            return await self._forward(request, start, breaker)
         finally:
             breaker.leave()
 
-    async def _forward(self, request: Request, breaker: Breaker | None = None) -> Response:
+    async def _forward(self, request: Request, start: float,
+                       breaker: Breaker | None = None) -> Response:
         async def run() -> Response:
             if breaker is not None:
                 await breaker.acquire()
             try:
-                return await self._upstream.send(request)
+                sent = self._clock()
+                response = await self._upstream.send(request)
             finally:
                 if breaker is not None:
                     breaker.release()
+            # From `sent` on the time is the container's; what is left after is a few statements.
+            response.headers.append((SERVER_TIMING, timing_entry("queue-proxy", sent - start)))
+            return response
 
         try:
             return await asyncio.wait_for(run(), self.timeout_seconds or None)

@@ -52,16 +52,21 @@ CELLS = [
         We apply the iris InferenceService from lab 08 and call it **through the mesh**, as a pod in the
         cluster would: to our client sidecar's outbound listener, with the Host name KServe gives the service
         (`sklearn-iris.default.example.com`). The sidecar finds the service, opens a mutual-TLS connection to
-        the service's sidecar, which hands the request to Knative's route and queue-proxy, then to the model
-        server.
+        the service's sidecar, which hands the request to Knative's route, activator and queue-proxy, then to
+        the model server.
 
         Three sources time each request, all joined by the `x-request-id` the client sidecar assigns:
 
         * our own clock around the call (end to end);
         * each sidecar's access log: how long it held the request, and how long its upstream took;
-        * the model server's `Server-Timing` header: `decode`, `predict`, `encode`.
+        * the `Server-Timing` header, to which every hop on the way back appends its own entries: the model
+          server's `decode`, `predict`, `encode`, then the queue-proxy's `queue-proxy` and the activator's
+          `activator-wait` (held waiting for a pod) and `activator` — each the time spent *in* that hop,
+          the call to the next one excluded.
 
-        The difference of nested times is the time of one hop. The same requests are also sent straight to
+        The difference of nested times is the time of one hop. What no hop reports — handing the request
+        over HTTP from the route to the activator to the queue-proxy to the model server and back — is what
+        is left of the server sidecar's upstream time once the headers' entries are taken off it. The same requests are also sent straight to
         the InferenceService's local URL (no mesh) for comparison, alternating, so both see the same machine.
         """),
     code("path-setup", """
@@ -91,8 +96,9 @@ CELLS = [
         metadata: {name: default, namespace: default}
         spec: {mtls: {mode: DISABLE}}
         '''
-        HOPS_LIVE = ("client library + loopback", "client sidecar + wire", "server sidecar",
-                     "Knative route + queue-proxy", "decode", "predict", "encode")
+        KNATIVE_HOPS = ("activator-wait", "activator", "queue-proxy")
+        HOPS_LIVE = ("client library + loopback", "client sidecar + wire", "server sidecar", *KNATIVE_HOPS,
+                     "Knative HTTP hand-offs", "decode", "predict", "encode")
 
 
         def measure_path(cluster: LocalCluster, n: int = 300) -> list[dict[str, float]]:
@@ -120,8 +126,9 @@ CELLS = [
                     "client library + loopback": through_mesh - out.duration_ms,
                     "client sidecar + wire": out.duration_ms - into.duration_ms,
                     "server sidecar": into.duration_ms - into.upstream_ms,
-                    "Knative route + queue-proxy": into.upstream_ms - sum(model.values()),
-                    **model, "end to end": through_mesh, "no mesh": straight,
+                    "Knative HTTP hand-offs": into.upstream_ms - sum(model.values()),
+                    **dict.fromkeys(KNATIVE_HOPS, 0.0), **model,  # 0 for a hop not in the path
+                    "end to end": through_mesh, "no mesh": straight,
                 })
             return rows
 
@@ -165,6 +172,7 @@ CELLS = [
         assert mtls_requests >= 300 and plain_requests >= 300, "the server sidecar saw both kinds of connection"
         assert on["end to end"] > on["no mesh"] and off["end to end"] > off["no mesh"], "two proxies cost time"
         assert on["predict"] > on["decode"] and on["predict"] > on["encode"]
+        assert on["queue-proxy"] > 0 and off["queue-proxy"] > 0, "each request's queue-proxy timed itself"
         assert pids and not any(process_alive(pid) for pid in pids), "the cluster should have stopped the model server"
         print("✓ 300 requests each with and without mTLS; the mesh adds time; predict is the model server's biggest part")
         """),
@@ -190,7 +198,11 @@ CELLS = [
         What the numbers say (yours differ in detail; the shape does not):
 
         * For a small model the **model's own work is a fraction of a millisecond**; the HTTP layers around it
-          (client library, two sidecars, Knative's route and queue-proxy) cost as much or more.
+          (client library, two sidecars, the hand-offs between Knative's route, activator and queue-proxy)
+          cost as much or more.
+        * **Knative's hops** report their own time in `Server-Timing`: the activator and the queue-proxy
+          themselves take a few microseconds (a slot to take, counters to update). Their cost is not their
+          logic but the HTTP hand-offs between them: each hop parses and re-sends the request.
         * **The proxy layer** — both sidecars — adds a few tenths of a millisecond per request. mTLS makes the
           hop between them a little slower: encrypting and decrypting each request (the handshake is paid once
           per connection, and connections are kept alive). On a real cluster each hop also crosses a network
@@ -238,7 +250,7 @@ CELLS = [
             digits = inference_service(cluster, "digits")
             pods_before = digits.predictor.revision().replica_count
             with httpx.Client(base_url=cluster.client().outbound_url, timeout=60) as mesh:
-                cold_ms, _ = timed(mesh, "digits.default.example.com", "digits", DIGIT)
+                cold_ms, cold_timing = timed(mesh, "digits.default.example.com", "digits", DIGIT)
                 warm = [timed(mesh, "digits.default.example.com", "digits", DIGIT) for _ in range(50)]
                 iris_warm = [timed(mesh, HOST, "sklearn-iris", BODY) for _ in range(50)]
             [cold_start] = digits.cold_starts()
@@ -251,6 +263,8 @@ CELLS = [
                       "iris": statistics.median(t["predict"] for _, t in iris_warm)}
         print(f"digits pods before the first request: {pods_before}")
         print(f"cold request (from zero): {cold_ms:7.1f} ms   (pod start measured by Knative: {cold_start.seconds:.2f} s)")
+        print(f"  of which held by the activator waiting for the pod (its Server-Timing activator-wait): "
+              f"{cold_timing['activator-wait']:7.1f} ms")
         print(f"warm request, median:     {warm_ms:7.2f} ms   <- every request with minReplicas: 1")
         for name, s in startup.items():
             print(f"{name:<7} process start {s['process_start_seconds']:.2f} s, model load {s['model_load_seconds']:.2f} s, "
@@ -260,6 +274,7 @@ CELLS = [
         assert pods_before == 0 and cold_start.from_zero
         assert cold_ms > 20 * warm_ms, "a request from zero waits for a whole pod start"
         assert cold_ms / 1000 > startup["digits"]["model_load_seconds"] > 0
+        assert cold_timing["activator-wait"] > cold_ms / 2, "the activator held the cold request for most of its time"
         assert predict_ms["digits"] > 3 * predict_ms["iris"], "100 trees cost more than one dot product"
         assert len(pids) == 2 and not any(process_alive(pid) for pid in pids), "no model server should be left"
         print("✓ from zero: the first request waited for process start + model load; warm requests did not")
