@@ -33,12 +33,12 @@ import asyncio
 import json
 import os
 import random
-import signal
 from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-_MAX_HEAD = 64 * 1024
+from labkit.apps.serve import read_head, serve_until_signalled
+
 _UPSTREAM_TIMEOUT = 30.0
 # What Istio asks applications to propagate (istio-semantics.md §9), plus Bookinfo's end-user.
 PROPAGATED = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid",
@@ -148,60 +148,40 @@ async def answer(request_headers: dict[str, str], config: Config, rng: random.Ra
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, config: Config,
-                 rng: random.Random, env: dict[str, str], open_writers: set[asyncio.StreamWriter]) -> None:
-    open_writers.add(writer)
-    try:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                return
-            lines = head.decode("latin-1").split("\r\n")
-            parts = lines[0].split()
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                if line:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-            if len(parts) != 3 or not headers.get("content-length", "0").isdigit():
-                status, payload, keep_alive = 400, {"error": "bad request line or content-length"}, False
+                 rng: random.Random, env: dict[str, str]) -> None:
+    while True:
+        lines = await read_head(reader)
+        if lines is None:
+            return
+        parts = lines[0].split()
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        if len(parts) != 3 or not headers.get("content-length", "0").isdigit():
+            status, payload, keep_alive = 400, {"error": "bad request line or content-length"}, False
+        else:
+            await reader.readexactly(int(headers.get("content-length", "0")))
+            keep_alive = headers.get("connection", "").lower() != "close" and parts[2] == "HTTP/1.1"
+            if parts[1].split("?")[0] == "/healthz":
+                status, payload = 200, {"status": "ok", "service": config.service, "version": config.version}
             else:
-                await reader.readexactly(int(headers.get("content-length", "0")))
-                keep_alive = headers.get("connection", "").lower() != "close" and parts[2] == "HTTP/1.1"
-                if parts[1].split("?")[0] == "/healthz":
-                    status, payload = 200, {"status": "ok", "service": config.service, "version": config.version}
-                else:
-                    status, payload = await answer(headers, config, rng, env)
-            body = (json.dumps(payload, indent=1) + "\n").encode()
-            writer.write((f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\nx-demo-version: {config.version}\r\n"
-                          f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n").encode("latin-1") + body)
-            await writer.drain()
-            if not keep_alive:
-                return
-    except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-        return
-    finally:
-        open_writers.discard(writer)
-        writer.close()
+                status, payload = await answer(headers, config, rng, env)
+        body = (json.dumps(payload, indent=1) + "\n").encode()
+        writer.write((f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\nx-demo-version: {config.version}\r\n"
+                      f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+        if not keep_alive:
+            return
 
 
 async def main() -> None:
     env = dict(os.environ)
     config = Config.from_env(env)
     rng = random.Random(int(env.get("SEED", "0") or 0))
-    open_writers: set[asyncio.StreamWriter] = set()
-    server = await asyncio.start_server(lambda r, w: _serve(r, w, config, rng, env, open_writers),
-                                        "127.0.0.1", int(env.get("PORT", "8080")), limit=_MAX_HEAD)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.close()
-    for writer in list(open_writers):
-        writer.close()
-    await asyncio.wait_for(server.wait_closed(), timeout=2.0)
+    await serve_until_signalled(lambda r, w: _serve(r, w, config, rng, env), int(env.get("PORT", "8080")))
 
 
 if __name__ == "__main__":
