@@ -1,8 +1,9 @@
 """The sidecar's outbound fast path (`Sidecar._outbound_fast`) must behave exactly like the
 general router: each case runs once on the default route (fast path) and once with a catch-all
 VirtualService (general path), against an upstream scripted by request count, and both runs
-must give the expected outcome and the same responses, access log, tries, pool and balancer
-state. The fast-path run must really have used the fast path (`Sidecar.fast_path_requests`)."""
+must give the expected outcome and the same responses, access log, tries, forwarded headers
+(in order) and bodies, pool and balancer state. The fast-path run must really have used the
+fast path (`Sidecar.fast_path_requests`), or not, where the case says it must not."""
 
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ class _Upstream(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode().lower()] = value.decode()
 
+    def on_body(self, body: bytes) -> None:
+        self.headers[":body"] = self.headers.get(":body", "") + body.decode()
+
     def on_message_complete(self) -> None:
         assert self.transport is not None
         number = len(self.seen)
@@ -85,7 +89,17 @@ class Case:
     flags: tuple[str, ...] = ("-",)
     attempts: tuple[str, ...] = ("1",)
     fast: int = 1
+    head: bytes = b""
+    """Header lines the caller adds to its `GET /x` (with `body`: a POST)."""
+    body: bytes = b""
 
+
+CALLER_ID = "caller-request-1"
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+_CALLER_HEADERS = (b"User-Agent: lab/1\r\nX-Request-Id: " + CALLER_ID.encode() + b"\r\n"
+                   b"Connection: keep-alive\r\nX-Forwarded-For: 10.0.0.9\r\n"
+                   b"traceparent: 00-" + CALLER_TRACE.encode() + b"-00f067aa0ba902b7-01\r\n"
+                   b"x-envoy-attempt-count: 9\r\nX-Custom: a b\r\n")
 
 CASES = {
     "plain 200": Case(()),
@@ -105,6 +119,13 @@ CASES = {
                                 attempts=("1",) * 3, fast=3),
     "3 pipelined requests": Case((), requests=3, pipelined=True, status=("200",) * 3,
                                  flags=("-",) * 3, attempts=("1",) * 3),
+    "the caller's ids and headers": Case((), head=_CALLER_HEADERS),
+    "the caller's ids, retried": Case(("grpc14",), head=_CALLER_HEADERS, attempts=("1", "2")),
+    "a body": Case((), head=b"content-type: text/plain\r\n", body=b"hello"),
+    "a repeated header goes the general way": Case((), head=b"x-a: 1\r\nX-A: 2\r\n", fast=0),
+    "a timeout header goes the general way": Case(
+        (), head=b"x-envoy-upstream-rq-timeout-ms: 5000\r\n", fast=0),
+    "HEAD goes the general way": Case((), head=b"x-head: 1\r\n", fast=0),
 }
 
 
@@ -117,27 +138,40 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0)
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[str, bytes, list[str]]:
+def _request(case: Case | None = None) -> bytes:
+    if case is None:
+        return b"GET /x HTTP/1.1\r\nhost: app\r\n\r\n"
+    if case.body:
+        return (b"POST /x HTTP/1.1\r\nhost: app\r\n%scontent-length: %d\r\n\r\n%s"
+                % (case.head, len(case.body), case.body))
+    method = b"HEAD" if case.head.startswith(b"x-head") else b"GET"
+    return b"%s /x HTTP/1.1\r\nhost: app\r\n%s\r\n" % (method, case.head)
+
+
+async def _read_response(reader: asyncio.StreamReader, head: bool = False,
+                         ) -> tuple[str, bytes, list[str]]:
     status = (await reader.readline()).split()[1].decode()
     headers: dict[str, str] = {}
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.decode().partition(":")
         headers[name.lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    body = b"" if head else await reader.readexactly(int(headers.get("content-length", "0")))
     return status, body, sorted(headers)
 
 
-async def _call(port: int, n: int, pipelined: bool = False) -> list[tuple[str, bytes, list[str]]]:
+async def _call(port: int, n: int, pipelined: bool = False,
+                case: Case | None = None) -> list[tuple[str, bytes, list[str]]]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = b"GET /x HTTP/1.1\r\nhost: app\r\n\r\n"
+    request = _request(case)
+    head = request.startswith(b"HEAD")
     try:
         if pipelined:
             writer.write(request * n)
-            return [await _read_response(reader) for _ in range(n)]
+            return [await _read_response(reader, head) for _ in range(n)]
         out = []
         for _ in range(n):
             writer.write(request)
-            out.append(await _read_response(reader))
+            out.append(await _read_response(reader, head))
         return out
     finally:
         writer.close()
@@ -190,7 +224,7 @@ async def _run(case: Case, general: bool) -> dict[str, Any]:
         elif case.leave_after_tries:
             await _leave(port, lambda: len(seen) == WARM + case.leave_after_tries)
         else:
-            responses = await _call(port, case.requests, case.pipelined)
+            responses = await _call(port, case.requests, case.pipelined, case)
         # Settled: every entry logged and every task the sidecar started has ended (so a
         # retry that should not happen would have been sent by now).
         me = asyncio.current_task()
@@ -201,10 +235,33 @@ async def _run(case: Case, general: bool) -> dict[str, Any]:
             "responses": responses,
             "log": [line.split('"')[2].split()[:2] for line in sidecar.access_log()[WARM:]],
             "attempts": [h.get("x-envoy-attempt-count") for h in seen[WARM:]],
+            "forwarded": [_masked(h) for h in seen[WARM:]],
+            "logged": [_logged(line) for line in sidecar.access_log()[WARM:]],
             "stats": stats(),
             "active": sorted(cluster.balancer.active.values()),  # ports differ per run
             "fast": sidecar.fast_path_requests - fast_before,
         }
+
+
+def _masked(headers: dict[str, str]) -> list[tuple[str, str]]:
+    """Forwarded headers in order, with the ids a sidecar draws at random masked."""
+    out = []
+    for name, value in headers.items():
+        if name == "x-request-id" and value != CALLER_ID:
+            value = "<new id>"
+        elif name == "traceparent":
+            version, trace, _, sampled = value.split("-")
+            value = "-".join((version, trace if trace == CALLER_TRACE else "<new trace>",
+                              "<this hop's span>", sampled))
+        out.append((name, value))
+    return out
+
+
+def _logged(line: str) -> tuple[str, ...]:
+    """An access-log line's request line, forwarded-for, user agent, request id, authority."""
+    quoted = line.split('"')
+    rid = quoted[9] if quoted[9] == CALLER_ID else "<new id>"
+    return quoted[1], quoted[5], quoted[7], rid, quoted[11]
 
 
 @pytest.mark.parametrize("name", list(CASES))

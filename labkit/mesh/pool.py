@@ -77,7 +77,7 @@ class PoolLimits:
         )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Lease:
     """One request's place in the pool.
 

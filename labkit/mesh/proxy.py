@@ -10,9 +10,11 @@ of the pure policy modules in `labkit.mesh`, and what happened is recorded by
 Why it is built this way: a sidecar's overhead is the number students measure (lab 03) and the
 budget is under half a millisecond per hop, so the HTTP machinery is asyncio Protocols with
 `httptools` parsing (no framework; one task per client connection, not per request), upstream
-connections are kept alive and reused, and all policy work is O(1) per request. The common
-outbound request (default route, no limits or timers, a kept-alive upstream connection) takes
-a fast path without any task (`Sidecar._outbound_fast`, which says when it applies). Bodies are
+connections are kept alive and reused, and all policy work is O(1) per request. Header lines
+stay bytes as parsed and are decoded only when a decision needs them (`_HttpRequest.headers`).
+The common outbound request (default route, no limits or timers, a kept-alive upstream
+connection) takes a fast path without any task, future or decoding, its header lines
+forwarded as they came (`Sidecar._outbound_fast`, which says when it applies). Bodies are
 buffered whole, as Envoy does when it may retry; there is no streaming, HTTP/2 or WebSocket.
 A caller that disconnects mid-request cancels the upstream try (logged with code 0, flag DC).
 
@@ -73,6 +75,10 @@ _PEER_HEADER = "x-envoy-peer-metadata-id"
 """Carries the caller's `<workload>.<namespace>` to the server sidecar and is removed there
 (Istio's metadata exchange uses `x-envoy-peer-metadata[-id]` for the same purpose)."""
 _NOT_FORWARDED = _HOP_BY_HOP | {"x-envoy-attempt-count", _PEER_HEADER}
+# The same names as bytes, for the paths that handle header lines without decoding them.
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in _HOP_BY_HOP)
+_NOT_FORWARDED_BYTES = frozenset(name.encode() for name in _NOT_FORWARDED)
+_TIMEOUT_HEADER = b"x-envoy-upstream-rq-timeout-ms"
 _INBOUND_RETRIES = retries.RetryPolicy(attempts=2, retry_on=frozenset({"reset-before-request"}),
                                        previous_hosts=False)
 """Istio >= 1.24's inbound retry policy: the hop to the local app is retried on connect failure."""
@@ -161,41 +167,69 @@ class TlsProvider(Protocol):
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
-_STATUS_LINES: dict[int, str] = {}
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = \
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode("latin-1")
+    return line
+
+
+def _end_of_head(body: bytes, keep_alive: bool) -> bytes:
+    return b"content-length: %d\r\n%s" % (
+        len(body), b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
 
 
 def _render(status: int, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
             head_only: bool = False) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-    head = "".join([line, *[f"{k}: {v}\r\n" for k, v in headers],
-                    f"content-length: {len(body)}\r\n",
-                    "\r\n" if keep_alive else "connection: close\r\n\r\n"]).encode("latin-1")
+    head = b"".join([_status_line(status),
+                     "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1"),
+                     _end_of_head(body, keep_alive)])
     return head if head_only else head + body
 
 
+RawHeaders = list[tuple[bytes, bytes]]
+"""Header lines as parsed: (lower-case name, value), in order, repeats kept."""
+
+
+def _header_dict(raw: RawHeaders) -> dict[str, str]:
+    """Decoded headers; a repeated header's values joined with commas (RFC 9110 5.3)."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return headers
+
+
 class _HttpRequest:
+    """One parsed request. `headers` (decoded, mutable) is built on first use: the outbound
+    fast path forwards the `raw` header lines without ever decoding them."""
+
     __slots__ = (
+        "_headers",
         "authority",
         "body",
-        "headers",
         "keep_alive",
         "method",
         "path",
+        "raw",
         "received",
         "target",
     )
 
-    def __init__(self, method: str, target: str, headers: dict[str, str], body: bytes,
+    def __init__(self, method: str, target: str, raw: RawHeaders, body: bytes,
                  keep_alive: bool) -> None:
         self.method = method
         self.target = target
-        self.headers = headers
+        self.raw = raw
+        self._headers: dict[str, str] | None = None
         self.body = body
         self.keep_alive = keep_alive
         self.received = 0.0
-        authority = headers.get("host", "")
+        authority = self.header("host")
         path = target
         if not target.startswith("/") and "://" in target:  # absolute form (proxy request)
             url = httptools.parse_url(target.encode("latin-1"))
@@ -206,6 +240,20 @@ class _HttpRequest:
                 path += "?" + url.query.decode("latin-1")
         self.authority = authority
         self.path = path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = _header_dict(self.raw)
+        return self._headers
+
+    def header(self, name: str) -> str:
+        """One header's value ("" when absent), without building `headers` for it."""
+        if self._headers is not None:
+            return self._headers.get(name, "")
+        key = name.encode("latin-1")
+        values = [value for have, value in self.raw if have == key]
+        return b",".join(values).decode("latin-1")
 
 
 class _Response:
@@ -257,7 +305,8 @@ class _Downstream(asyncio.Protocol):
         self.remote = ""
         self.local = ""
         self._url = b""
-        self._headers: dict[str, str] = {}
+        self._raw: RawHeaders = []
+        self._expect = b""
         self._head_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
@@ -321,7 +370,8 @@ class _Downstream(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = {}
+        self._raw = []
+        self._expect = b""
         self._head_bytes = 0
         self._body = []
         self._body_bytes = 0
@@ -336,16 +386,13 @@ class _Downstream(asyncio.Protocol):
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > _MAX_HEAD:
             raise _BadRequest(431, "Request Header Fields Too Large")
-        key = name.decode("latin-1").lower()
-        headers = self._headers
-        if key in headers:
-            headers[key] = f"{headers[key]},{value.decode('latin-1')}"
-        else:
-            headers[key] = value.decode("latin-1")
+        key = name.lower()
+        if key == b"expect":
+            self._expect = value
+        self._raw.append((key, value))
 
     def on_headers_complete(self) -> None:
-        if "expect" in self._headers and self._headers["expect"].lower() == "100-continue" \
-                and self.transport:
+        if self._expect.lower() == b"100-continue" and self.transport:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -356,7 +403,7 @@ class _Downstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode("latin-1")
-        request = _HttpRequest(method, self._url.decode("latin-1"), self._headers,
+        request = _HttpRequest(method, self._url.decode("latin-1"), self._raw,
                                b"".join(self._body), self.parser.should_keep_alive())
         request.received = time.time()
         if self.fast is not None and self.inflight is None and not self._active \
@@ -375,21 +422,32 @@ class _Downstream(asyncio.Protocol):
         else:
             self._notify()
 
+    @staticmethod
+    def _rendered(request: _HttpRequest, response: _Response, keep: bool) -> tuple[bytes, bool]:
+        keep = keep and request.keep_alive
+        return _render(response.status, response.headers, response.body, keep,
+                       request.method == "HEAD"), keep
+
     def answer(self, request: _HttpRequest, response: _Response, keep: bool) -> None:
         """Write the response to `request` (closing the connection unless `keep`)."""
-        keep = keep and request.keep_alive
+        self._write(*self._rendered(request, response, keep))
+
+    def _write(self, data: bytes, keep: bool) -> None:
         if self._closed or self.transport is None:
             return
-        self.transport.write(_render(response.status, response.headers, response.body,
-                                     keep, request.method == "HEAD"))
+        self.transport.write(data)
         if not keep:
             self.transport.close()
             self._closed = True
 
     def answered_fast(self, request: _HttpRequest, response: _Response, keep: bool) -> None:
         """The fast path's answer: write it, then serve what queued up meanwhile."""
+        self.answered_raw(*self._rendered(request, response, keep))
+
+    def answered_raw(self, data: bytes, keep: bool) -> None:
+        """`answered_fast` with the response already rendered."""
         self.inflight = None
-        self.answer(request, response, keep)
+        self._write(data, keep)
         if self._queue and not self._closed:
             self._resume_queue()
 
@@ -440,12 +498,22 @@ class _Timeout(Exception):
     pass
 
 
-_RETRY_HEADERS = frozenset({"grpc-status", "x-envoy-ratelimited"})
+_RETRY_HEADERS = frozenset({b"grpc-status", b"x-envoy-ratelimited"})
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 _NO_HEADERS: Mapping[str, str] = {}
 
 
+class _Listener(Protocol):
+    """Who takes a response by callback instead of a future (`_Upstream.send_to`)."""
+
+    def responded(self, status: int, headers: RawHeaders, body: bytes, keep: bool) -> None: ...
+
+    def failed(self, exc: Exception) -> None: ...
+
+
 class _Upstream(asyncio.Protocol):
-    """One kept-alive connection to an upstream host: one request at a time.
+    """One kept-alive connection to an upstream host: one request at a time. The response
+    goes to a future (`send`) or, without one, to a listener's callbacks (`send_to`).
 
     `loop` is kept because `asyncio.get_running_loop()` costs a getpid() system call per use
     on Python 3.11, and `send` runs once per request."""
@@ -458,9 +526,10 @@ class _Upstream(asyncio.Protocol):
         self.closed = False
         self.requests = 0
         self.waiter: asyncio.Future[_Response] | None = None
+        self.listener: _Listener | None = None
         self._head = False
         self._status = 0
-        self._headers: list[tuple[str, str]] = []
+        self._headers: RawHeaders = []
         self._body: list[bytes] = []
         self._headers_done = False
         self._bounded = False
@@ -471,8 +540,19 @@ class _Upstream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def send(self, data: bytes, head: bool) -> asyncio.Future[_Response]:
+        waiter = self.loop.create_future()
+        self._start(data, head, waiter, None)
+        return waiter
+
+    def send_to(self, data: bytes, listener: _Listener) -> None:
+        """Send a request (not HEAD) whose response goes to `listener`."""
+        self._start(data, False, None, listener)
+
+    def _start(self, data: bytes, head: bool, waiter: asyncio.Future[_Response] | None,
+               listener: _Listener | None) -> None:
         assert self.transport is not None
-        self.waiter = self.loop.create_future()
+        self.waiter = waiter
+        self.listener = listener
         self._head = head
         self._status = 0
         self._headers = []
@@ -482,7 +562,9 @@ class _Upstream(asyncio.Protocol):
         self.special = _NO_HEADERS
         self.requests += 1
         self.transport.write(data)
-        return self.waiter
+
+    def _awaited(self) -> bool:
+        return self.listener is not None or (self.waiter is not None and not self.waiter.done())
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -491,13 +573,12 @@ class _Upstream(asyncio.Protocol):
             self._lose(_ConnectionTerminated("upstream sent a malformed response"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        if key in ("content-length", "transfer-encoding"):
+        key = name.lower()
+        if key in _FRAMING_HEADERS:
             self._bounded = True
         elif key in _RETRY_HEADERS:
-            self.special = {**self.special, key: text}
-        self._headers.append((key, text))
+            self.special = {**self.special, key.decode("latin-1"): value.decode("latin-1")}
+        self._headers.append((key, value))
 
     def on_headers_complete(self) -> None:
         self._status = self.parser.get_status_code()
@@ -509,29 +590,39 @@ class _Upstream(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
+        if self._awaited():
             self._complete(self.parser.should_keep_alive())
 
     def _complete(self, keep: bool) -> None:
         waiter, self.waiter = self.waiter, None
+        listener, self.listener = self.listener, None
         if not keep:
             self.close()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(_Response(self._status, self._headers, b"".join(self._body), keep))
+        body = b"".join(self._body)
+        if listener is not None:
+            listener.responded(self._status, self._headers, body, keep)
+        elif waiter is not None and not waiter.done():
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
+            waiter.set_result(_Response(self._status, headers, body, keep))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
+        if self._awaited():
             if self._headers_done and not self._bounded:  # body delimited by close
                 self._complete(keep=False)
             else:
-                waiter.set_exception(_ConnectionTerminated("connection terminated"))
+                self._fail(_ConnectionTerminated("connection terminated"))
 
     def _lose(self, exc: Exception) -> None:
-        waiter, self.waiter = self.waiter, None
         self.close()
-        if waiter is not None and not waiter.done():
+        self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.failed(exc)
+        elif waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
     def close(self) -> None:
@@ -595,6 +686,9 @@ class _Slots:
             waiter.set_result(None)
 
 
+_NO_LIMITS = PoolLimits()
+
+
 class _Cluster:
     """Envoy's cluster `outbound|<port>|<subset>|<fqdn>`: endpoints, LB, pool, outlier state."""
 
@@ -610,6 +704,9 @@ class _Cluster:
         # Istio's default retry policy for this cluster (consistent hashing keeps the host).
         self.default_retries = (retries.RetryPolicy(previous_hosts=False)
                                 if policy.consistent_hash else retries.DEFAULT_RETRIES)
+        # What `Sidecar._outbound_fast` needs of a cluster: no hashing, no pool limits, no timer.
+        self.plain = (not policy.consistent_hash and policy.connection_pool == _NO_LIMITS
+                      and self.default_retries.per_try_timeout is None)
 
     def set_endpoints(self, endpoints: list[Endpoint], now: float) -> None:
         self.endpoints = {e.address: e for e in endpoints}
@@ -688,28 +785,26 @@ def _local(reply: flags.LocalReply, details: str) -> _Result:
 # The sidecar
 
 
-_NO_LIMITS = PoolLimits()
-
-
 class _InFlight:
     """One outbound request on the fast path (`Sidecar._outbound_fast`): what the router
     would hold in its coroutine frames, kept in one object instead. `task` is set once the
-    general router took over; `gone` once the caller left."""
+    general router took over; `gone` once the caller left. The try's response arrives by
+    callback (`responded`, `failed`: an `_Upstream` listener), or in `waiter` for the router."""
 
-    __slots__ = ("cluster", "conn", "endpoint", "gone", "host", "lease", "parent", "req",
-                 "retry", "rid", "sent_at", "service", "sidecar", "span", "start", "state",
-                 "task", "tls", "upstream", "waiter")
+    __slots__ = ("_state", "cluster", "conn", "endpoint", "gone", "host", "lease", "parent",
+                 "policy", "req", "retry", "rid", "sent_at", "service", "sidecar", "span",
+                 "start", "task", "tls", "upstream", "waiter")
 
     def __init__(self, sidecar: Sidecar, req: _HttpRequest, conn: _Downstream,
-                 service: ServiceInfo, cluster: _Cluster, state: retries.RetryState, host: str,
-                 endpoint: Endpoint, tls: bool, lease: Lease, start: float, rid: str,
-                 span: TraceContext, parent: TraceContext | None) -> None:
+                 service: ServiceInfo, cluster: _Cluster, host: str, endpoint: Endpoint,
+                 tls: bool, lease: Lease, start: float, rid: str, span: TraceContext,
+                 parent: TraceContext | None) -> None:
         self.sidecar = sidecar
         self.req = req
         self.conn = conn
         self.service = service
         self.cluster = cluster
-        self.state = state
+        self.policy = cluster.default_retries
         self.host = host
         self.endpoint = endpoint
         self.tls = tls
@@ -724,9 +819,31 @@ class _InFlight:
         self.retry: retries.Retry | None = None
         self.task: asyncio.Task[Any] | None = None
         self.gone = False
+        self._state: retries.RetryState | None = None
 
-    def settled(self, _: asyncio.Future[_Response]) -> None:
-        self.sidecar._fast_settled(self)
+    def state(self) -> retries.RetryState:
+        """The request's `RetryState`, with the first try begun on `host` at `start`. Made
+        only when something is left to decide: a response the policy passes on needs none
+        (see `Sidecar._fast_responded`), and making it later changes no decision (neither
+        the state nor `begin` draws random numbers)."""
+        if self._state is None:
+            self._state = retries.RetryState(self.policy, start=self.start, timeout=None,
+                                             rng=self.sidecar.rng,
+                                             retry_slot=self.cluster.slots.pool)
+            self._state.begin(self.host, self.start)  # no deadline: the try has no time limit
+        return self._state
+
+    def responded(self, status: int, headers: RawHeaders, body: bytes, keep: bool) -> None:
+        self.sidecar._fast_responded(self, status, headers, body, keep)
+
+    def failed(self, exc: Exception) -> None:
+        """The try ended without a response: the router judges it (as `_try` would)."""
+        if self.gone:
+            return
+        assert self.sidecar.loop is not None
+        self.waiter = self.sidecar.loop.create_future()
+        self.waiter.set_exception(exc)
+        self.task = self.sidecar._spawn(self.sidecar._outbound_resumed(self))
 
     def cancel(self) -> None:
         self.sidecar._fast_cancel(self)
@@ -778,6 +895,7 @@ class Sidecar:
         self._by_destination: dict[Destination, _Cluster] = {}
         self._idle: dict[tuple[str, bool], list[_Upstream]] = {}
         self._targets: dict[str, _Target | None] = {}
+        self._fast_routes: dict[str, tuple[_Target, _Cluster] | None] = {}
         self._bases: dict[tuple[Any, ...], tuple[str, ...]] = {}
         self._mtls_mode = authz.PERMISSIVE
         self._authz: tuple[authz.AuthorizationPolicy, ...] = ()
@@ -785,6 +903,8 @@ class Sidecar:
         self._client_tls: ssl.SSLContext | None = None
         self.ports: dict[str, int] = {}
         self._peer = f"{workload.name}.{workload.namespace}"
+        self._attempt_one = f"x-envoy-attempt-count: 1\r\n{_PEER_HEADER}: {self._peer}\r\n".encode()
+        """What `_request_bytes` adds to an outbound request's first try."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -895,6 +1015,7 @@ class Sidecar:
         self._authz = tuple(p for p in mesh.authorization_policies
                             if p.applies_to(w.namespace, w.labels))
         self._targets = {}
+        self._fast_routes = {}
         self.mesh = mesh
         self.config_version = mesh.version
         self.pushes += 1
@@ -966,23 +1087,28 @@ class Sidecar:
         return target
 
     @staticmethod
-    def _identify(headers: dict[str, str]) -> tuple[str, TraceContext, TraceContext | None]:
-        """Give an outbound request its `x-request-id` and this hop's `traceparent`."""
-        rid = headers.get("x-request-id") or new_request_id()
-        headers["x-request-id"] = rid
-        traceparent = headers.get("traceparent")
+    def _ids(request_id: str, traceparent: str) -> tuple[str, TraceContext, TraceContext | None]:
+        """A request's `x-request-id` (kept, or a new one) and this hop's span."""
         parent = TraceContext.parse(traceparent) if traceparent else None
-        span = parent.child() if parent else TraceContext.start()
+        return (request_id or new_request_id(), parent.child() if parent else TraceContext.start(),
+                parent)
+
+    @classmethod
+    def _identify(cls, headers: dict[str, str]) -> tuple[str, TraceContext, TraceContext | None]:
+        """Give a request its `x-request-id` and this hop's `traceparent`."""
+        rid, span, parent = cls._ids(headers.get("x-request-id", ""), headers.get("traceparent", ""))
+        headers["x-request-id"] = rid
         headers["traceparent"] = span.header
         return rid, span, parent
 
     def _record_gone(self, req: _HttpRequest, conn: _Downstream, start: float,
                      span: TraceContext, parent: TraceContext | None,
-                     service: ServiceInfo | None) -> None:
+                     service: ServiceInfo | None, request_id: str | None = None) -> None:
         """The caller left before the answer: Envoy logs code 0 with flag DC."""
         gone = _Result(_Response(0, [], b""), (flags.DOWNSTREAM_CONNECTION_TERMINATION,),
                        "downstream_remote_disconnect")
-        self._record("source", req, conn, gone, start, span, parent, service, mtls=None)
+        self._record("source", req, conn, gone, start, span, parent, service, mtls=None,
+                     request_id=request_id)
 
     async def _outbound(self, req: _HttpRequest, conn: _Downstream) -> tuple[_Response, bool]:
         loop = self.loop
@@ -1015,92 +1141,144 @@ class Sidecar:
 
         Why: on two shared cores the sidecar's CPU per request decides its throughput, and
         most requests need none of the general path's waiting (route decision, fault delays,
-        timers, pool queues). Taken when all of these hold, checked before anything changes:
-        the Host is a known service with no VirtualService (Istio's default route), its
-        cluster has no consistent hashing and no connectionPool limits (so admission never
-        waits or overflows), no route or per-try timeout applies (no timer), and a host is
-        healthy. From then on it asks the same policy objects in the same order as
-        `_attempts` (RetryState, balancer, pool, outlier), so decisions and seeded random
+        timers, pool queues) nor its decoded headers. Taken when all of these hold, checked
+        before anything changes: the Host is a known service with no VirtualService (Istio's
+        default route), its cluster has no consistent hashing and no connectionPool limits
+        (so admission never waits or overflows), no route or per-try timeout applies (no
+        timer), the request is not HEAD, is in origin form and repeats no header, and a host
+        is healthy. From then on it asks the same policy objects in the same order as
+        `_attempts` (balancer, pool, outlier, retry policy), so decisions and seeded random
         choices are those of the general path. The try goes out at once on a kept-alive
-        connection; the response is handled in `_fast_settled` by callbacks. Whatever needs
-        waiting (a new connection, a retry, a try that ended without a response) is handed
-        to `_attempts` in a task, with the same RetryState, so the router continues exactly
-        where the fast path stopped.
+        connection, its header lines forwarded as they came; the response comes back by
+        callback (`_fast_responded`). Whatever needs waiting (a new connection, a retry, a
+        try that ended without a response) is handed to `_attempts` in a task, with the same
+        RetryState, so the router continues exactly where the fast path stopped.
         """
-        target = self._target(req.authority)
-        if target is None or target.virtual_service is not None:
+        route = self._fast_routes.get(req.authority)
+        if route is None and req.authority not in self._fast_routes:
+            route = self._fast_route(req.authority)
+        if route is None or req.method == "HEAD" or not req.target.startswith("/"):
             return None
-        cluster = self._cluster(target.default)
-        if (not isinstance(cluster, _Cluster) or cluster.policy.consistent_hash
-                or cluster.slots.pool.limits != _NO_LIMITS):
-            return None
-        headers = req.headers
-        policy = cluster.default_retries
-        if policy.per_try_timeout is not None or retries.request_timeout(None, headers) is not None:
-            return None
+        target, cluster = route
+        # The header lines to forward, in order; those the sidecar sets are kept aside.
+        lines: list[bytes] = []
+        names: set[bytes] = set()
+        request_id = traceparent = b""
+        rid_at = trace_at = -1
+        for name, value in req.raw:
+            if name in names or name == _TIMEOUT_HEADER:
+                return None  # repeats are joined, the timeout header sets a timer: general path
+            names.add(name)
+            if name in _NOT_FORWARDED_BYTES:
+                continue
+            if name == b"x-request-id":
+                rid_at, request_id = len(lines), value
+            elif name == b"traceparent":
+                trace_at, traceparent = len(lines), value
+            lines.append(b"%s: %s\r\n" % (name, value))
         loop = self.loop
         assert loop is not None
         now = loop.time()
         healthy = cluster.healthy(now)
         if not healthy:
             return None
-        rid, span, parent = self._identify(headers)
-        state = retries.RetryState(policy, start=now, timeout=None, rng=self.rng,
-                                   retry_slot=cluster.slots.pool)
+        rid, span, parent = self._ids(request_id.decode("latin-1"), traceparent.decode("latin-1"))
         if len(healthy) == 1:
             host = healthy[0]
         else:
-            chosen = cluster.balancer.choose(healthy, avoid=state.avoid_hosts,
-                                             attempts=policy.host_selection_attempts)
+            chosen = cluster.balancer.choose(healthy, attempts=cluster.default_retries.host_selection_attempts)
             assert chosen is not None
             host = chosen
-        state.begin(host, now)  # no deadline: the try has no time limit
         lease = cluster.slots.admit()
         assert lease is not None and lease.connection is not None, "an unlimited pool admits at once"
         cluster.balancer.started(host)
         endpoint = cluster.endpoints[host]
-        flight = _InFlight(self, req, conn, target.service, cluster, state, host, endpoint,
+        flight = _InFlight(self, req, conn, target.service, cluster, host, endpoint,
                            self._use_tls(endpoint, cluster.policy), lease, now, rid, span, parent)
         self.fast_path_requests += 1
         idle = self._idle.get((host, flight.tls))
         while idle:
             upstream = idle.pop()
             if not upstream.closed:
+                # As `_identify` and `_request_bytes` would write them (dict order: a header
+                # the sidecar sets stays where it was, or comes last).
+                rid_line = b"x-request-id: %s\r\n" % rid.encode("latin-1")
+                trace_line = b"traceparent: %s\r\n" % span.header.encode()
+                if rid_at < 0:
+                    lines.append(rid_line)
+                else:
+                    lines[rid_at] = rid_line
+                if trace_at < 0:
+                    lines.append(trace_line)
+                else:
+                    lines[trace_at] = trace_line
+                body = req.body
+                length = b"content-length: %d\r\n" % len(body) \
+                    if body or req.method in ("POST", "PUT", "PATCH") else b""
                 flight.upstream = upstream
-                flight.waiter = upstream.send(
-                    _request_bytes(req.method, req.path, req.authority, headers, req.body,
-                                   state.attempts, self._peer), req.method == "HEAD")
-                flight.waiter.add_done_callback(flight.settled)
+                upstream.send_to(b"".join([
+                    b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (req.method.encode("latin-1"),
+                                                            req.target.encode("latin-1"),
+                                                            req.authority.encode("latin-1")),
+                    *lines, self._attempt_one, length, b"\r\n", body]), flight)
                 return flight
         flight.task = self._spawn(self._outbound_resumed(flight))  # connecting waits
         return flight
 
-    def _fast_settled(self, flight: _InFlight) -> None:
-        """The fast try's response (or failure) arrived."""
+    def _fast_route(self, authority: str) -> tuple[_Target, _Cluster] | None:
+        """The target and cluster of a Host the fast path may take (cached until a push)."""
+        target = self._target(authority)
+        route = None
+        if target is not None and target.virtual_service is None:
+            cluster = self._cluster(target.default)
+            if isinstance(cluster, _Cluster) and cluster.plain:
+                route = (target, cluster)
+        if len(self._fast_routes) > 4096:
+            self._fast_routes.clear()
+        self._fast_routes[authority] = route
+        return route
+
+    def _fast_responded(self, flight: _InFlight, status: int, headers: RawHeaders, body: bytes,
+                        keep: bool) -> None:
+        """The fast try's response arrived (`_InFlight.responded`)."""
         if flight.gone:
             return
-        assert flight.waiter is not None and flight.upstream is not None and self.loop is not None
-        if flight.waiter.exception() is not None:  # no response: the router judges this try
-            flight.task = self._spawn(self._outbound_resumed(flight))
-            return
-        cluster, host = flight.cluster, flight.host
+        assert flight.upstream is not None and self.loop is not None
+        cluster, host, upstream = flight.cluster, flight.host, flight.upstream
         try:
-            response = flight.waiter.result()
-            self._keep_or_close(flight.upstream, host, flight.tls, response,
+            self._keep_or_close(upstream, host, flight.tls, keep,
                                 cluster.policy.connection_pool.max_requests_per_connection)
             cluster.balancer.finished(host)
-            cluster.slots.release(flight.lease, reusable=response.keep_alive)
+            cluster.slots.release(flight.lease, reusable=keep)
             now = self.loop.time()
             if cluster.outlier is not None:
-                cluster.outlier.record(host, response.status, now)
-            decision = flight.state.on_outcome(
-                retries.Outcome(retries.RESPONSE, response.status, flight.upstream.special), now)
+                cluster.outlier.record(host, status, now)
+            upstream_ms = (now - flight.sent_at) * 1000.0
+            if not flight.policy.retriable_response(status, upstream.special):
+                # A first try's response the policy does not retry is passed on as it is
+                # (`RetryState.on_outcome` finishes with no flags), rendered as `_finish`,
+                # `_answer_fast` and `_Downstream.answer` would.
+                keep_down = flight.req.keep_alive
+                flight.conn.answered_raw(b"".join([
+                    _status_line(status),
+                    *[b"%s: %s\r\n" % (k, v) for k, v in headers if k not in _HOP_BY_HOP_BYTES],
+                    b"x-envoy-upstream-service-time: %d\r\nx-request-id: %s\r\n" % (
+                        round(upstream_ms), flight.rid.encode("latin-1")),
+                    _end_of_head(body, keep_down), body]), keep_down)
+                self._log("source", flight.req, flight.conn, status, (), "via_upstream",
+                          len(body), flight.endpoint, upstream_ms, cluster.name, "",
+                          flight.start, flight.span, flight.parent, flight.service, flight.rid,
+                          mtls=None)
+                return
+            response = _Response(status, [(k.decode("latin-1"), v.decode("latin-1"))
+                                          for k, v in headers], body, keep)
+            decision = flight.state().on_outcome(
+                retries.Outcome(retries.RESPONSE, status, upstream.special), now)
             if isinstance(decision, retries.Retry):
                 flight.retry = decision
                 flight.task = self._spawn(self._outbound_resumed(flight))
                 return
-            result = self._finish(decision, cluster, flight.endpoint, response,
-                                  (now - flight.sent_at) * 1000.0)
+            result = self._finish(decision, cluster, flight.endpoint, response, upstream_ms)
         except Exception as exc:  # noqa: BLE001 - as in _Downstream._serve
             flight.conn.answered_fast(flight.req, _error_response(exc), False)
             return
@@ -1109,14 +1287,17 @@ class Sidecar:
     async def _outbound_resumed(self, flight: _InFlight) -> None:
         """The general router takes over a fast-path request (see `_outbound_fast`)."""
         req = flight.req
+        headers = req.headers
+        headers["x-request-id"] = flight.rid  # as `_identify` sets them for the router
+        headers["traceparent"] = flight.span.header
         try:
             first: _InFlight | None = flight
             if flight.retry is not None:
                 first = None  # the try is judged; wait the back-off, then the next try
                 if flight.retry.delay > 0:
                     await asyncio.sleep(flight.retry.delay)
-            result = await self._attempts(req.method, req.path, req.authority, req.headers,
-                                          req.body, flight.cluster, flight.state, None,
+            result = await self._attempts(req.method, req.path, req.authority, headers,
+                                          req.body, flight.cluster, flight.state(), None,
                                           self._peer, self._use_tls, first)
         except asyncio.CancelledError:
             return  # the caller left: `_fast_cancel` logged it
@@ -1128,7 +1309,7 @@ class Sidecar:
     def _answer_fast(self, flight: _InFlight, result: _Result) -> None:
         result.response.headers.append(("x-request-id", flight.rid))
         self._record("source", flight.req, flight.conn, result, flight.start, flight.span,
-                     flight.parent, flight.service, mtls=None)
+                     flight.parent, flight.service, mtls=None, request_id=flight.rid)
         flight.conn.answered_fast(flight.req, result.response, True)
 
     def _fast_cancel(self, flight: _InFlight) -> None:
@@ -1138,13 +1319,13 @@ class Sidecar:
         flight.gone = True
         if flight.task is not None:
             flight.task.cancel()  # `_attempts` and `_try` clean up on cancellation
-        elif flight.upstream is not None and flight.waiter is not None:
-            flight.waiter.cancel()  # as a cancelled task's awaited future is
+        elif flight.upstream is not None:
+            flight.upstream.listener = None
             flight.upstream.abort()  # this connection's answer has nowhere to go
             flight.cluster.balancer.finished(flight.host)
             flight.cluster.slots.release(flight.lease, reusable=False)
         self._record_gone(flight.req, flight.conn, flight.start, flight.span, flight.parent,
-                          flight.service)
+                          flight.service, flight.rid)
 
     async def _route(self, req: _HttpRequest, target: _Target, start: float) -> _Result:
         vs = target.virtual_service
@@ -1402,16 +1583,16 @@ class Sidecar:
             finally:
                 if timer is not None:
                     timer.cancel()
-            self._keep_or_close(conn, host, tls, response, per_connection)
+            self._keep_or_close(conn, host, tls, response.keep_alive, per_connection)
             return retries.Outcome(retries.RESPONSE, response.status, conn.special), response
         raise AssertionError("unreachable")
 
-    def _keep_or_close(self, conn: _Upstream, host: str, tls: bool, response: _Response,
+    def _keep_or_close(self, conn: _Upstream, host: str, tls: bool, keep_alive: bool,
                        per_connection: int) -> None:
         """After a response: back to the host's idle connections, or closed at its cap."""
         if per_connection and conn.requests >= per_connection:
             conn.close()
-        elif response.keep_alive and not conn.closed:
+        elif keep_alive and not conn.closed:
             self._idle.setdefault((host, tls), []).append(conn)
 
     async def _connect(self, host: str, tls: bool, until: float | None,
@@ -1514,11 +1695,7 @@ class Sidecar:
         start = loop.time()
         headers = req.headers
         peer = headers.pop(_PEER_HEADER, None)
-        rid = headers.get("x-request-id") or new_request_id()
-        headers["x-request-id"] = rid
-        parent = TraceContext.parse(headers.get("traceparent"))
-        span = parent.child() if parent else TraceContext.start()
-        headers["traceparent"] = span.header
+        _, span, parent = self._identify(headers)
         headers.pop("x-forwarded-client-cert", None)  # only this proxy may say who called
         decision = authz.authorize(
             self._authz, self.workload.namespace, self.workload.labels,
@@ -1565,12 +1742,24 @@ class Sidecar:
     def _record(self, reporter: str, req: _HttpRequest, conn: _Downstream, result: _Result,
                 start: float, span: TraceContext, parent: TraceContext | None,
                 service: ServiceInfo | None, *, mtls: bool | None,
-                source: tuple[str, str] | None = None) -> None:
+                source: tuple[str, str] | None = None, request_id: str | None = None) -> None:
+        """Record a request's `_Result` (see `_log`); `request_id` None: read from `req`."""
+        response = result.response
+        self._log(reporter, req, conn, response.status, result.flags, result.details,
+                  len(response.body), result.endpoint, result.upstream_ms, result.cluster,
+                  result.route, start, span, parent, service,
+                  req.header("x-request-id") if request_id is None else request_id,
+                  mtls=mtls, source=source)
+
+    def _log(self, reporter: str, req: _HttpRequest, conn: _Downstream, status: int,
+             response_flags: tuple[str, ...], details: str, bytes_out: int, ep: Endpoint | None,
+             upstream_ms: float | None, cluster: str, route: str, start: float,
+             span: TraceContext, parent: TraceContext | None, service: ServiceInfo | None,
+             request_id: str, *, mtls: bool | None, source: tuple[str, str] | None = None) -> None:
+        """One request into the metrics, the access log and the spans."""
         assert self.loop is not None
         duration_ms = (self.loop.time() - start) * 1000.0
-        response = result.response
-        flag_text = flags.format_flags(result.flags) if result.flags else "-"
-        ep = result.endpoint
+        flag_text = flags.format_flags(response_flags) if response_flags else "-"
         w = self.workload
         if reporter == "source":
             key: tuple[Any, ...] = ("s", service.fqdn if service else req.authority,
@@ -1600,18 +1789,16 @@ class Sidecar:
                     w.labels.get("version", "unknown"),
                     f"{svc}.{w.namespace}.svc.cluster.local", svc, w.namespace, "http",
                     "mutual_tls" if mtls else "none")
-        self.telemetry.metrics.record(base, response.status, flag_text, duration_ms)
+        self.telemetry.metrics.record(base, status, flag_text, duration_ms)
         wall = req.received
         self.telemetry.access.append((
-            wall, req.method, req.path, response.status, flag_text, result.details,
-            len(req.body), len(response.body), duration_ms, result.upstream_ms,
-            req.headers.get("x-forwarded-for", ""), req.headers.get("user-agent", ""),
-            req.headers.get("x-request-id", ""), req.authority, ep.address if ep else "",
-            result.cluster, conn.local, conn.remote, result.route))
+            wall, req.method, req.path, status, flag_text, details, len(req.body), bytes_out,
+            duration_ms, upstream_ms, req.header("x-forwarded-for"), req.header("user-agent"),
+            request_id, req.authority, ep.address if ep else "", cluster, conn.local,
+            conn.remote, route))
         self.telemetry.spans.append((
-            span.trace_id, span.span_id, parent.span_id if parent else None,
-            f"{req.authority}{req.path.split('?', 1)[0]}", w.name, reporter,
-            wall, duration_ms, response.status, flag_text))
+            span.trace_id, span.span_id, parent.span_id if parent else None, req.authority,
+            req.path, w.name, reporter, wall, duration_ms, status, flag_text))
 
 
 def _plaintext(endpoint: Endpoint, policy: TrafficPolicy) -> bool:

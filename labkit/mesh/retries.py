@@ -195,8 +195,12 @@ class RetryPolicy:
             return outcome.kind == REFUSED_STREAM and "refused-stream" in on
         if outcome.kind != RESPONSE:  # overflow, no healthy upstream: local, never retried
             return False
-        status = outcome.status or 0
-        headers = outcome.headers
+        return self.retriable_response(outcome.status or 0, outcome.headers)
+
+    def retriable_response(self, status: int, headers: Mapping[str, str]) -> bool:
+        """Whether `retryOn` covers a response with this status and these (lower-case)
+        headers: `retriable` for a RESPONSE outcome, without making one."""
+        on = self.retry_on
         if "5xx" in on and status >= 500:
             return True
         if "gateway-error" in on and status in _GATEWAY_ERRORS:

@@ -245,7 +245,8 @@ class Telemetry:
 
     def __init__(self, *, keep: int = 10_000) -> None:
         self.metrics = Metrics()
-        # Field tuples in AccessRecord / Span order: building the objects waits for a reader.
+        # Field tuples in AccessRecord order, and for spans in Span order with the name as
+        # (authority, path): building the objects waits for a reader.
         self.access: deque[tuple[Any, ...]] = deque(maxlen=keep)
         self.spans: deque[tuple[Any, ...]] = deque(maxlen=keep)
 
@@ -257,7 +258,8 @@ class Telemetry:
         return [r.line() for r in (records[-last:] if last else records)]
 
     def span_list(self) -> list[Span]:
-        return [Span(*fields) for fields in list(self.spans)]
+        return [Span(trace, span, parent, f"{authority}{path.split('?', 1)[0]}", *rest)
+                for trace, span, parent, authority, path, *rest in list(self.spans)]
 
     def span_dicts(self, trace_id: str | None = None) -> list[dict[str, object]]:
         return [s.as_dict() for s in self.span_list() if trace_id in (None, s.trace_id)]
