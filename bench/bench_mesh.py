@@ -5,6 +5,9 @@ or two sidecars (`labkit.mesh.proxy.Sidecar` on uvloop). Paths measured:
 
 - direct:         load -> app
 - bare forwarder: load -> a policy-free uvloop + httptools forwarder -> app (the floor)
+- bare + bookkeeping: the same forwarder doing only what any sidecar must do per request
+                  whatever its policy (ids, trace span, a metric sample, access-log and span
+                  entries, with labkit's own telemetry code): the floor for a Python sidecar
 - 1 sidecar:      load -> client sidecar (outbound) -> app
 - 2 sidecars:     load -> client sidecar -> server sidecar (inbound) -> app    (Istio's path)
 - 2 sidecars mTLS: the same with mutual TLS between the sidecars
@@ -73,9 +76,29 @@ def serve_app() -> None:
 
 def serve_bare(args: argparse.Namespace) -> None:
     """The floor: a bare uvloop + httptools forwarder with one kept-alive upstream connection
-    per client connection and no policy at all (the issue's reference point)."""
+    per client connection and no policy at all (the issue's reference point). `--bookkeeping`
+    adds the per-request work no sidecar can skip: a new `x-request-id` and `traceparent`
+    sent upstream, and one sample in the metrics, the access log and the spans."""
     import httptools
     import uvloop
+
+    from labkit.mesh.telemetry import Telemetry, TraceContext, new_request_id
+
+    telemetry = Telemetry() if args.bookkeeping else None
+    labels = ("source", "load", "default", "unknown", "load", "unknown", "app", "default",
+              "unknown", "app", "unknown", "app.default.svc.cluster.local", "app", "default",
+              "http", "unknown")
+
+    def record(method: bytes, url: bytes, rid: str, span: TraceContext, started: float,
+               received: float, size_in: int, size_out: int) -> None:
+        assert telemetry is not None
+        ms = (time.monotonic() - started) * 1000.0
+        telemetry.metrics.record(labels, 200, "-", ms)
+        telemetry.access.append((received, method.decode(), url.decode(), 200, "-", "via_upstream",
+                                 size_in, size_out, ms, ms, "", "", rid, "app:8000", "", "", "",
+                                 "", ""))
+        telemetry.spans.append((span.trace_id, span.span_id, None, "app:8000", url.decode(),
+                                "load", "source", received, ms, 200, "-"))
 
     class Upstream(asyncio.Protocol):
         def __init__(self) -> None:
@@ -113,6 +136,7 @@ def serve_bare(args: argparse.Namespace) -> None:
             self.parser.feed_data(data)
 
         def on_url(self, url: bytes) -> None:
+            self.url = url
             self.head = [b"POST " + url + b" HTTP/1.1"]
 
         def on_header(self, name: bytes, value: bytes) -> None:
@@ -126,7 +150,13 @@ def serve_bare(args: argparse.Namespace) -> None:
                 self.task.cancel()
 
         def on_message_complete(self) -> None:
-            self.queue.append((b"\r\n".join(self.head) + b"\r\n\r\n", b"".join(self.body)))
+            books = None
+            if telemetry is not None:
+                rid, span = new_request_id(), TraceContext.start()
+                self.head.append(b"x-request-id: " + rid.encode())
+                self.head.append(b"traceparent: " + span.header.encode())
+                books = (self.url, rid, span, time.monotonic(), time.time())
+            self.queue.append((b"\r\n".join(self.head) + b"\r\n\r\n", b"".join(self.body), books))
             self.body = []
             if self.task is None:
                 self.task = asyncio.get_running_loop().create_task(self.serve())
@@ -141,12 +171,15 @@ def serve_bare(args: argparse.Namespace) -> None:
                     self.wake = loop.create_future()
                     await self.wake
                     continue
-                head, body = self.queue.pop(0)
+                head, body, books = self.queue.pop(0)
                 upstream.done = loop.create_future()
                 upstream.transport.write(head + body)  # type: ignore[attr-defined]
                 answer = await upstream.done
                 self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n"  # type: ignore[attr-defined]
                                      % len(answer) + answer)
+                if books is not None:
+                    url, rid, span, started, received = books
+                    record(b"POST", url, rid, span, started, received, len(body), len(answer))
 
     async def main() -> None:
         server = await asyncio.get_running_loop().create_server(Downstream, "127.0.0.1", 0)
@@ -386,6 +419,7 @@ def main() -> int:
             client_cert, server_cert = certificates(Path(tmp))
             app = Proc("app")
             bare = Proc("bare", "--upstream", str(app.port))
+            booked = Proc("bare", "--upstream", str(app.port), "--bookkeeping")
             one = Proc("sidecar", "--role", "client", "--upstream", str(app.port))
             server = Proc("sidecar", "--role", "server", "--upstream", str(app.port))
             client = Proc("sidecar", "--role", "client", "--upstream", str(server.port),
@@ -394,8 +428,9 @@ def main() -> int:
                               "--cert", server_cert)
             client_tls = Proc("sidecar", "--role", "client", "--upstream", str(server_tls.port),
                               "--upstream-sidecar", "--cert", client_cert)
-            procs = [app, bare, one, server, client, server_tls, client_tls]
+            procs = [app, bare, booked, one, server, client, server_tls, client_tls]
             paths = [("direct", app.port, []), ("bare forwarder", bare.port, [bare]),
+                     ("bare + bookkeeping", booked.port, [booked]),
                      ("1 sidecar", one.port, [one]), ("2 sidecars", client.port, [client, server]),
                      ("2 sidecars mTLS", client_tls.port, [client_tls, server_tls])]
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in paths}
@@ -403,7 +438,7 @@ def main() -> int:
                 for name, port, sidecars in paths:  # interleaved: each path sees the same noise
                     row = measure(name, port, sidecars, seconds)
                     runs[name].append(row)
-                    print(f"  round {round_number} {name:16s} c1 p90 {row['c1']['p90_ms']:.3f} ms | "
+                    print(f"  round {round_number} {name:18s} c1 p90 {row['c1']['p90_ms']:.3f} ms | "
                           f"1000/s p90 {row['rate1000']['p90_ms']:.3f} ms | c16 "
                           f"{row['c16']['rps']:.0f} req/s", flush=True)
     finally:
@@ -435,7 +470,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                                 "cpu_s_per_1000": row["cpu_s_per_1000_per_sidecar"],
                                 "rss_mb": row["rss_mb_max"]}
         lines.append(
-            f"{row['path']:16s} added/hop c1 p50 {added['c1_p50']:.3f} p90 {added['c1_p90']:.3f} "
+            f"{row['path']:18s} added/hop c1 p50 {added['c1_p50']:.3f} p90 {added['c1_p90']:.3f} "
             f"p99 {added['c1_p99']:.3f} ms | 1000/s p50 {added['rate1000_p50']:.3f} p90 "
             f"{added['rate1000_p90']:.3f} p99 {added['rate1000_p99']:.3f} ms | c16 {ratio:.0%} of "
             f"direct | {row['cpu_s_per_1000_per_sidecar']:.3f} CPU-s/1000 | "
@@ -449,6 +484,7 @@ def _child(argv: list[str]) -> None:
     parser.add_argument("--role", choices=["client", "server"])
     parser.add_argument("--upstream", type=int)
     parser.add_argument("--upstream-sidecar", action="store_true")
+    parser.add_argument("--bookkeeping", action="store_true")
     parser.add_argument("--cert")
     parser.add_argument("--port", type=int)
     parser.add_argument("--seconds", type=float, default=2.0)
