@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+
+import heyload
 
 from labkit.net import HOST, ReplicaProcess, free_port
 
@@ -180,35 +181,11 @@ class LoadResult:
     cpu_ms_per_request: float
 
 
-def hey(url: str, body: Path, concurrency: int, seconds: float) -> str:
-    """hey's report of `seconds` of POSTs of `body` from `concurrency` keep-alive clients."""
-    return subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST",
-         "-T", "application/json", "-D", str(body), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-
-
-def parse_hey(out: str) -> dict[str, float]:
-    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": float(re.search(r"50% in ([\d.]+) secs", out).group(1)) * 1000,
-        "p99": float(re.search(r"99% in ([\d.]+) secs", out).group(1)) * 1000,
-        "ok": codes.get(200, 0),
-        "bad": sum(n for c, n in codes.items() if c != 200),
-    }
-
-
 def measure(server: ReplicaProcess, url: str, body: Path, concurrency: int, seconds: float) -> LoadResult:
-    hey(url, body, concurrency, max(seconds / 5, 0.5))  # warm up
+    heyload.run(url, body, concurrency, max(seconds / 5, 0.5))  # warm up
     assert server.pid is not None
     cpu_before = tree_cpu_seconds(server.pid)
-    report = hey(url, body, concurrency, seconds)
-    try:
-        run = parse_hey(report)
-    except AttributeError:
-        raise RuntimeError(f"unexpected hey output:\n{report}") from None
+    run = heyload.parse(heyload.run(url, body, concurrency, seconds))
     cpu = tree_cpu_seconds(server.pid) - cpu_before
     total = int(run["ok"] + run["bad"])
     return LoadResult(concurrency, total, run["rps"], run["p50"], run["p99"], int(run["bad"]),
