@@ -287,7 +287,9 @@ CELLS = [
         second with 1 KB payloads, a sidecar (Envoy, C++, 2 worker threads) using about 0.20 vCPU and
         60 MB of memory, and adding about a quarter of a millisecond per hop at the 90th percentile
         (older releases, with heavier telemetry, reported 2.65 ms). labkit's sidecar is Python, so
-        expect more here — but the shape is the same: a fraction of a millisecond per hop, small for
+        expect more here, and far less throughput than Envoy: on two cores one labkit sidecar passes
+        about a quarter to half of what a direct call reaches (`bench/README.md` has the numbers and
+        why) — but the shape is the same: a fraction of a millisecond per hop, small for
         a service that takes tens of milliseconds, large for one that takes tens of microseconds;
         mTLS costs a little more than plaintext (the encryption; the handshake happens once per
         kept-alive connection); and every pod pays memory and CPU for its proxy.
