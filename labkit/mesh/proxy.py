@@ -54,7 +54,7 @@ from labkit.mesh.routing import (
     Request,
     VirtualService,
 )
-from labkit.mesh.telemetry import Telemetry, TraceContext, new_request_id
+from labkit.mesh.telemetry import Telemetry, TraceContext, new_ids, new_request_id
 
 __all__ = [
     "Endpoint",
@@ -1089,6 +1089,9 @@ class Sidecar:
     @staticmethod
     def _ids(request_id: str, traceparent: str) -> tuple[str, TraceContext, TraceContext | None]:
         """A request's `x-request-id` (kept, or a new one) and this hop's span."""
+        if not request_id and not traceparent:
+            rid, span = new_ids()
+            return rid, span, None
         parent = TraceContext.parse(traceparent) if traceparent else None
         return (request_id or new_request_id(), parent.child() if parent else TraceContext.start(),
                 parent)

@@ -28,6 +28,7 @@ __all__ = [
     "Telemetry",
     "TraceContext",
     "merge_spans",
+    "new_ids",
     "new_request_id",
 ]
 
@@ -58,8 +59,25 @@ _UUID_V4 = (0x4 << 76) | (0x8 << 60)
 def new_request_id() -> str:
     """A UUIDv4 string, as Envoy generates for `x-request-id` (version nibble 4, variant 10xx;
     the bits are set arithmetically: this runs once per request)."""
-    h = f"{_IDS.getrandbits(128) & _UUID_BITS | _UUID_V4:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid(f"{_IDS.getrandbits(128) & _UUID_BITS | _UUID_V4:032x}")
+
+
+def _uuid(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+_BOTH_BITS = (_UUID_BITS << 192) | ((1 << 192) - 1)
+_BOTH_V4 = _UUID_V4 << 192
+
+
+def new_ids() -> tuple[str, TraceContext]:
+    """`new_request_id()` and `TraceContext.start()` from one random draw: what a client
+    sidecar needs for a request that carries neither."""
+    h = f"{_IDS.getrandbits(320) & _BOTH_BITS | _BOTH_V4:080x}"
+    trace_id, span_id = h[32:64], h[64:]
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:  # all-zero ids are invalid
+        return _uuid(h), TraceContext.start()
+    return _uuid(h), TraceContext(trace_id, span_id)
 
 
 def _hex_id(bits: int) -> str:
