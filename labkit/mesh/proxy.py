@@ -178,16 +178,18 @@ def _status_line(status: int) -> bytes:
     return line
 
 
-def _end_of_head(body: bytes, keep_alive: bool) -> bytes:
-    return b"content-length: %d\r\n%s" % (
-        len(body), b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
-
-
 def _render(status: int, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
             head_only: bool = False) -> bytes:
-    head = b"".join([_status_line(status),
-                     "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1"),
-                     _end_of_head(body, keep_alive)])
+    return _response_wire(status, ["".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1")],
+                          body, keep_alive, head_only)
+
+
+def _response_wire(status: int, lines: list[bytes], body: bytes, keep_alive: bool,
+                   head_only: bool = False) -> bytes:
+    """A response as written to the client: status line, header `lines` ("name: value\r\n"
+    each), the framing this proxy sets, and the body unless HEAD."""
+    head = b"".join([_status_line(status), *lines, b"content-length: %d\r\n%s" % (
+        len(body), b"\r\n" if keep_alive else b"connection: close\r\n\r\n")])
     return head if head_only else head + body
 
 
@@ -477,17 +479,20 @@ def _request_bytes(method: str, path: str, authority: str, headers: Mapping[str,
                    body: bytes, attempt: int, peer: str | None) -> bytes:
     """One try's request as sent upstream. `peer` (outbound only): this proxy numbers the
     tries and names its workload; inbound forwards to the app as is."""
-    if peer is not None:
-        lines = [f"{method} {path} HTTP/1.1\r\nhost: {authority}\r\n",
-                 *[f"{k}: {v}\r\n" for k, v in headers.items() if k not in _NOT_FORWARDED],
-                 f"x-envoy-attempt-count: {attempt}\r\n{_PEER_HEADER}: {peer}\r\n"]
-    else:
-        lines = [f"{method} {path} HTTP/1.1\r\nhost: {authority}\r\n",
-                 *[f"{k}: {v}\r\n" for k, v in headers.items() if k not in _HOP_BY_HOP]]
-    if body or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"content-length: {len(body)}\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1") + body
+    dropped = _NOT_FORWARDED if peer is not None else _HOP_BY_HOP
+    lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k not in dropped])
+    return _request_wire(method, path, authority, [lines.encode("latin-1")], body, attempt, peer)
+
+
+def _request_wire(method: str, path: str, authority: str, lines: list[bytes], body: bytes,
+                  attempt: int, peer: str | None) -> bytes:
+    """`_request_bytes` from header `lines` ("name: value\r\n" each) already filtered."""
+    own = b"x-envoy-attempt-count: %d\r\n%s: %s\r\n" % (
+        attempt, _PEER_HEADER.encode(), peer.encode("latin-1")) if peer is not None else b""
+    length = b"content-length: %d\r\n" % len(body) \
+        if body or method in ("POST", "PUT", "PATCH") else b""
+    return b"".join([f"{method} {path} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1"),
+                     *lines, own, length, b"\r\n", body])
 
 
 class _ConnectionTerminated(Exception):
@@ -903,8 +908,6 @@ class Sidecar:
         self._client_tls: ssl.SSLContext | None = None
         self.ports: dict[str, int] = {}
         self._peer = f"{workload.name}.{workload.namespace}"
-        self._attempt_one = f"x-envoy-attempt-count: 1\r\n{_PEER_HEADER}: {self._peer}\r\n".encode()
-        """What `_request_bytes` adds to an outbound request's first try."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -1215,15 +1218,9 @@ class Sidecar:
                     lines.append(trace_line)
                 else:
                     lines[trace_at] = trace_line
-                body = req.body
-                length = b"content-length: %d\r\n" % len(body) \
-                    if body or req.method in ("POST", "PUT", "PATCH") else b""
                 flight.upstream = upstream
-                upstream.send_to(b"".join([
-                    b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (req.method.encode("latin-1"),
-                                                            req.target.encode("latin-1"),
-                                                            req.authority.encode("latin-1")),
-                    *lines, self._attempt_one, length, b"\r\n", body]), flight)
+                upstream.send_to(_request_wire(req.method, req.path, req.authority, lines,
+                                               req.body, 1, self._peer), flight)
                 return flight
         flight.task = self._spawn(self._outbound_resumed(flight))  # connecting waits
         return flight
@@ -1262,12 +1259,10 @@ class Sidecar:
                 # (`RetryState.on_outcome` finishes with no flags), rendered as `_finish`,
                 # `_answer_fast` and `_Downstream.answer` would.
                 keep_down = flight.req.keep_alive
-                flight.conn.answered_raw(b"".join([
-                    _status_line(status),
-                    *[b"%s: %s\r\n" % (k, v) for k, v in headers if k not in _HOP_BY_HOP_BYTES],
-                    b"x-envoy-upstream-service-time: %d\r\nx-request-id: %s\r\n" % (
-                        round(upstream_ms), flight.rid.encode("latin-1")),
-                    _end_of_head(body, keep_down), body]), keep_down)
+                lines = [b"%s: %s\r\n" % (k, v) for k, v in headers if k not in _HOP_BY_HOP_BYTES]
+                lines.append(b"x-envoy-upstream-service-time: %d\r\nx-request-id: %s\r\n" % (
+                    round(upstream_ms), flight.rid.encode("latin-1")))
+                flight.conn.answered_raw(_response_wire(status, lines, body, keep_down), keep_down)
                 self._log("source", flight.req, flight.conn, status, (), "via_upstream",
                           len(body), flight.endpoint, upstream_ms, cluster.name, "",
                           flight.start, flight.span, flight.parent, flight.service, flight.rid,
