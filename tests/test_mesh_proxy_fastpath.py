@@ -303,3 +303,28 @@ async def _first_back_off(seed: int) -> float:
 def test_the_seed_gives_a_back_off_to_leave_in() -> None:
     """"caller leaves during back-off" needs a first back-off of many loop turns."""
     assert asyncio.run(_first_back_off(SEED)) >= 0.010
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["fast path", "general path"])
+def test_a_request_is_recorded_before_its_answer_is_written(general: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever reads a sidecar's telemetry once the response arrived (a notebook drawing a
+    trace, from another thread) must find the request in it."""
+    from labkit.mesh import proxy
+
+    recorded_at_write: list[int] = []
+
+    async def scenario() -> None:
+        async with _mesh([], [], general) as sidecar:
+            write = proxy._Downstream._write
+
+            def spy(self: proxy._Downstream, data: bytes, keep: bool) -> None:
+                recorded_at_write.append(len(sidecar.telemetry.access))
+                write(self, data, keep)
+
+            monkeypatch.setattr(proxy._Downstream, "_write", spy)
+            before = len(sidecar.telemetry.access)
+            await _call(sidecar.ports["outbound"], 2)
+            assert recorded_at_write == [before + 1, before + 2]
+
+    asyncio.run(scenario())

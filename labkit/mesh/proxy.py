@@ -1262,11 +1262,13 @@ class Sidecar:
                 lines = [b"%s: %s\r\n" % (k, v) for k, v in headers if k not in _HOP_BY_HOP_BYTES]
                 lines.append(b"x-envoy-upstream-service-time: %d\r\nx-request-id: %s\r\n" % (
                     round(upstream_ms), flight.rid.encode("latin-1")))
-                flight.conn.answered_raw(_response_wire(status, lines, body, keep_down), keep_down)
+                # Recorded before the answer goes out, as everywhere: whoever reads the
+                # telemetry once the response arrived finds the request in it.
                 self._log("source", flight.req, flight.conn, status, (), "via_upstream",
                           len(body), flight.endpoint, upstream_ms, cluster.name, "",
                           flight.start, flight.span, flight.parent, flight.service, flight.rid,
                           mtls=None)
+                flight.conn.answered_raw(_response_wire(status, lines, body, keep_down), keep_down)
                 return
             response = _Response(status, [(k.decode("latin-1"), v.decode("latin-1"))
                                           for k, v in headers], body, keep)
