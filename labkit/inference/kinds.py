@@ -1,4 +1,5 @@
-"""Registers KServe's InferenceService kind, its controller and the ready-made transformer image.
+"""Registers KServe's InferenceService kind, its controller and the ready-made images: the
+feature transformer and the model monitor (labkit.quality).
 
 `labkit.manifests.COMPONENTS` names this module, so the first manifest load imports it.
 """
@@ -15,3 +16,4 @@ from labkit.net import python_command
 register_kind(API_VERSION, KIND, InferenceService)
 register_controller(API_VERSION, KIND, InferenceServiceController)
 register_image("labkit/feature-transformer", lambda: python_command("labkit.inference.transformer"))
+register_image("labkit/model-monitor", lambda: python_command("labkit.apps.model_monitor"))

@@ -135,9 +135,14 @@ class ModelServer:
         return self._log_later(request, response)
 
     def _log(self, request: Request, response: Response) -> None:
+        """As KServe's agent (pkg/logger/handler.go): the id is the request's Ce-Id header
+        (labkit also takes the mesh's x-request-id), else a new uuid; the response is logged
+        only when it is a 200."""
         assert self.logger is not None
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        self.logger.log(request_id, request.body, response.body)
+        headers = request.headers
+        request_id = headers.get("ce-id") or headers.get("x-request-id") or str(uuid.uuid4())
+        self.logger.log(request_id, request.body,
+                        response.body if response.status == 200 else None)
 
     async def _log_later(self, request: Request, pending: Awaitable[Response]) -> Response:
         response = await pending
@@ -418,7 +423,10 @@ async def _run(args: argparse.Namespace) -> None:
         logger = PayloadLogger(LoggerTarget(
             args.logger_url, args.logger_mode,
             inference_service=args.inference_service or args.model_name,
-            namespace=args.namespace, source=f"http://{args.host}:{port}/"))
+            namespace=args.namespace,
+            # KServe's agent sends the pod name as the source (--source-uri): it names the
+            # revision that answered (<revision>-deployment-...), which tells versions apart.
+            source=os.environ.get("HOSTNAME") or f"http://{args.host}:{port}/"))
     server = ModelServer(args.model_name, args.storage_uri, model_format=args.model_format,
                          protocol=args.protocol, model_version=args.model_version, batch=batch,
                          logger=logger)
