@@ -54,7 +54,7 @@ FieldPath = tuple[Union[str, int], ...]
 
 COMPONENTS: list[str] = ["labkit.core", "labkit.eventing.kinds", "labkit.serving.kinds", "labkit.mesh.kinds",
                            "labkit.apps.mesh_demo_deploy",
-                           "labkit.inference.kinds"]
+                           "labkit.inference.kinds", "labkit.flagger.kinds"]
 """Modules imported before the first load; each registers its kinds (and controllers)."""
 
 
