@@ -19,6 +19,7 @@ and ``*_validation.go`` per /work/shared/reference/knative-revisions-traffic.md 
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -412,6 +413,16 @@ class RouteTable:
     def routed(self) -> set[str]:
         """Revisions the route references (routingState "active")."""
         return {r for r, _ in self.split} | {r for _, r in self.tags}
+
+    def pick(self, rng: random.Random) -> str:
+        """The revision one request to the main URL goes to: a uniform point on [0, 100)
+        against the split's cumulative percents (the split is non-empty and sums to 100)."""
+        point = rng.random() * 100
+        for name, percent in self.split:
+            point -= percent
+            if point < 0:
+                return name
+        return self.split[-1][0]  # float rounding at the top end
 
 
 def resolve_traffic(traffic: list[TrafficTarget], latest_ready: str | None,

@@ -479,12 +479,7 @@ class KnativeServiceController:
         if not split:
             return error_response(503, f"Service {self.name}: no ready revision to route to "
                                   f"({'; '.join(self.table.problems) or 'no traffic'})")
-        point = self._rng.random() * 100
-        for name, percent in split:
-            point -= percent
-            if point < 0:
-                break
-        return await self._forward(name, request)
+        return await self._forward(self.table.pick(self._rng), request)
 
     def _tag_handler(self, tag: str) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
