@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import builtins
 import math
 
 import pytest
@@ -65,17 +67,33 @@ def test_lab00_little_law(capsys):
         lab00.check_busy_instances(1000.0, arrival_rate=5.0, service_time=0.2)
 
 
-def test_lab01_break_even_rate(capsys):
+def test_lab01_break_even_rate_with_the_free_tier(capsys):
     from labkit.grading import lab01
-    from labkit.sim import Prices
+    from labkit.sim import SECONDS_PER_MONTH, Prices, always_on_monthly_cost, break_even_rate
 
     task, p = lab01.BREAK_EVEN_TASK, Prices()
+    # The algebra a student would write: past both free allowances the bill is linear.
     per_request = task.mean_duration * task.memory_mb / 1024 * p.gb_second + p.per_million_requests / 1e6
-    by_hand = p.always_on_hourly / 3600 / per_request  # the same algebra a student would write
+    free = task.free_gb_seconds * p.gb_second + task.free_requests * p.per_million_requests / 1e6
+    by_hand = (always_on_monthly_cost(1) + free) / per_request / SECONDS_PER_MONTH
+    assert by_hand * SECONDS_PER_MONTH > task.free_requests  # both allowances are used up there
+    assert by_hand * SECONDS_PER_MONTH * task.mean_duration * task.memory_mb / 1024 > task.free_gb_seconds
     lab01.check_break_even_rate(by_hand)
     assert capsys.readouterr().out == "✓ break-even rate is right\n"
     with pytest.raises(AssertionError, match="too high.*factor of about 3,600"):
         lab01.check_break_even_rate(by_hand * 3600)  # per hour instead of per second
+    # The dodge the exercise text forbids: the library's answer ignores the free tier, and is named.
+    with pytest.raises(AssertionError, match="WITHOUT the free tier"):
+        lab01.check_break_even_rate(break_even_rate(task.mean_duration, task.memory_mb))
+
+
+def test_answer_reads_the_callers_variable_or_says_it_is_missing():
+    namespace = {"answer": checks.answer, "ready": 1.5}
+    assert eval("answer('ready')", namespace) == 1.5
+    with pytest.raises(checks.NotAnsweredError) as info:
+        eval("answer('break_even_answer')", namespace)
+    assert str(info.value) == ("break_even_answer: not defined yet.\n"
+                               "HINT: run the exercise cell above first; it must set `break_even_answer`.")
 
 
 def test_lab01_keep_alive_accepts_the_shortest_that_works_only(capsys):
@@ -121,6 +139,26 @@ def load_builder():
     return module
 
 
+SELF_SUFFICIENT_CHECKS = {"00", "01", "04", "05", "06"}
+"""Labs whose check cells follow the answer('name') convention (the others' owners adopt it in turn)."""
+
+
+def loaded_names(source: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def bound_names(source: str) -> set[str]:
+    bound = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+    return bound
+
+
 @pytest.mark.parametrize("key", sorted(load_builder().NOTEBOOKS))
 def test_lab_notebooks_follow_the_exercise_convention(key):
     import re
@@ -146,6 +184,11 @@ def test_lab_notebooks_follow_the_exercise_convention(key):
             assert is_solution, f"{cell.id}: the cell before a check must hold the solution"
             assert before.source.index("### BEGIN SOLUTION") < before.source.index("### END SOLUTION")
             assert re.search(r"\bcheck_\w+\(", cell.source), cell.id
+            if key in SELF_SUFFICIENT_CHECKS:
+                unbound = loaded_names(cell.source) - bound_names(cell.source) - set(dir(builtins))
+                assert not unbound, (
+                    f"{cell.id}: a check cell must import what it calls and read the exercise's variables "
+                    f"with answer('name'), so that run first it gives a hint, not a NameError: {sorted(unbound)}")
         else:
             assert not is_solution, f"{before.id}: a solution cell must be followed by a check cell"
     assert checks_seen >= 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from labkit.grading.gradebook import run_nbval
 from labkit.grading.release import (
     ReleaseError,
     add_release_arguments,
+    assigned_names,
     release,
     release_notebook,
     run_release,
@@ -30,9 +32,53 @@ def test_solutions_become_stubs_at_the_marker_indentation():
         "def mean(xs):\n"
         '    """Arithmetic mean of a non-empty list."""\n'
         "    # YOUR CODE HERE\n"
-        "    raise NotImplementedError()"
+        "    raise NotImplementedError('complete the body of mean(); see the exercise text above')"
     )
-    assert released["solution-double"] == "# YOUR CODE HERE\nraise NotImplementedError()\nprint(double(1))"
+    assert released["solution-double"] == (
+        "# YOUR CODE HERE\n"
+        "raise NotImplementedError('write the code that sets double; see the exercise text above')\n"
+        "print(double(1))"
+    )
+
+
+def exercise_notebook() -> nbformat.NotebookNode:
+    """An exercise as the labs write it: a heading, a solution with a helper, an answer() check."""
+    solution = (
+        "rate = 2.0\n"
+        "### BEGIN SOLUTION\n"
+        "def helper(x):\n    return 3 * x\n"
+        "tripled, _scratch = helper(rate), None\n"
+        "### END SOLUTION"
+    )
+    check = (
+        "from labkit.grading.checks import answer, check_close\n"
+        "check_close('tripled', answer('tripled'), 6.0, hint='three times the rate')"
+    )
+    nb = master()
+    nb.cells = [
+        new_markdown_cell("### Exercise 3 — triple it (2 points)\n\nSet `tripled`.", id="exercise-3"),
+        code("solution-triple", solution),
+        code("check-triple", check, tags=["check", "points-2"]),
+    ]
+    return nb
+
+
+def test_a_stub_names_the_exercise_and_what_its_check_reads():
+    released = sources(release_notebook(exercise_notebook()))
+    assert released["solution-triple"].split("\n")[1:] == [
+        "# YOUR CODE HERE",
+        "raise NotImplementedError('Exercise 3 — triple it: write the code that sets tripled; "
+        "see the exercise text above')",
+    ]
+
+
+def test_assigned_names_of_a_block():
+    assert assigned_names("a = 1\nb, (c, d) = f()\nx += 1\ny: int = 2\ndef g(): pass\nclass K: pass\n_p = 0") == [
+        "a", "b", "c", "d", "x", "y", "g", "K"]
+    assert assigned_names("for i in range(3):\n    if i:\n        best = d = i\n    else:\n        d = 0") == ["best", "d"]
+    assert assigned_names("def f():\n    inner = 1\nwith open(p) as h:\n    text = h.read()") == ["f", "text"]
+    assert assigned_names("return sum(xs)") == []
+    assert assigned_names("this is not python") == []
 
 
 def test_hidden_tests_are_removed_and_visible_checks_kept():
@@ -181,3 +227,21 @@ def test_released_copy_runs_under_nbval_and_fails_only_on_the_stubs(tmp_path):
     assert sorted(failures) == ["Cell 2", "Cell 3", "Cell 4"]
     assert "NotImplementedError" in failures["Cell 2"] and "NotImplementedError" in failures["Cell 3"]
     assert "NameError" in failures["Cell 4"]
+
+
+def test_a_released_exercise_guides_under_run_all(tmp_path):
+    """Run All on a student copy: the stub says what to write, and the check run without the
+    exercise answers with a hint, not a NameError."""
+    written = release(write(tmp_path / "m" / "lab.ipynb", exercise_notebook()), tmp_path / "student")
+    report = run_nbval(tmp_path, written, cell_timeout=30)
+    colour = re.compile(r"(#x1B|\x1b)\[[0-9;]*m")  # JUnit XML keeps the traceback's ANSI colours as text
+    failures = {
+        case.get("name"): colour.sub("", " ".join(child.get("message", "") + (child.text or "") for child in case))
+        for case in ElementTree.parse(report).getroot().iter("testcase")
+        if any(child.tag in ("failure", "error") for child in case)
+    }
+    assert sorted(failures) == ["Cell 0", "Cell 1"]
+    assert "NotImplementedError: Exercise 3 — triple it: write the code that sets tripled" in failures["Cell 0"]
+    assert "NotAnsweredError: tripled: not defined yet." in failures["Cell 1"]
+    assert "HINT: run the exercise cell above first" in failures["Cell 1"]
+    assert "NameError" not in failures["Cell 1"]

@@ -51,7 +51,7 @@ class L4Balancer:
         return self.port
 
     async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, HOST, 0)
+        self._server = await asyncio.start_server(self._on_connection, HOST, 0)
         return int(self._server.sockets[0].getsockname()[1])
 
     def close(self) -> None:
@@ -68,33 +68,32 @@ class L4Balancer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain function, not a coroutine, so that asyncio.streams attaches no done-callback of
+        # its own: on Python < 3.12 that callback calls task.exception() on a cancelled task and
+        # logs "Exception in callback ... CancelledError" whenever close() cuts a live connection
+        # (CPython gh-113538). Our own task, tracked from creation, ends cancelled quietly, and
+        # even one cancelled before its first step still has its client connection closed.
+        task = asyncio.get_running_loop().create_task(self._forward(reader, writer))
         self._tasks.add(task)
-        upstream_writer: asyncio.StreamWriter | None = None
+        task.add_done_callback(lambda done: (writer.close(), self._tasks.discard(done)))
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await self._connect()
+        if upstream is None:
+            return  # no ready endpoint: the client sees the connection closed
+        upstream_reader, upstream_writer = upstream
+        pipes = [
+            asyncio.ensure_future(_pipe(reader, upstream_writer)),
+            asyncio.ensure_future(_pipe(upstream_reader, writer)),
+        ]
         try:
-            upstream = await self._connect()
-            if upstream is None:
-                return  # no ready endpoint: the client sees the connection closed
-            upstream_reader, upstream_writer = upstream
-            pipes = [
-                asyncio.ensure_future(_pipe(reader, upstream_writer)),
-                asyncio.ensure_future(_pipe(upstream_reader, writer)),
-            ]
-            try:
-                await asyncio.wait(pipes, return_when=asyncio.FIRST_EXCEPTION)
-            finally:
-                for pipe in pipes:
-                    pipe.cancel()
-                await asyncio.gather(*pipes, return_exceptions=True)
-        except asyncio.CancelledError:
-            pass  # our own close() cut the connection; ending here keeps asyncio from logging it
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            for w in (writer, upstream_writer):
-                if w is not None:
-                    w.close()
-            self._tasks.discard(task)
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            upstream_writer.close()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         backends = self._backends

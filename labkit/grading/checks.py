@@ -7,7 +7,9 @@ relies on (a wrong answer must make the notebook cell fail under nbval):
 - a wrong answer raises ``AssertionError`` whose message says what is wrong and ends with
   a ``HINT:`` line that points at the method, never at the expected value;
 - a right answer prints one deterministic ``✓ ...`` line (no timings, no floats that vary),
-  so the cell's stored output is stable.
+  so the cell's stored output is stable;
+- a check cell reads the exercise's variables with ``answer("name")``, so a check run before
+  its exercise (or in a student copy) says so with a hint instead of a bare ``NameError``.
 
 This module imports no live component and no simulator.
 """
@@ -15,6 +17,7 @@ This module imports no live component and no simulator.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from numbers import Real
 from typing import NoReturn
@@ -22,6 +25,22 @@ from typing import NoReturn
 
 class NotAnsweredError(AssertionError):
     """The exercise still holds its placeholder (``None``, ``...`` or ``NotImplemented``)."""
+
+
+def answer(name: str) -> object:
+    """The value of the notebook variable ``name``, as the check cell calling this sees it.
+
+    A check cell that named the variable directly would stop with a bare ``NameError`` when
+    run before its exercise; looked up here, a missing name gets the same kind of message as
+    a wrong value: what is wrong, then a HINT. The lookup reads the caller's globals, which
+    in a notebook are the kernel's namespace (the cell's own variables).
+    """
+    namespace = sys._getframe(1).f_globals
+    if name not in namespace:
+        raise NotAnsweredError(
+            f"{name}: not defined yet.\nHINT: run the exercise cell above first; it must set `{name}`."
+        )
+    return namespace[name]
 
 
 def passed(message: str) -> None:

@@ -7,43 +7,81 @@ The expected answers come from labkit's simulator and cost model (no live compon
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from labkit.grading.checks import check_at_most, check_choices, check_close, fail, passed, require_number
 from labkit.sim import (
+    SECONDS_PER_MONTH,
     Bursty,
     Diurnal,
     Poisson,
     PlatformResult,
+    Prices,
     Workload,
     always_on_monthly_cost,
     break_even_rate,
     simulate_platform,
 )
 
-# --- Exercise 1: the break-even rate ----------------------------------------------------
+# --- Exercise 1: the break-even rate with Lambda's free tier -------------------------------
 
 
 @dataclass(frozen=True)
 class BreakEvenTask:
-    """A function and the always-on service it is compared with (default list prices)."""
+    """A function, the always-on service it is compared with (default list prices), and the
+    monthly free tier AWS Lambda gives every account: 1 million requests and 400,000
+    GB-seconds a month (https://docs.aws.amazon.com/whitepapers/latest/how-aws-pricing-works/lambda.html).
+    labkit's cost model (``break_even_rate``) leaves the free tier out: it is per account, not
+    per function; this exercise is about the one function the account runs."""
 
     mean_duration: float = 0.12
     memory_mb: float = 1024.0
+    free_requests: float = 1_000_000.0
+    free_gb_seconds: float = 400_000.0
 
 
 BREAK_EVEN_TASK = BreakEvenTask()
 
 
+def monthly_bill_with_free_tier(rate: float, task: BreakEvenTask = BREAK_EVEN_TASK,
+                                prices: Prices | None = None) -> float:
+    """Lambda's monthly bill at ``rate`` req/s once the free allowances are used up."""
+    prices = prices or Prices()
+    requests = rate * SECONDS_PER_MONTH
+    gb_seconds = requests * task.mean_duration * task.memory_mb / 1024
+    return (max(0.0, gb_seconds - task.free_gb_seconds) * prices.gb_second
+            + max(0.0, requests - task.free_requests) * prices.per_request)
+
+
+def break_even_with_free_tier(task: BreakEvenTask = BREAK_EVEN_TASK, prices: Prices | None = None) -> float:
+    """The rate where the free-tier bill equals one always-on instance (bisection: the bill
+    is piecewise linear, growing, and zero at rate 0)."""
+    target = always_on_monthly_cost(1, prices)
+    low, high = 0.0, 1.0
+    while monthly_bill_with_free_tier(high, task, prices) < target:
+        high *= 2
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if monthly_bill_with_free_tier(middle, task, prices) < target else (low, middle)
+    return (low + high) / 2
+
+
 def check_break_even_rate(answer: object) -> None:
-    """The request rate (req/s) where pay-per-use costs as much as one always-on instance."""
+    """The request rate (req/s) where Lambda's bill, free tier included, equals one always-on instance."""
     task = BREAK_EVEN_TASK
+    value = require_number("break-even rate", answer)
+    if math.isclose(value, break_even_rate(task.mean_duration, task.memory_mb), rel_tol=0.01):
+        fail("break-even rate: that is the break-even WITHOUT the free tier (what break_even_rate() gives).",
+             "the first free_requests requests and free_gb_seconds GB-seconds of each month cost nothing: "
+             "subtract them before pricing, then solve bill(rate) = always-on monthly cost.")
     check_close(
-        "break-even rate", answer, break_even_rate(task.mean_duration, task.memory_mb), rel_tol=0.01, unit=" req/s",
-        hint="cost of one request = duration (s) x memory (GB, and 1 GB = 1024 MB) x price per GB-second "
-             "+ price per request (the price is per million). Set rate x seconds per month x cost of one request "
-             "equal to the always-on monthly cost (the same month on both sides: labkit's is 730 hours) and solve "
-             "for the rate, in requests per SECOND.",
+        "break-even rate", value, break_even_with_free_tier(task), rel_tol=0.01, unit=" req/s",
+        hint="a month's requests = rate x seconds per month (labkit's month is 730 hours). Bill = (GB-seconds - "
+             "free GB-seconds) x price per GB-second + (requests - free requests) x price per request, each part "
+             "at least 0 (GB-seconds = requests x duration x memory in GB, 1 GB = 1024 MB). Set it equal to the "
+             "always-on monthly cost and solve for the rate in requests per SECOND; then check that both free "
+             "allowances really are used up at that rate.",
     )
 
 
@@ -178,6 +216,6 @@ def scenario_table() -> str:
 
 __all__ = [
     "ALWAYS_ON", "BREAK_EVEN_TASK", "KEEP_ALIVE", "KEEP_ALIVE_TASK", "SCENARIOS", "SERVERLESS", "Scenario",
-    "best_fit", "check_break_even_rate", "check_keep_alive", "check_serverless_fit",
+    "best_fit", "break_even_with_free_tier", "check_break_even_rate", "monthly_bill_with_free_tier", "check_keep_alive", "check_serverless_fit",
     "keep_alive_cold_start_probability", "scenario_table",
 ]

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from labkit.grading.checks import (
     NotAnsweredError,
     check_choices,
+    check_close,
     fail,
     passed,
     require_number,
 )
 from labkit.mesh.routing import Forward, Request, VirtualService
 from labkit.mesh.spec import SpecError
-from labkit.sim import simulate_mesh
+from labkit.sim import MeshSimResult, simulate_mesh
 
 # --- Exercise 1: a canary with a tester ---------------------------------------------------
 
@@ -72,44 +73,55 @@ def check_canary(spec: object) -> None:
     passed(f"canary: {TESTER} always on v2, about {CANARY_SHARE:.0%} of everyone else on v2")
 
 
-# --- Exercise 2: enough retries, from the simulator ----------------------------------------
+# --- Exercise 2: enough retries, and what they cost ----------------------------------------
 
 
 @dataclass(frozen=True)
 class RetryTask:
-    """Three pods that each fail 20 % of requests, independently; reach the target success."""
+    """Three pods that each fail `failure_rate` of requests, independently; with
+    `retries: {attempts: N, retryOn: 5xx}` reach `target` success with the smallest N, and say
+    how many tries per request that costs the service. The check runs the mesh simulator (the
+    sidecar's own retry code) with these parameters."""
 
     hosts: int = 3
-    failure_rate: float = 0.2
-    target: float = 0.98
-    duration: float = 20.0
+    failure_rate: float = 0.3
+    target: float = 0.99
+    duration: float = 100.0
     arrival_rate: float = 100.0
     seed: int = 4
 
-    def success(self, attempts: int) -> float:
-        """Simulated success rate with `retries: {attempts: N, retryOn: 5xx}`."""
-        return simulate_mesh(hosts=self.hosts, failing_hosts=self.hosts, failure_rate=self.failure_rate,
-                             duration=self.duration, arrival_rate=self.arrival_rate, seed=self.seed,
-                             retries={"attempts": attempts, "retryOn": "5xx"} if attempts else {"attempts": 0}
-                             ).success_rate
-
 
 RETRY_TASK = RetryTask()
+_TRIES_TOLERANCE = 0.03  # the simulator's own sampling error is about 0.5 % with these parameters
 
 
-def check_retry_attempts(answer: object) -> None:
-    value = require_number("attempts", answer)
+def simulate_retries(attempts: int, task: RetryTask = RETRY_TASK) -> MeshSimResult:
+    """The task's service with `attempts` retries on 5xx, in the mesh simulator."""
+    return simulate_mesh(hosts=task.hosts, failing_hosts=task.hosts, failure_rate=task.failure_rate,
+                         duration=task.duration, arrival_rate=task.arrival_rate, seed=task.seed,
+                         retries={"attempts": attempts, "retryOn": "5xx"})
+
+
+def check_retries(attempts: object, tries_per_request: object) -> None:
+    """The smallest retry count meeting the target, and the mean tries per request it costs."""
+    task = RETRY_TASK
+    value = require_number("attempts", attempts)
     if value != int(value) or value < 0 or value > 20:
         fail(f"attempts: {value:g} is not a sensible number of retries.", "attempts counts retries: 0, 1, 2, ...")
-    attempts = int(value)
-    task = RETRY_TASK
-    if task.success(attempts) < task.target:
-        fail(f"attempts: with {attempts} the simulated success rate is below {task.target:.0%}.",
-             "each retry multiplies the failure probability by the failure rate; try the simulator with more.")
-    if attempts > 0 and task.success(attempts - 1) >= task.target:
-        fail(f"attempts: {attempts} works, but fewer retries would too.",
+    retries = int(value)
+    tries = require_number("tries per request", tries_per_request)
+    result = simulate_retries(retries)
+    if result.success_rate < task.target:
+        fail(f"attempts: with {retries} retries the simulated success rate is below {task.target:.0%}.",
+             "a request fails only if ALL of its tries fail: with N retries that is failure_rate ** (N + 1). "
+             "Find the smallest N that keeps it at most 1 - target.")
+    if retries > 0 and simulate_retries(retries - 1).success_rate >= task.target:
+        fail(f"attempts: {retries} works, but fewer retries would too.",
              "every retry adds load on a struggling service: find the SMALLEST number that meets the target.")
-    passed("attempts is the smallest number of retries that meets the target")
+    passed(f"attempts: {retries} is the smallest number of retries that meets the target")
+    check_close("tries per request", tries, result.mean_tries, rel_tol=_TRIES_TOLERANCE,
+                hint="every request makes a first try; a retry happens only when all the tries before it "
+                     "failed. Add up the probability of making each try: 1 + p + p**2 + ... up to N retries.")
 
 
 # --- Exercise 3: read the response flags ---------------------------------------------------

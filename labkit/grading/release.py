@@ -4,8 +4,8 @@ A master notebook holds each exercise's solution between ``### BEGIN SOLUTION`` 
 ``### END SOLUTION`` lines of a code cell, and may hold extra tests between
 ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` in its check cells (the
 convention nbgrader uses, so masters stay usable with nbgrader too). The student copy
-replaces each solution region with a stub at the marker's indentation, drops hidden
-tests, and clears every output and execution count: nbval then only checks that cells
+replaces each solution region with a stub at the marker's indentation that says what to
+write (the exercise's heading and the names the solution sets), drops hidden tests, and clears every output and execution count: nbval then only checks that cells
 run, since an unrun cell that still has outputs fails nbval even under ``--nbval-lax``.
 Cell ids, tags and metadata are kept so that ``labkit grade`` can match a submission's
 cells back to the master.
@@ -13,6 +13,7 @@ cells back to the master.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import re
 import sys
@@ -26,12 +27,15 @@ BEGIN_SOLUTION = "### BEGIN SOLUTION"
 END_SOLUTION = "### END SOLUTION"
 BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 END_HIDDEN = "### END HIDDEN TESTS"
-STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+STUB_COMMENT = "# YOUR CODE HERE"
 CHECK_TAG = "check"
 
 _END_OF = {BEGIN_SOLUTION: END_SOLUTION, BEGIN_HIDDEN: END_HIDDEN}
 _MARKERS = {BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN}
 _NEAR_MARKER = re.compile(r"#\s*(BEGIN|END)\s+(SOLUTION|HIDDEN\s+TESTS)", re.IGNORECASE)
+_EXERCISE_HEADING = re.compile(r"^#+\s*(Exercise\b.*?)\s*(\(\d+ points?\))?\s*$", re.MULTILINE)
+_ANSWER_CALL = re.compile(r"\banswer\(\s*[\"'](\w+)[\"']")
+_ENCLOSING_DEF = re.compile(r"^(\s*)(?:async\s+)?def\s+(\w+)\s*\(")
 
 
 class ReleaseError(ValueError):
@@ -117,11 +121,99 @@ def is_solution_cell(cell: NotebookNode, where: str) -> bool:
     return any(r.begin_marker == BEGIN_SOLUTION for r in cell_regions(cell, where))
 
 
-def release_source(source: str, regions: list[Region]) -> str:
-    """The source with solution regions stubbed and hidden-test regions removed."""
+def assigned_names(code: str) -> list[str]:
+    """Public names a block of code binds, in order: assignments (also inside loops and
+    branches) and the functions and classes it defines, but nothing inside those.
+
+    The block may be a function body (with ``return``), so it is parsed inside a function.
+    """
+    body = "def _block():\n" + "\n".join("    " + line for line in code.split("\n")) + "\n    pass"
+    try:
+        statements = ast.parse(body).body[0].body
+    except SyntaxError:
+        return []
+    names: list[str] = []
+
+    def bind(name: str) -> None:
+        if not name.startswith("_") and name not in names:
+            names.append(name)
+
+    def visit(statement: ast.stmt) -> None:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bind(statement.name)
+            return
+        if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for node in (n for t in targets for n in ast.walk(t)):
+                if isinstance(node, ast.Name):
+                    bind(node.id)
+        for child in ast.iter_child_nodes(statement):  # the bodies of loops, branches, with, try
+            if isinstance(child, ast.stmt):
+                visit(child)
+            elif isinstance(child, ast.excepthandler):
+                for inner in child.body:
+                    visit(inner)
+
+    for statement in statements:
+        visit(statement)
+    return names
+
+
+def stub_message(heading: str | None, region_code: str, enclosing_def: str | None, checked: list[str]) -> str:
+    """What the stub of one solution region tells the student to write.
+
+    ``checked`` are the names the next check cell reads with ``answer("...")``: of the names
+    the solution sets, those are the ones that must exist; the others are the solution's
+    own helpers and are named only when the check names none.
+    """
+    where = f"{heading}: " if heading else ""
+    if enclosing_def:
+        return f"{where}complete the body of {enclosing_def}(); see the exercise text above"
+    names = assigned_names(region_code)
+    wanted = [n for n in names if n in checked] or names
+    if not wanted:
+        return f"{where}write your code here; see the exercise text above"
+    return f"{where}write the code that sets {', '.join(wanted)}; see the exercise text above"
+
+
+def _exercise_heading(cells: list[NotebookNode], index: int) -> str | None:
+    """The nearest "Exercise ..." heading in a markdown cell before cell ``index``."""
+    for cell in reversed(cells[:index]):
+        if cell.cell_type == "markdown":
+            headings = _EXERCISE_HEADING.findall(cell.source)
+            if headings:
+                return headings[-1][0]
+    return None
+
+
+def _checked_names(cells: list[NotebookNode], index: int) -> list[str]:
+    """Names the next check cell after cell ``index`` reads with ``answer("...")``."""
+    for cell in cells[index + 1 :]:
+        if cell.cell_type == "code" and CHECK_TAG in cell.metadata.get("tags", []):
+            return _ANSWER_CALL.findall(cell.source)
+    return []
+
+
+def _enclosing_def(lines: list[str], region: Region) -> str | None:
+    """The function a region sits in (a ``def`` above it, indented less), if any."""
+    for line in reversed(lines[: region.begin]):
+        found = _ENCLOSING_DEF.match(line)
+        if found and len(found.group(1)) < len(region.indent):
+            return found.group(2)
+    return None
+
+
+def release_source(source: str, regions: list[Region], messages: list[str]) -> str:
+    """The source with solution regions stubbed and hidden-test regions removed.
+
+    ``messages`` holds each region's stub message, in order (hidden-test regions ignore theirs).
+    """
     lines = source.split("\n")
-    for region in reversed(regions):
-        stub = [region.indent + line for line in STUB] if region.begin_marker == BEGIN_SOLUTION else []
+    for number, region in reversed(list(enumerate(regions))):
+        if region.begin_marker == BEGIN_SOLUTION:
+            stub = [region.indent + STUB_COMMENT, f"{region.indent}raise NotImplementedError({messages[number]!r})"]
+        else:
+            stub = []
         lines[region.begin : region.end + 1] = stub
     return "\n".join(lines)
 
@@ -135,7 +227,14 @@ def release_notebook(nb: NotebookNode, source: str = "<notebook>") -> NotebookNo
     for index, cell in enumerate(student.cells):
         regions = cell_regions(cell, cell_location(source, index, cell))
         if regions:
-            cell.source = release_source(cell.source, regions)
+            lines = cell.source.split("\n")
+            heading, checked = _exercise_heading(student.cells, index), _checked_names(student.cells, index)
+            messages = [
+                stub_message(heading, "\n".join(line[len(r.indent):] for line in lines[r.begin + 1 : r.end]),
+                             _enclosing_def(lines, r), checked)
+                for r in regions
+            ]
+            cell.source = release_source(cell.source, regions, messages)
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None

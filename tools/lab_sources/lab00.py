@@ -100,8 +100,8 @@ CELLS = [
             replica_pids = [pod.replica.pid for pod in cluster.pods_of({"app": "hello"})]
             service = cluster.url("Service", "hello")
             answers = [httpx.get(service) for _ in range(4)]
-        for answer in answers:
-            print(answer.status_code, answer.text.strip(), "from pid", answer.headers["x-labkit-pod"])
+        for reply in answers:
+            print(reply.status_code, reply.text.strip(), "from pid", reply.headers["x-labkit-pod"])
         """, IGNORE),
     code("live-check", """
         from labkit.net import process_alive
@@ -154,9 +154,10 @@ CELLS = [
     md("exercises-intro", """
         ## 4. Exercises and checks
 
-        An exercise is a code cell you complete (in your copy it says `raise NotImplementedError()`),
-        followed by a cell that calls a `check_...()` function. The check recomputes the answer with
-        labkit's own functions. A right answer prints a `✓` line. A wrong one raises an
+        An exercise is a code cell you complete (in your copy it raises `NotImplementedError` with a
+        message saying what to write), followed by a cell that calls a `check_...()` function on
+        `answer("name")`, which reads your variable (run the check first and it says so). The check
+        recomputes the answer with labkit's own functions. A right answer prints a `✓` line. A wrong one raises an
         `AssertionError` that says what is off and gives a **HINT**, never the answer. Graders run every
         notebook with `pytest --nbval`, so a failing check is a lost point.
 
@@ -189,7 +190,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-1-check", """
-        check_busy_instances(busy_instances, arrival_rate=5.0, service_time=0.2)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab00 import check_busy_instances
+
+        check_busy_instances(answer("busy_instances"), arrival_rate=5.0, service_time=0.2)
         """, points=1),
     md("real-cluster", """
         ## 5. On a real cluster

@@ -324,29 +324,41 @@ CELLS = [
     md("exercise-1", """
         ## Exercises
 
-        ### Exercise 1 — the break-even rate (2 points)
+        ### Exercise 1 — the break-even rate, free tier included (2 points)
 
-        A function runs `BREAK_EVEN_TASK.mean_duration` seconds per request with
-        `BREAK_EVEN_TASK.memory_mb` MB of memory. With the default `Prices()`, at how many requests
-        **per second** does it cost as much per month as one always-on instance? Work it out from the
-        prices (`gb_second`, `per_million_requests`, `always_on_hourly`) — `break_even_rate()` is what
-        the check uses, so do not call it. Store the result in `break_even_answer`.
+        The costs above leave out Lambda's **free tier**: every month, an account's first 1 million
+        requests and 400,000 GB-seconds cost nothing (labkit's cost model omits it because it is per
+        account, not per function). Take an account that runs just one function:
+        `BREAK_EVEN_TASK.mean_duration` seconds per request with `BREAK_EVEN_TASK.memory_mb` MB of
+        memory, and the allowances `free_requests` and `free_gb_seconds`. With the default `Prices()`
+        and labkit's 730-hour month (`SECONDS_PER_MONTH`), at how many requests **per second** does
+        its monthly bill equal one always-on instance? Work it out from the prices (`gb_second`,
+        `per_million_requests`, `always_on_hourly`); `break_even_rate()` ignores the free tier, so it
+        gives a different number. Store the result in `break_even_answer`.
         """),
     code("exercise-1-solution", """
-        from labkit.grading.lab01 import BREAK_EVEN_TASK, check_break_even_rate
-        from labkit.sim import Prices
+        from labkit.grading.lab01 import BREAK_EVEN_TASK
+        from labkit.sim import SECONDS_PER_MONTH, Prices
 
-        prices = Prices()
-        duration, memory_mb = BREAK_EVEN_TASK.mean_duration, BREAK_EVEN_TASK.memory_mb
+        prices, task = Prices(), BREAK_EVEN_TASK
+        print(task)
         ### BEGIN SOLUTION
-        cost_per_request = duration * memory_mb / 1024 * prices.gb_second + prices.per_million_requests / 1e6
-        always_on_per_second = prices.always_on_hourly / 3600
-        break_even_answer = always_on_per_second / cost_per_request
+        gb_seconds_per_request = task.mean_duration * task.memory_mb / 1024
+        cost_per_request = gb_seconds_per_request * prices.gb_second + prices.per_million_requests / 1e6
+        free_value = task.free_gb_seconds * prices.gb_second + task.free_requests * prices.per_million_requests / 1e6
+        # Past both allowances the bill is linear: requests x cost_per_request - free_value.
+        requests = (prices.always_on_hourly * SECONDS_PER_MONTH / 3600 + free_value) / cost_per_request
+        assert requests > task.free_requests and requests * gb_seconds_per_request > task.free_gb_seconds
+        break_even_answer = requests / SECONDS_PER_MONTH
         ### END SOLUTION
-        print(f"{duration} s and {memory_mb:.0f} MB per request: break-even at {break_even_answer:.3f} req/s")
+        print(f"break-even with the free tier at {break_even_answer:.3f} req/s "
+              f"(without it: {break_even_rate(task.mean_duration, task.memory_mb):.3f} req/s)")
         """),
     check("exercise-1-check", """
-        check_break_even_rate(break_even_answer)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab01 import check_break_even_rate
+
+        check_break_even_rate(answer("break_even_answer"))
         """, points=2),
     md("exercise-2", """
         ### Exercise 2 — a keep-alive for a target (2 points)
@@ -360,7 +372,7 @@ CELLS = [
     code("exercise-2-solution", """
         import math
 
-        from labkit.grading.lab01 import KEEP_ALIVE_TASK, check_keep_alive
+        from labkit.grading.lab01 import KEEP_ALIVE_TASK
 
         task = KEEP_ALIVE_TASK
         print(task)
@@ -379,7 +391,10 @@ CELLS = [
         print(f"keep-alive {keep_alive_answer} s")
         """),
     check("exercise-2-check", """
-        check_keep_alive(keep_alive_answer)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab01 import check_keep_alive
+
+        check_keep_alive(answer("keep_alive_answer"))
         """, points=2),
     md("exercise-3", """
         ### Exercise 3 — serverless or always-on? (3 points)
@@ -392,7 +407,7 @@ CELLS = [
         a scenario. Build `fits`: scenario name → `"serverless"` or `"always-on"`.
         """),
     code("exercise-3-solution", """
-        from labkit.grading.lab01 import SCENARIOS, check_serverless_fit, scenario_table
+        from labkit.grading.lab01 import SCENARIOS, scenario_table
 
         print(scenario_table())
         ### BEGIN SOLUTION
@@ -408,7 +423,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-3-check", """
-        check_serverless_fit(fits)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab01 import check_serverless_fit
+
+        check_serverless_fit(answer("fits"))
         """, points=3),
     md("real-cluster", """
         ## On a real cluster
@@ -476,7 +494,9 @@ CELLS = [
         print(f"- Bursty traffic is worse: at the same mean rate and a 1-minute keep-alive, the trace had "
               f"{cold_by_pattern['trace replay']:.1%} cold requests against {cold_by_pattern['Poisson']:.1%} for Poisson.")
         print(f"- Pay-per-use is cheaper than one always-on instance (${always_on:.2f}/month) below "
-              f"{break_even:.2f} req/s for a 0.2 s, 512 MB function.")
+              f"{break_even:.2f} req/s for a 0.2 s, 512 MB function; Lambda's free tier moved your exercise's "
+              f"break-even from {break_even_rate(BREAK_EVEN_TASK.mean_duration, BREAK_EVEN_TASK.memory_mb):.2f} "
+              f"to {break_even_answer:.2f} req/s.")
         for name, choice in fits.items():
             print(f"- {name}: {choice}")
         """, IGNORE),

@@ -48,8 +48,6 @@ CELLS = [
     code("setup", """
         import json
         import time
-        import urllib.error
-        import urllib.request
         from collections import Counter
         from pathlib import Path
 
@@ -58,6 +56,7 @@ CELLS = [
 
         import labkit
         from labkit import load
+        from labkit.apps.mesh_demo_calls import DemoCaller
         from labkit.apps.mesh_demo_deploy import demo_manifest
         from labkit.cluster import LocalCluster
 
@@ -69,32 +68,9 @@ CELLS = [
         cluster.apply(demo_manifest())                        # frontend -> backend v1 / v2, with sidecars
         cluster.apply(MANIFESTS / "istio-httpbin.yaml")       # Istio's httpbin sample
         sleep = cluster.client()                              # Istio's sleep sample: a caller with a sidecar
-
-
-        def call(host: str = "frontend:9080", path: str = "/", headers: dict | None = None) -> tuple[int, dict]:
-            \"\"\"One request from sleep's sidecar: (status, JSON body or {'text': body}).\"\"\"
-            request = urllib.request.Request(sleep.outbound_url + path, headers={"Host": host, **(headers or {})})
-            try:
-                with urllib.request.urlopen(request, timeout=30) as r:
-                    status, body = r.status, r.read()
-            except urllib.error.HTTPError as e:
-                status, body = e.code, e.read()
-            try:
-                return status, json.loads(body)
-            except ValueError:
-                return status, {"text": body.decode()}
-
-
-        def backend_versions(n: int, headers: dict | None = None) -> Counter:
-            \"\"\"Which backend version answered each of n requests to the frontend.\"\"\"
-            answered = Counter()
-            for _ in range(n):
-                _, body = call(headers=headers)
-                upstream = body["upstreams"][0]
-                answered[upstream["body"]["version"] if isinstance(upstream["body"], dict) else upstream["status"]] += 1
-            return answered
-
-
+        # call(host, path, headers) -> (status, JSON body); backend_versions(n) counts who answered
+        demo = DemoCaller(sleep)
+        call, backend_versions = demo.call, demo.backend_versions
         print(cluster.status())
         """, IGNORE),
     md("routing-intro", """
@@ -258,10 +234,12 @@ CELLS = [
         print("  the backend never saw it, and everyone else was served normally")
         """),
     md("fault-retry-intro", """
-        **Injected faults are not retried.** The fault filter runs *before* the router in Envoy, so a
-        route's `retries` never see an injected abort. Istio's documentation warns about exactly this:
-        an abort for 50 % of requests plus `retries: {attempts: 5, retryOn: 5xx}` still fails about
-        half of them. (To test retries, make the *service* fail — next section.)
+        **Injected faults are not retried.** Istio's VirtualService reference says so for the route's
+        `fault` field: *timeouts and retries are not enabled when faults are injected on the client
+        side* (istio.io, reference → networking → VirtualService → `HTTPRoute.fault`). A fault is a
+        test of how the *caller* copes, so the caller's own retries must not hide it: an abort for
+        50 % of requests plus `retries: {attempts: 5, retryOn: 5xx}` still fails about half of them.
+        (To test retries, make the *service* fail — next section.)
         """),
     code("fault-retry", """
         cluster.apply('''
@@ -460,7 +438,7 @@ CELLS = [
         thousands of requests with the sidecar's own routing code.
         """),
     code("exercise-1-solution", """
-        from labkit.grading.lab04 import CANARY_SHARE, TESTER, check_canary
+        from labkit.grading.lab04 import CANARY_SHARE, TESTER
 
         ### BEGIN SOLUTION
         canary = {
@@ -475,26 +453,45 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-1-check", """
-        check_canary(canary)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab04 import check_canary
+
+        check_canary(answer("canary"))
         """, points=3),
     md("exercise-2", """
-        ### Exercise 2 — just enough retries (2 points)
+        ### Exercise 2 — just enough retries, and what they cost (2 points)
 
-        `RETRY_TASK` describes a service whose 3 pods each fail 20 % of requests, independently. Find
-        the **smallest** `retries.attempts` (with `retryOn: 5xx`) that gives at least `target` success
-        in the simulator — `RETRY_TASK.success(attempts)` runs it. Store it in `retry_attempts`.
+        `RETRY_TASK` describes a service whose 3 pods each fail `failure_rate` (30 %) of requests,
+        independently of each other and of earlier tries. With `retries: {attempts: N, retryOn: 5xx}`:
+
+        1. What is the **smallest** N that gives at least `target` (99 %) success? Store it in
+           `retry_attempts`.
+        2. Retries are extra load on a service that is already failing. With that N, how many tries
+           does one request make **on average**? Store it in `tries_per_request`.
+
+        Reason it out with the failure rate (when does a request fail? when is a retry made?). The
+        check runs the mesh simulator, whose retries are the sidecar's own code, with the task's
+        parameters; the dashboard above shows the same quantities (success, tries per request).
         """),
     code("exercise-2-solution", """
-        from labkit.grading.lab04 import RETRY_TASK, check_retry_attempts
+        from labkit.grading.lab04 import RETRY_TASK
 
         print(RETRY_TASK)
+        p = RETRY_TASK.failure_rate
         ### BEGIN SOLUTION
-        retry_attempts = next(n for n in range(10) if RETRY_TASK.success(n) >= RETRY_TASK.target)
+        # A request fails only if its first try and all N retries fail: p ** (N + 1).
+        retry_attempts = next(n for n in range(20) if 1 - p ** (n + 1) >= RETRY_TASK.target)
+        # Try k + 1 happens only if the k tries before it all failed: 1 + p + ... + p ** N.
+        tries_per_request = sum(p**k for k in range(retry_attempts + 1))
         ### END SOLUTION
-        print(f"{retry_attempts} retries -> {RETRY_TASK.success(retry_attempts):.2%} success")
+        print(f"{retry_attempts} retries: {1 - p ** (retry_attempts + 1):.2%} success, "
+              f"{tries_per_request:.3f} tries per request")
         """),
     check("exercise-2-check", """
-        check_retry_attempts(retry_attempts)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab04 import check_retries
+
+        check_retries(answer("retry_attempts"), answer("tries_per_request"))
         """, points=2),
     md("exercise-3", """
         ### Exercise 3 — read the response flags (2 points)
@@ -504,7 +501,7 @@ CELLS = [
         `"FI"`, `"DI"`, `"UO"`, `"UH"`, `"UT"`, `"URX"`, `"NR"`.
         """),
     code("exercise-3-solution", """
-        from labkit.grading.lab04 import FLAGS, check_flags
+        from labkit.grading.lab04 import FLAGS
 
         for situation in FLAGS:
             print("-", situation)
@@ -521,7 +518,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-3-check", """
-        check_flags(flags)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab04 import check_flags
+
+        check_flags(answer("flags"))
         """, points=2),
     md("real-cluster", """
         ## On a real cluster

@@ -71,30 +71,14 @@ CELLS = [
         from concurrent.futures import ThreadPoolExecutor
         from statistics import median
 
-        import yaml
-
         from labkit.cluster import LocalCluster
         from labkit.load import run as load
         from labkit.serving.autoscaler_config import AutoscalerConfig
         from labkit.serving.service import configure_serving, knative_service
+        from labkit.serving.service_yaml import service_yaml  # name + short annotations -> Knative Service YAML
 
         GRACE = AutoscalerConfig(scale_to_zero_grace_period=2.0)  # 30 s in Knative; we do not want to wait
-
-
-        def service_yaml(name: str, annotations: dict, container_concurrency: int = 0) -> str:
-            \"\"\"A Knative Service running httpbin, with autoscaling.knative.dev/<key>: <value> annotations.\"\"\"
-            spec = {"containers": [{"image": "labkit/httpbin"}]}
-            if container_concurrency:
-                spec["containerConcurrency"] = container_concurrency
-            return yaml.safe_dump({
-                "apiVersion": "serving.knative.dev/v1",
-                "kind": "Service",
-                "metadata": {"name": name},
-                "spec": {"template": {
-                    "metadata": {"annotations": {f"autoscaling.knative.dev/{k}": v for k, v in annotations.items()}},
-                    "spec": spec,
-                }},
-            }, sort_keys=False)
+        UTILISATION = AutoscalerConfig().container_concurrency_target_percentage  # Knative's default, labkit's code
 
 
         METRIC_SERVICES = {"by-concurrency": {"target": "2", "window": "6s"},
@@ -182,7 +166,7 @@ CELLS = [
 
         from labkit.net import process_alive
 
-        wanted = math.ceil(CLIENTS / 0.7)
+        wanted = math.ceil(CLIENTS / UTILISATION)
         assert burst.count(200) == burst.requests, "every request of the burst should have been answered"
         assert 0.6 * wanted <= live_peak <= 1.6 * wanted, f"expected about {wanted} pods at the peak"
         assert any(s.panic for s in live), "the burst should have thrown the autoscaler into panic"
@@ -211,7 +195,8 @@ CELLS = [
         shade_panic(ax, t, [s.panic for s in live])
         ax.step(t, [s.ready for s in live], where="post", label="ready pods")
         ax.step(t, [max(s.desired, 0) for s in live], where="post", ls="--", label="desired pods")
-        ax.plot(t, [s.observed_concurrency / 0.7 for s in live], color="tab:orange", label="concurrency / 0.7")
+        ax.plot(t, [s.observed_concurrency / UTILISATION for s in live], color="tab:orange",
+                label=f"concurrency / {UTILISATION:g}")
         ax.axvspan(load_started, load_started + LOAD_SECONDS, color="grey", alpha=0.08, lw=0)
         ax.set(title="live: 8 clients for 12 s (grey), panic in red", xlabel="seconds since the revision was created",
                ylabel="pods")
@@ -363,15 +348,20 @@ CELLS = [
         ## Scale to zero, and what it costs
 
         When does an idle revision lose its last pod? The stable window must average to zero (one window after
-        the last request), then the **grace period** (30 s) must pass with the activator in the path — unless the
+        the last request), then the **grace period** must pass with the activator in the path — unless the
         activator was already there for that long. It is in the path whenever the spare capacity is below
-        `target-burst-capacity` (211 by default), which is the case for a small revision. With burst capacity 0
+        `target-burst-capacity`, which with its default is the case for a small revision (the cell prints both
+        defaults from labkit's `AutoscalerConfig`, which carries Knative's). With burst capacity 0
         the activator leaves the path as soon as a pod serves, so the grace period is waited in full.
         """),
     code("zero", """
         IDLE = Poisson(1e-9)  # no request at all
+        KNATIVE = AutoscalerConfig()
+        print(f"defaults: scale-to-zero-grace-period {KNATIVE.scale_to_zero_grace_period:g} s, "
+              f"target-burst-capacity {KNATIVE.target_burst_capacity:g}")
+        DEFAULT = f"burst capacity {KNATIVE.target_burst_capacity:g} (default)"
         zero_times = {}
-        for name, anns in {"burst capacity 211 (default)": {},
+        for name, anns in {DEFAULT: {},
                            "burst capacity 0": {"autoscaling.knative.dev/target-burst-capacity": "0"},
                            "min-scale 1": {"autoscaling.knative.dev/min-scale": "1"}}.items():
             r = simulate_autoscaling(IDLE, anns, duration=300.0, seed=1)
@@ -385,7 +375,7 @@ CELLS = [
               f"up to {after_zero.queue_delay[after_zero.cold].max():.2f} s")
         """),
     code("zero-check", """
-        assert 60 <= zero_times["burst capacity 211 (default)"] <= 64
+        assert 60 <= zero_times[DEFAULT] <= 64
         assert 90 <= zero_times["burst capacity 0"] <= 94
         assert zero_times["min-scale 1"] is None
         assert after_zero.cold_starts == 1 and after_zero.requests_cold > 1
@@ -435,7 +425,7 @@ CELLS = [
         case name → pods in `desired_answer`.
         """),
     code("exercise-1-solution", """
-        from labkit.grading.lab05 import DESIRED_CASES, check_desired_pods, desired_table
+        from labkit.grading.lab05 import DESIRED_CASES, desired_table
 
         print(desired_table())
         ### BEGIN SOLUTION
@@ -445,7 +435,7 @@ CELLS = [
             total = float(case.annotations.get("autoscaling.knative.dev/target", 100))
             if case.annotations.get("autoscaling.knative.dev/metric") != "rps" and case.container_concurrency:
                 total = min(total, case.container_concurrency)
-            per_pod = total * 0.7
+            per_pod = total * UTILISATION
             ready = max(1, case.ready_pods)
             stable, panic = math.ceil(case.stable / per_pod), math.ceil(case.panic / per_pod)
             lowest = math.floor(ready / 2)
@@ -458,7 +448,10 @@ CELLS = [
         print(desired_answer)
         """),
     check("exercise-1-check", """
-        check_desired_pods(desired_answer)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab05 import check_desired_pods
+
+        check_desired_pods(answer("desired_answer"))
         """, points=2),
     md("exercise-2", """
         ### Exercise 2 — keep the p99 under a bound (3 points)
@@ -472,7 +465,7 @@ CELLS = [
         (a dict of strings) in `p99_answer`.
         """),
     code("exercise-2-solution", """
-        from labkit.grading.lab05 import P99_TASK, check_p99_settings
+        from labkit.grading.lab05 import P99_TASK
 
         print(P99_TASK)
         baseline = P99_TASK.simulate({})
@@ -492,7 +485,10 @@ CELLS = [
         print(p99_answer)
         """),
     check("exercise-2-check", """
-        check_p99_settings(p99_answer)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab05 import check_p99_settings
+
+        check_p99_settings(answer("p99_answer"))
         """, points=3),
     md("real-cluster", """
         ## On a real cluster
@@ -528,8 +524,8 @@ CELLS = [
         scaling to zero cost?* Your answer, from your numbers (this cell reads them from the variables above):
         """),
     code("summary", """
-        print(f"- Live, {CLIENTS} clients against a target of 0.7 in flight per pod brought {live_peak} pods "
-              f"(ceil(8 / 0.7) = {math.ceil(CLIENTS / 0.7)}), in panic mode, within seconds.")
+        print(f"- Live, {CLIENTS} clients against a target of {UTILISATION:g} in flight per pod brought {live_peak} pods "
+              f"(ceil({CLIENTS} / {UTILISATION:g}) = {math.ceil(CLIENTS / UTILISATION)}), in panic mode, within seconds.")
         print(f"- Idle, the revision went to zero {zero_at - load_started - LOAD_SECONDS:.0f} s after the load; the next "
               f"request took {cold.percentile(50) * 1000:.0f} ms instead of {warm.percentile(50) * 1000:.1f} ms.")
         print(f"- The rps metric kept {by_metric['rps, target 10'][0]:.0f} pods whatever the service time; concurrency "
@@ -537,9 +533,9 @@ CELLS = [
         print(f"- Under a burst, panic mode had the pods in {reaction['defaults']:.0f} s; the stable window alone took "
               f"{reaction['no panic (1000 %)']:.0f} s. A 10 s window let them go {release['10 s window']:.0f} s after "
               f"the burst instead of {release['defaults']:.0f} s.")
-        answer = P99_TASK.simulate(p99_answer)
-        print(f"- Your settings {p99_answer}: p99 {answer.latency_percentile(99):.2f} s with "
-              f"{answer.pod_seconds:,.0f} pod-seconds.")
+        yours = P99_TASK.simulate(p99_answer)
+        print(f"- Your settings {p99_answer}: p99 {yours.latency_percentile(99):.2f} s with "
+              f"{yours.pod_seconds:,.0f} pod-seconds.")
         """, IGNORE),
     md("summary-text", """
         Knative's KPA counts requests in flight (or per second) at every pod and at the activator, averages them
@@ -548,7 +544,9 @@ CELLS = [
         window and holds the pods for a whole stable window. Scale-down is gradual — at most half per
         decision — and an idle revision goes to **zero** a window (plus the grace period) after its last
         request; the next request then pays a **cold start** while the activator holds it. The knobs trade
-        latency against pods held: a lower target or a higher utilisation of panic buys headroom, and only
-        pods that already exist (min-scale) beat a cold start. Next: lab 06, Knative Eventing.
+        latency against pods held: a lower target or a lower target utilisation
+        (`target-utilization-percentage`) asks for more pods per request in flight and so buys headroom,
+        a lower `panic-threshold-percentage` enters panic sooner, and only pods that already exist
+        (min-scale) beat a cold start. Next: lab 06, Knative Eventing.
         """),
 ]

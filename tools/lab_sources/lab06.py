@@ -422,7 +422,7 @@ CELLS = [
         (source ending with `/test`)**. Remember: the list is an AND; each element has one dialect.
         """),
     code("exercise-1-solution", """
-        from labkit.grading.lab06 import FILTER_EVENTS, check_filter
+        from labkit.grading.lab06 import FILTER_EVENTS
 
         for event in FILTER_EVENTS:
             print(event.id, dict(event.attributes))
@@ -435,7 +435,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-1-check", """
-        check_filter(filters)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab06 import check_filter
+
+        check_filter(answer("filters"))
         """, points=2),
     md("exercise-2", """
         ### Exercise 2 — a retry policy for a failure pattern (3 points)
@@ -448,7 +451,7 @@ CELLS = [
         linear `0, d, 2d, ...` and exponential `d, 2d, 4d, ...`.
         """),
     code("exercise-2-solution", """
-        from labkit.grading.lab06 import RETRY_TASK, check_retry_policy, simulate_retry_answer
+        from labkit.grading.lab06 import RETRY_TASK, simulate_retry_answer
 
         print(RETRY_TASK)
         ### BEGIN SOLUTION
@@ -458,7 +461,10 @@ CELLS = [
         print(f"dead-letter rate {trial.dead_letter_rate:.2%}, p99 {trial.latency_p99:.1f} s")
         """),
     check("exercise-2-check", """
-        check_retry_policy(delivery)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab06 import check_retry_policy
+
+        check_retry_policy(answer("delivery"))
         """, points=3),
     md("real-cluster", """
         ## On a real cluster
@@ -506,21 +512,42 @@ CELLS = [
         lab.close()  # stops every process and server this notebook started
         print("stopped:", not broker.process.running)
         """),
-    md("summary", """
+    md("summary-intro", """
         ## Summary
 
-        * A **Broker** decouples producers from consumers: the producer gets 202 as soon as the event
-          is safely stored; **Triggers** pick events by attributes (`filter.attributes`, `filters`)
-          and each matching trigger gets its own delivery.
+        The question: *how does Knative Eventing connect producers to consumers, and what does it
+        promise about delivery?* Your answer, from your numbers (this cell reads them from the
+        variables above, so they are yours):
+        """),
+    code("summary", """
+        print(f"- The producer got {answers.count(202)} x 202 for {len(answers)} events and 400 for a request that "
+              f"was no CloudEvent; the orders trigger received {len(orders)} events and audit {len(audit)}.")
+        print(f"- A file drop became a '{uploaded['attributes']['type']}' event; summarize's reply "
+              f"({result['lines']} lines, {result['words']} words) reached notify as a new event.")
+        print(f"- A subscriber that always failed got {len(attempts)} failed attempts, the waits between them growing "
+              f"({', '.join(f'{g:.1f}' for g in gaps)} s: exponential backoff); then its event went to the dead-letter "
+              f"sink with knativeerrorcode {ext['knativeerrorcode']}.")
+        print(f"- kill -9 with {len(accepted)} accepted events waiting: after the restart audit-late received "
+              f"{len({r['attributes']['id'] for r in late} & set(accepted))} of them "
+              f"({len(late) - len({r['attributes']['id'] for r in late})} duplicates).")
+        print(f"- Simulated, 3 -> 6 retries took the dead-letter rate from {before:.2%} to "
+              f"{dashboard.result.dead_letter_rate:.2%}; your exercise 2 policy {delivery} gave "
+              f"{trial.dead_letter_rate:.2%} dead letters with a p99 of {trial.latency_p99:.1f} s.")
+        """, IGNORE),
+    md("summary-text", """
+        * A **Broker** decouples producers from consumers: the producer gets 202 once the broker has
+          accepted the event; **Triggers** pick events by attributes (`filter.attributes`, `filters`)
+          and each matching trigger gets its own delivery. What 202 promises depends on the broker:
+          labkit's broker, like Knative's Kafka and RabbitMQ brokers, has the event stored durably by
+          then; Knative's default MT-channel-based broker over an **InMemoryChannel** holds it in
+          memory only, so a crash can lose it.
         * A **Source** turns something that happened (a file upload, a schedule) into CloudEvents; a
           subscriber's **reply** is a new event, so functions chain without knowing each other.
         * **Delivery** is at-least-once: retries with backoff, a per-attempt timeout, then a
           **dead-letter sink** that receives the original event plus `knativeerror*` extensions.
-          You saw the waits grow (0.2, 0.4, 0.8 s) and the 503 recorded in the dead letter.
-        * A durable broker survived `kill -9` with 100 accepted events waiting: all 100 arrived after
-          the restart. Duplicates are possible, loss is not — so subscribers should be idempotent
-          (key on `source` + `id`).
-        * The simulator showed the trade-off: more retries and longer backoff lower the dead-letter
+        * A durable broker survives `kill -9` with accepted events waiting: duplicates are possible,
+          loss is not — so subscribers should be idempotent (key on `source` + `id`).
+        * The simulator shows the trade-off: more retries and longer backoff lower the dead-letter
           rate and raise the tail latency; an outage needs the *sum* of the waits to outlast it.
         """),
 ]
