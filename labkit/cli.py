@@ -1,4 +1,4 @@
-"""The `labkit` command: lab | up | export | release | grade | load.
+"""The `labkit` command: lab | up | export | release | grade | load | ps | doctor.
 
 Each subcommand is one `Command` (name, help, add_arguments, run) in COMMANDS; adding one is a
 function pair and a line here. `run` returns the exit code: 0 ok, 1 runtime failure, 2 bad input.
@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import labkit
+from labkit.doctor import add_doctor_arguments, add_ps_arguments, run_doctor, run_ps
 from labkit.grading.gradebook import add_grade_arguments, run_grade
 from labkit.grading.release import add_release_arguments, run_release
 from labkit.load import add_load_arguments, run_load
@@ -245,6 +246,9 @@ for _command in (
     Command("release", "write student copies of lab notebooks", add_release_arguments, run_release),
     Command("grade", "grade submitted notebooks into a CSV gradebook", add_grade_arguments, run_grade),
     Command("load", "send HTTP load (like fortio) and report status codes and latency", add_load_arguments, run_load),
+    Command("ps", "list the processes labkit runs, by owner (lab) and kind, with ports", add_ps_arguments, run_ps),
+    Command("doctor", "stop processes left over from earlier runs and free their ports",
+            add_doctor_arguments, run_doctor),
 ):
     register_command(_command)
 

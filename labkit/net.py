@@ -3,7 +3,9 @@
 A replica is any program that serves HTTP on the port named by the `PORT` environment variable,
 the contract Knative gives its containers. labkit runs each replica as a real subprocess on
 127.0.0.1 in its own process group, so stopping it also stops anything it forked, and measures
-its cold start honestly: from spawn to the first HTTP answer.
+its cold start honestly: from spawn to the first HTTP answer. A replica also ends when the
+Python process that started it ends, however it ends (labkit.lifeline), and is listed in the
+run registry while it runs (labkit.runs), for `labkit ps` and `labkit doctor`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import atexit
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +25,8 @@ import urllib.parse
 import weakref
 from pathlib import Path
 from typing import Mapping, Protocol, Sequence
+
+from labkit import lifeline, runs
 
 __all__ = [
     "HOST",
@@ -164,7 +169,8 @@ class ReplicaProcess:
 
     The process gets `PORT` (and the user's env) like a Knative container, runs in its own
     process group (stop() signals the whole group, so forked workers die too), and writes
-    stdout+stderr to a log file whose tail is shown when it fails.
+    stdout+stderr to a log file whose tail is shown when it fails. `workload` says what it
+    belongs to (a Deployment, a Revision...) in the run registry.
     """
 
     def __init__(
@@ -176,6 +182,7 @@ class ReplicaProcess:
         ready_path: str = "/",
         name: str | None = None,
         port: int | None = None,
+        workload: runs.Workload | None = None,
     ) -> None:
         if isinstance(command, str) or not command:
             raise ValueError(f"command must be a non-empty list of strings, got {command!r}")
@@ -185,11 +192,14 @@ class ReplicaProcess:
         self.ready_path = ready_path if ready_path.startswith("/") else "/" + ready_path
         self.name = name or Path(self.command[0]).name
         self.port = port if port is not None else free_port()
+        self.workload = workload or runs.Workload(name=self.name)
         self.startup_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._final_log: str | None = None
         self._stopped = False
+        self._started_at: float | None = None  # the process's start time, as the registry has it
+        self._swept = False
         self._lock = threading.Lock()
 
     @property
@@ -206,11 +216,27 @@ class ReplicaProcess:
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.poll() if self._proc else None
+        return self.poll()
 
     def poll(self) -> int | None:
         """Exit code if the process has ended, else None (also None before start)."""
-        return self.returncode
+        if self._proc is None:
+            return None
+        code = self._proc.poll()
+        if code is not None and not self._swept:
+            self._sweep()
+        return code
+
+    def _sweep(self) -> None:
+        """The main process ended: end what is left of its group (the lifeline watcher, any
+        workers), as a container's end takes its other processes with it, and drop the record."""
+        self._swept = True
+        assert self._proc is not None
+        # The group id stays reserved while any member lives (and Linux hands out pids
+        # cyclically), so this reaches only the group's stragglers.
+        _signal_group(self._proc.pid, signal.SIGKILL)
+        if self._started_at is not None:
+            runs.forget(self._proc.pid, self._started_at)
 
     def start(self, timeout: float = 30.0) -> float:
         """Spawn and wait for the first HTTP answer; return seconds from spawn to that answer.
@@ -234,20 +260,14 @@ class ReplicaProcess:
                 raise RuntimeError(f"replica {self.name} was already started; make a new one")
             if self._stopped:  # stop() from another thread won the race: never start
                 raise ReplicaStartError(f"replica {self.name} was stopped before it started")
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, "PORT": str(self.port)}
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, "PORT": str(self.port),
+                   **runs.owner_env()}
+            self._check_runnable(env)
             fd, log = tempfile.mkstemp(prefix=f"labkit-{self.name}-", suffix=".log")
             self._log_path = Path(log)
             try:
                 spawned_at = time.monotonic()
-                self._proc = subprocess.Popen(
-                    self.command,
-                    env=env,
-                    cwd=self.cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=fd,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                self._proc = lifeline.spawn(self.command, env=env, cwd=self.cwd, stdout=fd)
             except OSError as exc:
                 self._log_path.unlink(missing_ok=True)
                 raise ReplicaStartError(
@@ -255,9 +275,38 @@ class ReplicaProcess:
                 ) from exc
             finally:
                 os.close(fd)
+            self._register()
         with _live_lock:
             _live.add(self)
         return spawned_at
+
+    def _check_runnable(self, env: Mapping[str, str]) -> None:
+        """Fail before spawning when the program cannot be run: the lifeline wrapper would
+        only report it as exit code 127."""
+        program = self.command[0]
+        if os.sep in program:
+            path = Path(self.cwd or ".", program)
+            runnable = path.is_file() and os.access(path, os.X_OK)
+        else:  # looked up on the child's PATH, as exec does
+            runnable = shutil.which(program, path=env.get("PATH", os.defpath)) is not None
+        if not runnable:
+            raise ReplicaStartError(
+                f"cannot run {self.name}: {program} is not an executable file"
+                f" (command: {self.command})")
+
+    def _register(self) -> None:
+        assert self._proc is not None
+        self._started_at = runs.started_at(self._proc.pid)
+        if self._started_at is None:  # already gone: nothing to list
+            return
+        owner_pid, owner_started = runs.this_owner()
+        runs.record(runs.RunRecord(
+            pid=self._proc.pid, started=self._started_at, command=self.command, pod=self.name,
+            workload=self.workload, ports=[self.port], owner_pid=owner_pid,
+            owner_started=owner_started, lab=os.environ.get("JPY_SESSION_NAME"),
+            cwd=os.getcwd()))
+        if self._swept:  # it ended (and was swept by another thread) while being recorded
+            runs.forget(self._proc.pid, self._started_at)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last `lines` lines the process wrote to stdout/stderr."""
@@ -283,10 +332,7 @@ class ReplicaProcess:
                 except subprocess.TimeoutExpired:
                     _signal_group(proc.pid, signal.SIGKILL)
                     proc.wait()
-            # The leader is gone; children it forked may linger in its group. The group id
-            # stays reserved while any member lives (and Linux hands out pids cyclically), so
-            # this reaches only those stragglers.
-            _signal_group(proc.pid, signal.SIGKILL)
+            self.poll()  # the leader is gone: sweep its group and its record
             if self._log_path is not None and self._final_log is None:
                 self._final_log = _read_tail(self._log_path) if self._log_path.exists() else ""
                 self._log_path.unlink(missing_ok=True)

@@ -253,3 +253,132 @@ def test_up_reports_a_pod_that_exits_and_its_restart() -> None:
         assert proc.wait(timeout=30) == 0
     finally:
         stop(proc)
+
+
+# -- labkit ps / labkit doctor -----------------------------------------------------------------
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A registry of this test's own (LABKIT_RUN_DIR), for this process and its children."""
+    from labkit import runs
+
+    folder = tmp_path / "runs"
+    monkeypatch.setenv(runs.RUN_DIR_ENV, str(folder))
+    return folder
+
+
+def dead_owner() -> str:
+    """A LABKIT_OWNER value naming a process that has ended (as a killed kernel has)."""
+    code = "from labkit import runs; print(runs.owner_env()[runs.OWNER_ENV])"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_ps_lists_a_running_cluster_by_owner_and_kind(
+    run_dir: Path, cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from labkit import runs
+
+    cluster.apply(HELLO_YAML)
+    pods = {pod.pid: pod for pod in cluster.pods.all()}
+    # A record left by a run whose processes have ended: listed, marked stale.
+    owner_pid, owner_started = runs.parse_owner(dead_owner())
+    runs.record(runs.RunRecord(pid=owner_pid, started=owner_started, command=["gone"],
+                               pod="old-pod", workload=runs.Workload("Revision", "old-00001"),
+                               ports=[1], owner_pid=owner_pid, owner_started=owner_started))
+    assert cli.main(["ps", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    mine = [row for row in rows if row["owner_pid"] == os.getpid() and row["registered"]]
+    assert {row["pid"] for row in mine} == set(pods)
+    for row in mine:
+        pod = pods[row["pid"]]
+        assert (row["kind"], row["namespace"], row["name"]) == ("Deployment", "default", "hello")
+        assert (row["pod"], row["ports"], row["state"]) == (pod.name, [pod.port], "running")
+    (old,) = [row for row in rows if row["pod"] == "old-pod"]
+    assert old["state"] == "stale: process gone"
+
+    assert cli.main(["ps"]) == 0
+    text = capsys.readouterr().out
+    assert f"owner pid {os.getpid()}" in text
+    for pod in pods.values():
+        line = next(line for line in text.splitlines() if pod.name in line)
+        assert "Deployment default/hello" in line
+        assert f"pid {pod.pid}" in line and f"port {pod.port}" in line
+    assert "[stale: process gone]" in text and "labkit doctor" in text
+
+
+def test_doctor_stops_leftovers_frees_their_ports_and_spares_live_runs(
+    run_dir: Path, cluster, capsys: pytest.CaptureFixture[str], process_alive
+) -> None:
+    from labkit import runs
+
+    cluster.apply(HELLO_YAML)
+    live = cluster.pods.all()
+    hello = [sys.executable, "-m", "labkit.apps.hello"]
+    # 1. Started outside the lifeline, marked by an owner that has died, and recorded.
+    marked_port = free_port()
+    owner = dead_owner()
+    marked = subprocess.Popen(hello, env={**os.environ, "PORT": str(marked_port),
+                                          runs.OWNER_ENV: owner},
+                              stdout=subprocess.DEVNULL, start_new_session=True)
+    # 2. As labkit before the registry left them: unmarked, its parent gone (a shell that
+    #    exited), adopted by init.
+    orphan_port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != runs.OWNER_ENV}
+    orphan = int(subprocess.run(
+        ["sh", "-c", f'PORT={orphan_port} "$@" >/dev/null 2>&1 & echo $!', "sh", *hello],
+        env=env, capture_output=True, text=True, check=True).stdout)
+    try:
+        for port in (marked_port, orphan_port):
+            wait_until_ready(f"http://127.0.0.1:{port}/", 30)
+        owner_pid, owner_started = runs.parse_owner(owner)
+        started = runs.started_at(marked.pid)
+        runs.record(runs.RunRecord(pid=marked.pid, started=started, command=hello,
+                                   pod="planted-1", workload=runs.Workload("Deployment", "planted"),
+                                   ports=[marked_port], owner_pid=owner_pid,
+                                   owner_started=owner_started))
+
+        assert cli.main(["doctor", "--dry-run"]) == 1
+        dry = capsys.readouterr().out
+        assert f"would stop pid {marked.pid} " in dry and f"would stop pid {orphan} " in dry
+        assert process_alive(marked.pid) and process_alive(orphan)
+
+        assert cli.main(["doctor", "--grace", "5"]) == 0
+        out = capsys.readouterr().out
+        print(out)  # shown when the test fails
+        line = next(line for line in out.splitlines() if f"pid {marked.pid} " in line)
+        assert line.startswith("stopped") and "Deployment default/planted, pod planted-1" in line
+        assert f"port {marked_port}" in line and f"its owner, pid {owner_pid}, is gone" in line
+        line = next(line for line in out.splitlines() if f"pid {orphan} " in line)
+        assert line.startswith("stopped") and "labkit.apps.hello was orphaned" in line
+        assert "freed port" in out and str(orphan_port) in out
+        assert marked.wait(timeout=10) == 0  # hello ends cleanly on SIGTERM
+        assert not process_alive(orphan)
+        assert not [r for r in runs.read_records()[0] if r.pod == "planted-1"]
+        # The live cluster (its owner, this process, runs) is untouched.
+        assert [pod.pid for pod in cluster.pods.all()] == [pod.pid for pod in live]
+        for pod in live:
+            with urllib.request.urlopen(pod.url, timeout=10) as response:
+                assert response.status == 200
+
+        assert cli.main(["doctor"]) == 0
+        assert "clean, nothing left over" in capsys.readouterr().out
+    finally:
+        for pid in (marked.pid, orphan):
+            if process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        marked.wait()
+
+
+def test_doctor_from_the_shell_says_when_all_is_clean(run_dir: Path) -> None:
+    done = subprocess.run([*LABKIT, "doctor", "--dry-run"], capture_output=True, text=True,
+                          timeout=120)
+    # Another run on this machine may have left something; what matters is the contract.
+    assert done.returncode in (0, 1), done.stderr
+    assert ("clean" in done.stdout) == (done.returncode == 0)
+    bad = subprocess.run([*LABKIT, "doctor", "--grace", "-1"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "--grace must be 0 or more" in bad.stderr

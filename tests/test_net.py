@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import signal
 import socket
 import subprocess
@@ -184,3 +185,31 @@ def test_hello_keeps_connections_alive_and_answers_head() -> None:
             assert response.headers["content-length"] == "13"
         finally:
             conn.close()
+
+
+def test_a_replica_is_recorded_while_it_runs_with_its_owner(tmp_path: Path, monkeypatch) -> None:
+    from labkit import runs
+
+    monkeypatch.setenv(runs.RUN_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("JPY_SESSION_NAME", "labs/05_knative_autoscaling.ipynb")
+    workload = runs.Workload("Deployment", "hello", "demo")
+    with ReplicaProcess(HELLO, name="hello-1", workload=workload) as replica:
+        (record,) = runs.read_records()[0]
+        assert (record.pid, record.pod, record.workload, record.ports) == (
+            replica.pid, "hello-1", workload, [replica.port])
+        assert record.command == HELLO
+        assert (record.owner_pid, record.owner_started) == runs.this_owner()
+        assert record.lab == "labs/05_knative_autoscaling.ipynb"
+        assert runs.same_process(record.pid, record.started)
+        environ = Path(f"/proc/{replica.pid}/environ")
+        if environ.exists():  # the mark that lets doctor find it without the record
+            owner = f"{runs.OWNER_ENV}={os.getpid()}:".encode()
+            assert owner in environ.read_bytes()
+    assert runs.read_records() == ([], [])
+
+
+def test_a_file_that_is_not_executable_is_a_clear_error(tmp_path: Path) -> None:
+    script = tmp_path / "serve.sh"
+    script.write_text("echo hi\n")
+    with pytest.raises(ReplicaStartError, match=r"cannot run x: .*serve.sh is not an executable"):
+        ReplicaProcess([str(script)], name="x").start()

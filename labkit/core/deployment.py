@@ -31,6 +31,7 @@ from labkit.core.pods import Pod
 from labkit.core.service import service_links
 from labkit.core.serviceaccount import missing_service_account
 from labkit.net import ReplicaProcess, free_port
+from labkit.runs import Workload
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
@@ -64,6 +65,7 @@ def make_replica(
         ready_path=container.ready_path,
         name=pod_name,
         port=port,
+        workload=Workload("Deployment", obj.metadata.name, obj.metadata.namespace),
     )
 
 

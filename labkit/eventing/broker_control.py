@@ -35,6 +35,7 @@ from labkit.eventing.registry import (
     try_resolve,
 )
 from labkit.net import HOST, ReplicaProcess, free_port, python_command
+from labkit.runs import Workload
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
@@ -193,7 +194,8 @@ class BrokerController(Registered):
             self.process = ReplicaProcess(
                 python_command("labkit.eventing.broker", "--config", str(self.config_path),
                                "--store", str(self.store_path)),
-                ready_path="/-/ready", name=f"broker-{self.key[1]}", port=self.port)
+                ready_path="/-/ready", name=f"broker-{self.key[1]}", port=self.port,
+                workload=Workload("Broker", self.key[1], self.key[0]))
             return self.process.start(timeout or self.cluster.start_timeout)
 
     def kill(self) -> int:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from labkit.core.deployment import restart_delay
 from labkit.core.images import container_command
 from labkit.net import ReplicaProcess, free_port
+from labkit.runs import Workload
 from labkit.serving.autoscaler_config import RevisionAutoscaling
 from labkit.serving.metrics import LatencyHistogram
 from labkit.serving.models import (
@@ -281,7 +282,8 @@ class LiveRevision:
         command = container_command(
             container.image, container.command, container.args, {**env, "PORT": str(port)})
         replica = ReplicaProcess(command, env=env, cwd=container.working_dir,
-                                 ready_path=container.ready_path, name=pod_name, port=port)
+                                 ready_path=container.ready_path, name=pod_name, port=port,
+                                 workload=Workload("Revision", self.name, self.namespace))
         pod = ServingPod(pod_name, replica, time.monotonic())
         self.pods.append(pod)
         threading.Thread(target=self._run_start, args=(pod, from_zero),
