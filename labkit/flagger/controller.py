@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from labkit.core.controller import ObjectStatus
 from labkit.core.models import Deployment
-from labkit.flagger import analysis, metrics, router, webhooks
+from labkit.flagger import analysis, metrics, prometheus, router, webhooks
 from labkit.flagger.analysis import CanaryStatus, Event, Readings, Routes
 from labkit.flagger.models import (
     BUILTIN_METRICS,
@@ -43,7 +43,7 @@ from labkit.flagger.models import (
     go_duration,
 )
 from labkit.flagger.targets import target_for
-from labkit.flagger.templates import PrometheusQuery, prometheus_query, render_query
+from labkit.flagger.templates import PrometheusQuery, render_query
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
@@ -74,7 +74,7 @@ class MetricTemplateController:
 class CanaryController:
     """Makes one Canary real; see the module docstring."""
 
-    query: PrometheusQuery = staticmethod(prometheus_query)  # type: ignore[assignment]
+    query: PrometheusQuery = staticmethod(prometheus.query)  # type: ignore[assignment]
 
     def __init__(self, cluster: "LocalCluster", obj: Canary) -> None:
         self.cluster = cluster
@@ -134,7 +134,10 @@ class CanaryController:
     def _run(self) -> None:
         due = time.monotonic()
         while True:
-            due += self.obj.spec.analysis.interval_seconds
+            # Flagger's scheduler is a Go time.Ticker, which drops ticks for a slow receiver: a
+            # tick held up (an apply keeps the cluster lock while new pods start) must not be
+            # followed by the missed ones in a burst, each a check with no new traffic behind it
+            due = max(due + self.obj.spec.analysis.interval_seconds, time.monotonic())
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
             try:

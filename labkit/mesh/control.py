@@ -105,6 +105,9 @@ class ControlPlane:
         self.ca = security.CertificateAuthority()
         self.version = 0
         self.mesh = MeshConfig()
+        self.shadow_host_suffix = False
+        """istiod's `DISABLE_SHADOW_HOST_SUFFIX=false` (Istio <= 1.27 behaviour): mirrored copies
+        get `<host>-shadow`. Set it, then `changed()` pushes it to every sidecar."""
         self._state = _State()
         self._config: dict[tuple[str, str, str, str], tuple[int, IstioObject]] = {}
         self._serial = itertools.count(1)
@@ -382,6 +385,7 @@ class ControlPlane:
                                          if isinstance(obj, AuthorizationPolicy)),
             sources=tuple({"kind": obj.kind, "namespace": obj.metadata.namespace,
                            "name": obj.metadata.name, "spec": obj.spec} for _, obj in config),
+            shadow_host_suffix=self.shadow_host_suffix,
         )
 
     def _endpoint(self, pod: Pod, peer_auths: Iterable[authz.PeerAuthentication]) -> Endpoint:

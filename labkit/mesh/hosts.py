@@ -69,8 +69,14 @@ def resolve_authority(authority: str, client_namespace: str, services: Container
 
 
 def shadow_authority(authority: str) -> str:
-    """Host of a mirrored copy in Istio <= 1.27: `-shadow` before the port
-    (`httpbin:8000` -> `httpbin-shadow:8000`). Istio >= 1.28 keeps the authority unchanged."""
+    """Host of a mirrored copy when Envoy appends its suffix: `-shadow` before the port
+    (`httpbin:8000` -> `httpbin-shadow:8000`, Istio's mirroring task). Envoy always did so
+    unless `disable_shadow_host_suffix_append`; istiod sets that field from
+    DISABLE_SHADOW_HOST_SUFFIX, which defaults to true from Istio 1.28: the compatibility
+    profile for 1.27 lists `DISABLE_SHADOW_HOST_SUFFIX: "false"` under "1.28 behavioral
+    changes" (istio/istio manifests/helm-profiles/compatibility-version-1.27.yaml; release note
+    1.28.0, issue #57530). labkit models 1.28-1.30, so a copy keeps its Host unless the mesh
+    asks for the old form (`MeshConfig.shadow_host_suffix`)."""
     host, port = split_host_port(authority)
     return f"{host}-shadow" + (f":{port}" if port is not None else "")
 

@@ -42,7 +42,7 @@ import httptools
 from labkit.mesh import authz, flags, retries, security
 from labkit.mesh.balancer import ConsistentHash
 from labkit.mesh.destination import DestinationRule, TrafficPolicy
-from labkit.mesh.hosts import resolve_authority
+from labkit.mesh.hosts import resolve_authority, shadow_authority
 from labkit.mesh.outlier import OutlierDetector
 from labkit.mesh.pool import ConnectionPool, Lease, PoolLimits
 from labkit.mesh.routing import (
@@ -150,6 +150,9 @@ class MeshConfig:
     peer_authentications: tuple[authz.PeerAuthentication, ...] = ()
     authorization_policies: tuple[authz.AuthorizationPolicy, ...] = ()
     sources: tuple[Mapping[str, Any], ...] = ()
+    shadow_host_suffix: bool = False
+    """Mirrored copies carry `<host>-shadow[:port]`: istiod's `DISABLE_SHADOW_HOST_SUFFIX=false`
+    (Istio <= 1.27, or a compatibilityVersion <= 1.27 profile). False is Istio >= 1.28's default."""
 
 
 class TlsProvider(Protocol):
@@ -1629,7 +1632,9 @@ class Sidecar:
 
     async def _mirror(self, req: _HttpRequest, destination: Destination, path: str,
                       authority: str, headers: Mapping[str, str]) -> None:
-        """Fire and forget: one try, response discarded (Istio >= 1.28 keeps the Host)."""
+        """Fire and forget: one try, response discarded. The copy's Host is the request's
+        (Istio >= 1.28) or Envoy's `-shadow` form when the mesh asks for it (see
+        `MeshConfig.shadow_host_suffix` and `hosts.shadow_authority`)."""
         found = self._cluster(destination)
         if isinstance(found, flags.LocalReply):
             return
@@ -1640,6 +1645,8 @@ class Sidecar:
         trace = TraceContext.parse(copy.get("traceparent"))
         if trace is not None:
             copy["traceparent"] = TraceContext(trace.trace_id, trace.span_id, False).header
+        if self.mesh.shadow_host_suffix:
+            authority = shadow_authority(authority)
         await self._attempts(req.method, path, authority, copy, req.body, found, state, None,
                              self._peer, self._use_tls)
 
