@@ -12,6 +12,7 @@ import pytest
 
 from labkit.cluster import LocalCluster
 from labkit.net import process_alive
+from markers import mark
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO_YAML = REPO / "data" / "manifests" / "hello.yaml"
@@ -48,6 +49,11 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """unit / live / browser markers by what each test needs (tests/markers.py)."""
+    mark(items)
 
 
 @pytest.fixture

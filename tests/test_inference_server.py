@@ -239,6 +239,7 @@ def kserve_python() -> str | None:
     return None
 
 
+@pytest.mark.peer  # needs the kserve SDK venv that `make test` builds
 def test_kserve_rest_client(iris: ReplicaProcess) -> None:
     python = kserve_python()
     if python is None:
