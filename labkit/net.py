@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Mapping, Protocol, Sequence
 
 from labkit import lifeline, runs
+from labkit.commands import python_command
 
 __all__ = [
     "HOST",
@@ -66,11 +66,6 @@ def process_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no /proc (macOS): signal 0 is all there is to know
     return state not in ("Z", "X")
-
-
-def python_command(module: str, *args: str) -> list[str]:
-    """`python -m module args...` with this interpreter, so built-in apps see labkit's venv."""
-    return [sys.executable, "-m", module, *args]
 
 
 class _Watched(Protocol):

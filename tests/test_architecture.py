@@ -40,11 +40,7 @@ POLICY = [f"labkit.mesh.{m}" for m in ("router", "routing", "retries", "pool", "
 
 # Known breaks, each with its reason and the issue that removes it. test_known_violations_remain
 # fails (strict xfail) once one is gone, so the entry is deleted with the fix.
-KNOWN = {
-    ("labkit.core.images", "labkit.net"):
-        "issue 12: the image registry imports labkit.net for python_command() alone, so every "
-        "manifest model (and grading labs 07, 08 through them) reaches the replica machinery",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _without(edges: Mapping[str, Mapping[str, int]], known: Mapping[tuple[str, str], str]) -> dict[str, dict[str, int]]:
@@ -136,7 +132,7 @@ def test_known_violations_are_still_there() -> None:
     assert fixed == [], f"fixed: delete these from KNOWN: {fixed}"
 
 
-@pytest.mark.xfail(strict=True, reason="; ".join(KNOWN.values()))
+@pytest.mark.xfail(bool(KNOWN), strict=True, reason="; ".join(KNOWN.values()))
 def test_rules_hold_without_known_violations() -> None:
     assert reach_problems(GRAPH, EDGES, "labkit.grading", own_tools=True) == []
     assert policy_problems(GRAPH, EDGES, POLICY) + reach_problems(GRAPH, EDGES, "labkit.sim") == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Mapping, Sequence
 
-from labkit.net import python_command
+from labkit.commands import python_command
 
 __all__ = ["register_image", "image_command", "known_images", "image_name", "container_command"]
 
