@@ -10,10 +10,13 @@ activator keeps a throttler:
 - a request that finds the queue full is answered **503** at once; one that waits longer than
   the revision's ``timeoutSeconds`` gets **503** too (Knative's throttler gives up the same
   way); both say why in the body;
-- the first request for a revision at zero *pokes* the autoscaler so it scales up at once;
-- pods are picked as Knative does: CC = 0 the less busy of two at random, CC <= 3 the first
-  with room, otherwise round robin; the request goes to the pod's queue-proxy with
-  ``K-Proxy-Request: activator`` so the pod does not count it a second time.
+- the first request for a revision since it was idle *pokes* the autoscaler: an immediate stat
+  (one request), taken back from the next report, and a decision at once if the decider wants
+  zero pods;
+- pods are picked as Knative does (`labkit.serving.pod_pick.PodPicker`, shared with the
+  simulator): CC = 0 the less busy of two at random, CC <= 3 the first with room, otherwise
+  round robin; the request goes to the pod's queue-proxy with ``K-Proxy-Request: activator``
+  so the pod does not count it a second time.
 
 Each answer it forwards gets one more ``Server-Timing`` line, after what the pod sent:
 ``activator-wait;dur=`` is the time the request was buffered for a pod slot (a whole cold start
@@ -25,7 +28,8 @@ sees while the revision has no pods). One activator serves one Knative Service h
 runs a shared, replicated one); it listens on its own port, routing by the
 ``Knative-Serving-Revision`` header as Knative's does.
 
-Followed: knative/serving ``pkg/activator/net/throttler.go``, ``pkg/activator/handler``, per
+Followed: knative/serving ``pkg/activator/net/throttler.go``, ``pkg/activator/handler``
+(``concurrency_reporter.go`` for the immediate stat), per
 /work/shared/reference/knative-revisions-traffic.md section 3 and knative-kpa.md section 6.
 """
 
@@ -37,6 +41,9 @@ import time
 from collections.abc import Callable, Mapping
 
 from labkit.core.loop import BackgroundLoop
+from labkit.serving.constants import ACTIVATOR_QUEUE_DEPTH
+from labkit.serving.models import DEFAULT_TIMEOUT_SECONDS
+from labkit.serving.pod_pick import PodPicker
 from labkit.serving.queue_proxy import (
     PROXY_HEADER,
     SERVER_TIMING,
@@ -52,14 +59,12 @@ from labkit.serving.queue_proxy import (
 from labkit.serving.revision import LiveRevision, ServingPod
 
 __all__ = [
-    "ACTIVATOR_QUEUE_DEPTH",
     "NAMESPACE_HEADER",
     "REVISION_HEADER",
     "Activator",
     "Throttler",
 ]
 
-ACTIVATOR_QUEUE_DEPTH = 10_000
 REVISION_HEADER = "Knative-Serving-Revision"
 NAMESPACE_HEADER = "Knative-Serving-Namespace"
 
@@ -73,8 +78,9 @@ class Throttler:
         self.waiting = 0
         self.in_flight: dict[str, int] = {}
         self.stats = RequestStats(time.monotonic())
-        self._rng = rng
-        self._next = 0
+        self.poke_credit = 0.0
+        """The immediate stat sent for the first request, taken back from the next report."""
+        self._picker = PodPicker(revision.container_concurrency, rng)
         self._changed = asyncio.Event()
 
     def notify(self) -> None:
@@ -85,19 +91,8 @@ class Throttler:
         pods = [p for p in self.revision.ready_pods() if p.proxy is not None]
         if not pods:
             return None
-        cc = self.revision.container_concurrency
-        if cc == 0:
-            if len(pods) == 1:
-                return pods[0]
-            a, b = self._rng.sample(pods, 2)
-            return a if self.in_flight.get(a.name, 0) <= self.in_flight.get(b.name, 0) else b
-        with_room = [p for p in pods if self.in_flight.get(p.name, 0) < cc]
-        if not with_room:
-            return None
-        if cc <= 3:
-            return with_room[0]
-        self._next += 1
-        return with_room[self._next % len(with_room)]
+        i = self._picker.pick(len(pods), lambda i: self.in_flight.get(pods[i].name, 0))
+        return None if i is None else pods[i]
 
     async def acquire(self, deadline: float) -> ServingPod:
         """A pod with a free slot; raises QueueFullError or asyncio.TimeoutError."""
@@ -190,7 +185,12 @@ class Activator:
         throttler = self._throttlers.get(revision)
         if throttler is None or throttler.stats.idle:
             return None
-        return throttler.stats.report(now)
+        stat = throttler.stats.report(now)
+        credit, throttler.poke_credit = throttler.poke_credit, 0.0
+        if credit:
+            stat = stat._replace(concurrency=max(0.0, stat.concurrency - credit),
+                                 rps=max(0.0, stat.rps - credit))
+        return stat
 
     async def handle(self, request: Request) -> Response:
         name = request.header(REVISION_HEADER)
@@ -200,11 +200,13 @@ class Activator:
                 404, f"activator: no revision {name!r} (header {REVISION_HEADER} names it)")
         throttler = self.throttler(revision)
         arrived = time.monotonic()
+        first = throttler.stats.idle  # Knative's reporter has no entry for the revision yet
         throttler.stats.arrive(arrived)
         try:
-            if not revision.ready_pods():
+            if first:
+                throttler.poke_credit = 1.0
                 self._poke(revision.name)
-            deadline = arrived + float(revision.spec.timeout or 300)
+            deadline = arrived + float(revision.spec.timeout or DEFAULT_TIMEOUT_SECONDS)
             try:
                 pod = await throttler.acquire(deadline)
             except QueueFullError as exc:

@@ -8,14 +8,24 @@ clock):
   request rate for the second (requests the activator proxied are taken out; beyond 3 pods a
   seeded sample of `scrape_sample_size` pods is read and scaled up, as Knative does), the activator
   adds its own stats for the revision, and the revision-wide total goes into the collector's
-  windows (`metrics_window.RevisionMetrics`); while pods exist, a zero is recorded too;
-- every 2 seconds it *decides*: `kpa.Autoscaler.scale` gives the desired pods and the excess
-  burst capacity, `kpa_scaler.decide_replicas` applies min/max/initial scale and the
-  scale-to-zero gating, `LiveRevision.scale_to` starts or stops processes, and
-  `kpa_scaler.sks_mode` puts the activator in the request path (Proxy) or takes it out
-  (Serve);
-- a *poke* from the activator (a request for a revision at zero) records the activator's
-  immediate stat and decides at once instead of waiting for the next tick.
+  windows (`metrics_window.RevisionMetrics`); while pods exist, a zero is recorded too (with
+  ``target-burst-capacity: "-1"`` no pod is scraped: the activator sees every request);
+- every 2 seconds it *decides* (`labkit.serving.reconcile.decide` around
+  `kpa.Autoscaler.scale`: the desired pods and the excess burst capacity) and *reconciles*
+  (`labkit.serving.reconcile.reconcile`: min/max/initial scale and the scale-to-zero gating
+  give the replicas `LiveRevision.scale_to` sets; the PA's Active condition; the SKS mode,
+  Proxy with the activator in the request path or Serve without it);
+- the reconcile also runs when the revision's pods change and when it asked to run again
+  (``recheck_after``: a timer on the same clock, Knative's ``enqueueAfter``), e.g. to mark
+  an idle revision Inactive once it has been active for a stable window, or to remove the
+  last pod when the scale-to-zero grace period is over;
+- the activator's first request for an idle revision *pokes* it: the activator's immediate
+  stat is recorded and, if the decider wants zero pods, it decides at once instead of
+  waiting for the next tick (so do the activator's stats each second).
+
+The simulator (`labkit.sim.autoscaling`) calls the same `decide` and `reconcile` at the same
+moments; `reconciles` logs every reconcile (clock time, desired, want, replicas set, ready
+pods, Active condition, SKS mode).
 
 A revision of the HPA class (``autoscaling.knative.dev/class: hpa.autoscaling.knative.dev``)
 is scaled on CPU instead, as Kubernetes' HorizontalPodAutoscaler does for it: every sync
@@ -30,37 +40,40 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from labkit.clock import Cancellable, WallClock
+from labkit.clock import Cancellable, Clock
 from labkit.serving.autoscaler_config import HPA_CLASS, RevisionAutoscaling
+from labkit.serving.constants import HPA_SYNC_SECONDS, SCRAPE_SECONDS, TICK_SECONDS
 from labkit.serving.hpa import hpa_desired_replicas
 from labkit.serving.kpa import Autoscaler, initial_excess_burst_capacity
-from labkit.serving.kpa_scaler import (
-    SCALE_UNKNOWN,
-    Activity,
-    PodAutoscalerState,
-    decide_replicas,
-    min_ready_pods,
-    next_activity,
-    sks_mode,
-)
+from labkit.serving.kpa_scaler import SCALE_UNKNOWN, Activity
 from labkit.serving.metrics_window import NoData, RevisionMetrics, scrape_sample_size
 from labkit.serving.queue_proxy import Stat
+from labkit.serving.reconcile import (
+    ReconcileRecord,
+    decide,
+    initial_status,
+    reconcile,
+    record,
+    should_poke,
+)
 from labkit.serving.revision import LiveRevision, Sample
 
-__all__ = ["SCRAPE_SECONDS", "TICK_SECONDS", "AutoscalerLoop"]
-
-SCRAPE_SECONDS = 1.0
-TICK_SECONDS = 2.0
-"""Knative's decider tick (hard-coded there too)."""
+__all__ = ["AutoscalerLoop"]
 
 ActivatorStats = Callable[[float], "Stat | None"]
+_SCRAPES_PER_TICK = round(TICK_SECONDS / SCRAPE_SECONDS)
 
 
 class AutoscalerLoop:
-    """Scrapes and scales one `LiveRevision` until `stop()`."""
+    """Scrapes, decides and reconciles one `LiveRevision` until `stop()`.
 
-    def __init__(self, revision: LiveRevision, clock: WallClock,
-                 activator_stats: ActivatorStats, hpa_sync_seconds: float = 15.0) -> None:
+    `clock` is the wall clock of the cluster's event loop in a running cluster; all timers and
+    `poke`/`pods_changed` callbacks run on that loop's thread.
+    """
+
+    def __init__(self, revision: LiveRevision, clock: Clock,
+                 activator_stats: ActivatorStats,
+                 hpa_sync_seconds: float = HPA_SYNC_SECONDS) -> None:
         self.revision = revision
         self.clock = clock
         self._activator_stats = activator_stats
@@ -68,7 +81,7 @@ class AutoscalerLoop:
         now = clock.now()
         self.settings = settings
         kpa = settings.autoscaler_class != HPA_CLASS
-        self.decider = Autoscaler(settings.decider_spec(), 0, now) if kpa else None
+        self.decider = Autoscaler(settings.decider_spec(), revision.ready_count, now) if kpa else None
         self.hpa_sync_seconds = hpa_sync_seconds
         self._hpa_due = now + hpa_sync_seconds
         self._cpu_marks: dict[str, tuple[float, float]] = {}
@@ -81,26 +94,29 @@ class AutoscalerLoop:
         self.excess_burst_capacity = (
             initial_excess_burst_capacity(self.decider.spec, settings.initial_scale)
             if self.decider else 0)
-        self.activity = Activity.ACTIVATING if settings.initial_scale > 0 else Activity.INACTIVE
-        self.activity_since = now
-        self.initialized = settings.initial_scale == 0
-        self.mode = "Proxy"
-        self.mode_since = now
+        self.status = initial_status(settings, revision.ready_count, now)
+        self.reconciles: list[ReconcileRecord] = []
+        """Every reconcile, in order (times on `clock`)."""
         self.last_observed = 0.0
         self._rng = random.Random(revision.name)  # which pods the scraper samples
         self._timer: Cancellable | None = None
-        self._ticks = 0
+        self._recheck: Cancellable | None = None
+        self._due = now
+        self._scrapes = 0
         self._stopped = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._due = self.clock.now() + SCRAPE_SECONDS
         self._timer = self.clock.call_later(SCRAPE_SECONDS, self._every_second)
+        self.pods_changed()  # Knative reconciles a new PA at once
 
     def stop(self) -> None:
         self._stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._recheck):
+            if timer is not None:
+                timer.cancel()
 
     def update(self, settings: RevisionAutoscaling) -> None:
         """New settings (reachability changed, or the cluster's config)."""
@@ -109,23 +125,40 @@ class AutoscalerLoop:
         if self.decider is not None:
             self.decider.update(settings.decider_spec())
 
+    def pods_changed(self) -> None:
+        """From any thread: the revision's pods changed (its endpoints): reconcile soon."""
+        if self._stopped:
+            return
+        try:
+            self.clock.call_later(0.0, self.reconcile)
+        except RuntimeError:
+            pass  # the cluster's event loop is closed (shutting down): nothing to reconcile
+
     def _every_second(self) -> None:
         if self._stopped:
             return
-        self._timer = self.clock.call_later(SCRAPE_SECONDS, self._every_second)
         now = self.clock.now()
         self._scrape(now)
-        self._ticks += 1
-        if self._ticks % round(TICK_SECONDS / SCRAPE_SECONDS) == 0:
+        self._scrapes += 1
+        if self._scrapes % _SCRAPES_PER_TICK == 0:
             self.decide(now)
+        # The next timer is armed after this second's work, as in the simulator, so a recheck
+        # due at the same instant as a scrape runs first in both. Missed seconds are dropped
+        # (like Go's ticker), not caught up in a burst.
+        self._due += SCRAPE_SECONDS
+        later = self.clock.now()
+        if self._due <= later:
+            self._due = later + SCRAPE_SECONDS
+        self._timer = self.clock.call_later(self._due - later, self._every_second)
 
-    # -- the two steps ----------------------------------------------------------------------
+    # -- the three steps --------------------------------------------------------------------
 
     def _scrape(self, now: float) -> None:
         # Every queue-proxy closes its one-second period; the scraper reads a sample of them
-        # (all of them up to 3 pods) and scales the sum up to the whole revision.
+        # (all of them up to 3 pods) and scales the sum up to the whole revision. With an
+        # unlimited burst capacity (-1) Knative scrapes no pod: the activator sees everything.
         stats = [pod.proxy.stats.report(now) for pod in self.revision.ready_pods()
-                 if pod.proxy is not None]
+                 if pod.proxy is not None] if self.metrics.has_scrape_target else []
         seen = bool(stats)
         concurrency = rps = 0.0
         if stats:
@@ -145,14 +178,18 @@ class AutoscalerLoop:
         if seen:
             self.metrics.record(now, concurrency, rps)
             self.last_observed = concurrency
+        if activator is not None and should_poke(self.desired_scale, activator.concurrency):
+            self.decide(now)
 
     def poke(self) -> None:
-        """A request reached the activator for this revision: at zero, decide now."""
-        if self._stopped or self.revision.replica_count > 0:
+        """The activator's first request for this revision since it was idle: record the
+        activator's immediate stat, and decide now if the decider wants zero pods."""
+        if self._stopped:
             return
         now = self.clock.now()
-        self.metrics.record(now, 1.0, 1.0)  # the activator's immediate stat
-        self.decide(now)
+        self.metrics.record(now, 1.0, 1.0)
+        if should_poke(self.desired_scale, 1.0):
+            self.decide(now)
 
     def _hpa_desired(self, now: float, ready: int) -> int:
         """Kubernetes' HPA rule on the CPU used since the last sync; held between syncs."""
@@ -179,46 +216,22 @@ class AutoscalerLoop:
                                     min_replicas=floor, max_replicas=self.settings.max_scale)
 
     def decide(self, now: float) -> None:
+        """A decider tick (or a poke) at `now`, then a reconcile."""
         revision, settings = self.revision, self.settings
         ready = revision.ready_count
         stable: float | None = None
         panic: float | None = None
         if self.decider is not None:
-            try:
-                stable, panic = self.metrics.stable_and_panic(now, settings.metric)
-            except NoData:
-                stable = panic = None
-            result = self.decider.scale(now, ready, stable, panic)
-            if result.scale_valid:
-                self.desired_scale = result.desired_pod_count
-                self.excess_burst_capacity = result.excess_burst_capacity
+            decision = decide(self.decider, self.metrics, now, ready,
+                              self.desired_scale, self.excess_burst_capacity)
+            stable, panic = decision.stable, decision.panic
+            self.desired_scale = decision.desired
+            self.excess_burst_capacity = decision.excess_burst_capacity
         else:
             self.desired_scale = self._hpa_desired(now, ready)
             self.excess_burst_capacity = 0  # no burst rule: the activator serves only at zero
-        state = PodAutoscalerState(
-            activity=self.activity,
-            activity_for=now - self.activity_since,
-            scale_target_initialized=self.initialized,
-            activator_in_path_for=now - self.mode_since if self.mode == "Proxy" else 0.0,
-        )
-        decision = decide_replicas(self.desired_scale, settings, state, revision.replica_count)
-        if decision.apply:
-            revision.scale_to(decision.replicas)
-        want = decision.replicas
-        min_ready = min_ready_pods(settings, self.initialized)
-        if not self.initialized and ready >= min_ready:
-            self.initialized = True
-        activity = next_activity(want, ready, min_ready, self.activity)
-        if activity is not self.activity:
-            self.activity, self.activity_since = activity, now
-        mode = sks_mode(want, self.excess_burst_capacity, ready)
-        if mode != self.mode:
-            self.mode, self.mode_since = mode, now
-        revision.mode = mode
-        revision.active = {Activity.ACTIVE: True, Activity.INACTIVE: False}.get(activity)
-        revision.desired = want
-        revision.excess_burst_capacity = self.excess_burst_capacity
         revision.in_panic = bool(self.decider and self.decider.in_panic)
+        self.reconcile(now)
         metric = settings.metric if settings.metric in ("concurrency", "rps") else "concurrency"
         try:
             rps_stable, _ = self.metrics.stable_and_panic(now, "rps")
@@ -226,7 +239,7 @@ class AutoscalerLoop:
             rps_stable = 0.0
         revision.record(Sample(
             t=round(now - revision.created, 3),
-            desired=want,
+            desired=self.status.want,
             replicas=revision.replica_count,
             ready=ready,
             observed_concurrency=self.last_observed,
@@ -234,6 +247,30 @@ class AutoscalerLoop:
             panic_concurrency=(panic or 0.0) if metric == "concurrency" else 0.0,
             rps=rps_stable,
             panic=revision.in_panic,
-            mode=mode,
+            mode=self.status.mode,
             excess_burst_capacity=self.excess_burst_capacity,
         ))
+
+    def reconcile(self, now: float | None = None) -> None:
+        """The PA reconciler: set the replicas, the Active condition and the SKS mode, and
+        come back when it asks to (``recheck_after``)."""
+        if self._stopped:
+            return
+        if now is None:
+            now = self.clock.now()
+        revision = self.revision
+        result = reconcile(self.settings, self.status, self.desired_scale,
+                           self.excess_burst_capacity, revision.ready_count,
+                           revision.replica_count, now)
+        if result.replicas is not None:
+            revision.scale_to(result.replicas)
+        self.status = status = result.status
+        self.reconciles.append(record(now, self.desired_scale, result))
+        revision.mode = status.mode
+        revision.active = {Activity.ACTIVE: True, Activity.INACTIVE: False}.get(status.activity)
+        revision.desired = status.want
+        revision.excess_burst_capacity = self.excess_burst_capacity
+        if result.recheck_after is not None:
+            if self._recheck is not None:
+                self._recheck.cancel()
+            self._recheck = self.clock.call_later(result.recheck_after, self.reconcile)

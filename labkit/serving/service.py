@@ -61,6 +61,7 @@ from labkit.serving.autoscaler_config import (
     RevisionAutoscaling,
 )
 from labkit.serving.autoscaler_loop import AutoscalerLoop
+from labkit.serving.constants import ACTIVATOR_QUEUE_DEPTH, HPA_SYNC_SECONDS
 from labkit.serving.metrics import render
 from labkit.serving.models import (
     Addressable,
@@ -102,8 +103,8 @@ class ServingConfig:
     """config-domain: the Route URLs are http://<name>.<namespace>.<domain>."""
     seed: int | None = None
     """Seed of the weighted traffic pick (None: derived from the Service's name)."""
-    activator_queue_depth: int = 10_000
-    hpa_sync_seconds: float = 15.0
+    activator_queue_depth: int = ACTIVATOR_QUEUE_DEPTH
+    hpa_sync_seconds: float = HPA_SYNC_SECONDS
     """How often the HPA class re-evaluates CPU (kube-controller-manager's sync period)."""
 
 
@@ -373,6 +374,9 @@ class KnativeServiceController:
     def _pods_changed(self, revision: str) -> None:
         """From any thread: wake the activator's waiters; re-resolve the route soon."""
         self.activator.pods_changed(revision)
+        autoscaler = self.autoscalers.get(revision)
+        if autoscaler is not None:
+            autoscaler.pods_changed()  # the PA reconciler watches the endpoints too
         self._dirty.set()
 
     def _poke(self, revision: str) -> None:

@@ -24,8 +24,10 @@ The story the simulation tells, second by second, is Knative Serving's:
   a removed pod leaves the endpoints at once and finishes its in-flight requests.
 
 Everything Knative decides is decided by the pure policy modules of `labkit.serving`, given
-a `labkit.clock.SimClock`; this module only plays the data path and the clock. It imports no
-live component.
+a `labkit.clock.SimClock`: the decider tick and the PA reconcile (`labkit.serving.reconcile`,
+run after each tick, when a pod becomes ready and when it asks to be run again) are the very
+functions the live autoscaler calls. This module only plays the data path and the clock. It
+imports no live component.
 
 Speed, and why the model looks the way it does
 ----------------------------------------------
@@ -46,9 +48,10 @@ Simplifications, on purpose
 * The scraper reads every ready pod (Knative samples 4 of 5, 14 of 100, and scales the sample
   up to a total): the sample's expected value, without its noise.
 * Network and activator hops add no time; the activator's probe of a new pod is instant.
-* The activator picks among pods with room by "first available" (its policy for
-  ``containerConcurrency`` <= 3), round robin above that, and the better of two random pods
-  when ``containerConcurrency`` is 0; in Serve mode a pod is picked at random (kube-proxy).
+* The activator picks a pod as the live one does (`labkit.serving.pod_pick.PodPicker`:
+  first available up to ``containerConcurrency`` 3, round robin above, the better of two
+  random pods at 0), judging a pod by all the requests its queue-proxy holds; in Serve mode a
+  pod is picked at random (kube-proxy).
 * Pod removal picks starting pods first, then the newest ready pods (as a ReplicaSet does).
 * ``enable-scale-to-zero``, the grace period and the scale rates are cluster settings: pass an
   `AutoscalerConfig` to change them (the annotations cover the per-revision ones).
@@ -73,17 +76,24 @@ from labkit.serving.autoscaler_config import (
     AutoscalerConfig,
     RevisionAutoscaling,
 )
-from labkit.serving.kpa import Autoscaler, DeciderSpec, initial_excess_burst_capacity
-from labkit.serving.kpa_scaler import (
-    SCALE_UNKNOWN,
-    Activity,
-    PodAutoscalerState,
-    decide_replicas,
-    min_ready_pods,
-    next_activity,
-    sks_mode,
+from labkit.serving.constants import (
+    ACTIVATOR_QUEUE_DEPTH,
+    QUEUE_PROXY_QUEUE_FACTOR,
+    SCRAPE_SECONDS,
+    TICK_SECONDS,
 )
-from labkit.serving.metrics_window import NoData, RevisionMetrics
+from labkit.serving.kpa import Autoscaler, DeciderSpec, initial_excess_burst_capacity
+from labkit.serving.kpa_scaler import SCALE_UNKNOWN
+from labkit.serving.metrics_window import RevisionMetrics
+from labkit.serving.pod_pick import PodPicker
+from labkit.serving.reconcile import (
+    ReconcileRecord,
+    decide,
+    initial_status,
+    reconcile,
+    record,
+    should_poke,
+)
 from labkit.sim.cost import SECONDS_PER_MONTH, Prices
 from labkit.sim.platform import SERVICE_DISTRIBUTIONS, _service_sampler
 from labkit.sim.workloads import TraceReplay, Workload, as_generator
@@ -97,12 +107,7 @@ __all__ = [
     "simulate_autoscaling",
 ]
 
-ACTIVATOR_QUEUE_DEPTH = 10_000
-"""Requests the activator buffers per revision before answering 503."""
-QUEUE_PROXY_QUEUE_FACTOR = 10
-"""The queue-proxy queues this many times ``containerConcurrency`` before answering 503."""
-SCRAPE_SECONDS = 1.0
-TICK_EVERY_SCRAPES = 2
+TICK_EVERY_SCRAPES = round(TICK_SECONDS / SCRAPE_SECONDS)
 """The decider runs every 2 s, on every other scrape (after it, so it sees that second)."""
 
 Process = Generator[simpy.Event, Any, None]
@@ -188,7 +193,6 @@ class _Revision:
         self.spec: DeciderSpec = settings.decider_spec()
         self.metric = self.spec.scaling_metric
         cc = container_concurrency
-        self.cc = cc
         self.activator_room = cc if cc > 0 else math.inf  # what the activator sends a pod
         self.slots = cc if cc > 0 else (pod_parallelism or math.inf)  # what a pod serves at once
         self.queue_limit = QUEUE_PROXY_QUEUE_FACTOR * cc if cc > 0 else math.inf
@@ -208,13 +212,13 @@ class _Revision:
         self.alive = _Level()  # pods that exist (starting, ready or draining): what is paid for
         self.pods_started = 0
         self.startup_times = array("d")
-        self._round_robin = 0
+        self.picker = PodPicker(cc, route)
+        self._load = lambda i: self.ready[i].in_flight  # what the picker asks of a pod
 
         # activator and request accounting
         self.buffer: deque[_Request] = deque()
         self._buffer_filled = env.event()
         self.serve = False  # SKS mode: True = Serve (straight to pods), False = Proxy
-        self.proxy_since: float | None = 0.0
         self.direct = _Level()  # requests the pods hold that did not come through the activator
         self.proxied = _Level()  # requests the activator holds (buffered or forwarded)
         self.direct_arrivals = 0
@@ -229,14 +233,13 @@ class _Revision:
         self.latency = array("d")
         self.queue_delay = array("d")
         self.cold = array("b")
+        self.records: dict[str, array] = {k: array("d") for k in ("time", "concurrency", "rps")}
 
         # autoscaler and PodAutoscaler state
         self.desired = SCALE_UNKNOWN
         self.ebc = initial_excess_burst_capacity(self.spec, settings.initial_scale)
-        self.activity = Activity.ACTIVATING
-        self.activity_since = 0.0
-        self.initialized = False
         self._recheck: Cancellable | None = None
+        self.reconciles: list[ReconcileRecord] = []
         self.ticks: dict[str, array] = {k: array("d") for k in (
             "time", "ready", "stable", "panic", "desired", "in_panic", "excess_burst_capacity")}
         self.seconds: dict[str, array] = {k: array("d") for k in (
@@ -249,9 +252,7 @@ class _Revision:
                 self._become_ready(pod)
             else:
                 env.process(self._pod_starts(pod))
-        if initially_ready and self.ready:
-            self.initialized = True
-            self.activity = Activity.ACTIVE
+        self.status = initial_status(settings, len(self.ready), 0.0)
         self.autoscaler = Autoscaler(self.spec, len(self.ready), now=0.0)
         self.reconcile()
 
@@ -326,7 +327,7 @@ class _Revision:
             # The activator's first request for a revision: report it at once and poke.
             self._activator_knows = True
             self._poke_credit = 1.0
-            self.metrics.record(now, 1.0, 1.0)
+            self._record(now, 1.0, 1.0)
             self._poke(now, 1.0)
         if not self.buffer:
             pod = self._pod_with_room()
@@ -342,22 +343,8 @@ class _Revision:
             self._buffer_filled.succeed()
 
     def _pod_with_room(self) -> _Pod | None:
-        ready = self.ready
-        if not ready:
-            return None
-        if self.activator_room == math.inf:
-            # Unlimited pods: the less loaded of two random ones.
-            a = ready[int(self.route.random() * len(ready))]
-            b = ready[int(self.route.random() * len(ready))]
-            return a if a.in_flight <= b.in_flight else b
-        n = len(ready)
-        start = self._round_robin % n if self.cc > 3 else 0
-        for i in range(n):
-            pod = ready[(start + i) % n]
-            if pod.in_flight < self.activator_room:
-                self._round_robin = start + i + 1
-                return pod
-        return None
+        i = self.picker.pick(len(self.ready), self._load)
+        return None if i is None else self.ready[i]
 
     def _to_pod(self, pod: _Pod, request: _Request, now: float, counted: _Level | None) -> None:
         """The queue-proxy takes the request: in service, queued, or 503."""
@@ -423,8 +410,6 @@ class _Revision:
         if not self.ready and self.buffer and self.buffer[0].cold:
             self.cold_starts += 1  # requests were waiting for the first pod: a cold start
         self.ready.append(pod)
-        if len(self.ready) >= self.settings.initial_scale:
-            self.initialized = True
         self._drain_buffer(now)
 
     def _remove(self, pod: _Pod) -> None:
@@ -458,14 +443,14 @@ class _Revision:
         self.seconds["requests"].append(pods_rps + activator_rps)
         seen = 0.0
         if self.ready and self.has_scrape_target:
-            self.metrics.record(now, pods_concurrency, pods_rps)
+            self._record(now, pods_concurrency, pods_rps)
             seen += pods_concurrency
         if self._activator_knows:
             # The immediate stat of the first request is taken back from the next report.
             activator_concurrency = max(0.0, activator_concurrency - self._poke_credit)
             activator_rps = max(0.0, activator_rps - self._poke_credit)
             self._poke_credit = 0.0
-            self.metrics.record(now, activator_concurrency, activator_rps)
+            self._record(now, activator_concurrency, activator_rps)
             seen += activator_concurrency
             if activator_concurrency == 0 and activator_rps == 0 and self.proxied.value == 0:
                 self._activator_knows = False  # an idle revision leaves the activator's stats
@@ -473,23 +458,23 @@ class _Revision:
                 self._poke(now, activator_concurrency)
         self.seconds["concurrency"].append(seen)
 
+    def _record(self, now: float, concurrency: float, rps: float) -> None:
+        """A stat into the autoscaler's windows, and into the log of what it was given."""
+        self.metrics.record(now, concurrency, rps)
+        records = self.records
+        records["time"].append(now)
+        records["concurrency"].append(concurrency)
+        records["rps"].append(rps)
+
     def _poke(self, now: float, concurrency: float) -> None:
         """A revision the decider wants at zero has traffic again: decide now, not next tick."""
-        if self.desired == 0 and concurrency > 0:
+        if should_poke(self.desired, concurrency):
             self.decide(now)
 
     def decide(self, now: float) -> None:
-        stable: float | None
-        panic: float | None
-        try:
-            stable, panic = self.metrics.stable_and_panic(now, self.metric)
-        except NoData:
-            stable = panic = None
         ready = len(self.ready)
-        result = self.autoscaler.scale(now, ready, stable, panic)
-        if result.scale_valid:
-            self.desired = result.desired_pod_count
-            self.ebc = result.excess_burst_capacity
+        self.desired, self.ebc, stable, panic = decide(
+            self.autoscaler, self.metrics, now, ready, self.desired, self.ebc)
         tick = self.ticks
         tick["time"].append(now)
         tick["ready"].append(ready)
@@ -503,30 +488,17 @@ class _Revision:
     def reconcile(self) -> None:
         """The PodAutoscaler reconciler: replicas, the Active condition, the SKS mode."""
         now = self.env.now
-        state = PodAutoscalerState(
-            activity=self.activity,
-            activity_for=now - self.activity_since,
-            scale_target_initialized=self.initialized,
-            activator_in_path_for=0.0 if self.proxy_since is None else now - self.proxy_since,
-        )
-        decision = decide_replicas(self.desired, self.settings, state, self.replicas)
-        if decision.apply:
-            self.set_replicas(decision.replicas)
-        want = decision.replicas
-        ready = len(self.ready)
-        activity = next_activity(want, ready, min_ready_pods(self.settings, self.initialized),
-                                 self.activity)
-        if activity is not self.activity:
-            self.activity = activity
-            self.activity_since = now
-        serve = sks_mode(want, self.ebc, ready) == "Serve"
-        if serve != self.serve:
-            self.serve = serve
-            self.proxy_since = None if serve else now
-        if decision.recheck_after is not None:
+        result = reconcile(self.settings, self.status, self.desired, self.ebc,
+                           len(self.ready), self.replicas, now)
+        if result.replicas is not None:
+            self.set_replicas(result.replicas)
+        self.status = result.status
+        self.serve = result.status.mode == "Serve"
+        self.reconciles.append(record(now, self.desired, result))
+        if result.recheck_after is not None:
             if self._recheck is not None:
                 self._recheck.cancel()
-            self._recheck = self.clock.call_later(decision.recheck_after, self.reconcile)
+            self._recheck = self.clock.call_later(result.recheck_after, self.reconcile)
 
     def _note_second(self, now: float) -> None:
         s = self.seconds
@@ -560,6 +532,12 @@ class AutoscalingResult:
     Per served request (arrays, in completion order): ``arrival``, ``latency`` (arrival to
     response), ``queue_delay`` (arrival to the start of service: waiting in the activator, for
     a cold start, or in a queue-proxy) and ``cold`` (it arrived when no pod was ready).
+
+    What the autoscaler was given and did: ``metric_records`` (arrays ``time``, ``concurrency``,
+    ``rps``: every stat recorded into its windows, the pods' and the activator's each second
+    and the activator's immediate stat) and ``reconciles`` (one
+    `labkit.serving.reconcile.ReconcileRecord` per PA reconcile), the same log the live
+    `labkit.serving.autoscaler_loop.AutoscalerLoop` keeps.
     """
 
     settings: RevisionAutoscaling
@@ -583,6 +561,8 @@ class AutoscalingResult:
     cold: np.ndarray = field(repr=False)
     startup_times: np.ndarray = field(repr=False)
     prices: Prices = field(default_factory=Prices, repr=False)
+    metric_records: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    reconciles: list[ReconcileRecord] = field(default_factory=list, repr=False)
 
     @property
     def requests_cold(self) -> int:
@@ -776,6 +756,8 @@ def simulate_autoscaling(
         cold=np.frombuffer(revision.cold, dtype=np.int8).astype(bool),
         startup_times=np.frombuffer(revision.startup_times, dtype=float).copy(),
         prices=prices or Prices(),
+        metric_records={k: np.frombuffer(v, dtype=float).copy() for k, v in revision.records.items()},
+        reconciles=revision.reconciles,
     )
 
 
