@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from labkit import http1
+
 __all__ = [
     "ERROR_STATUS",
     "PERCENTILES",
@@ -52,7 +54,6 @@ ERROR_STATUS = -1
 """Status recorded for a request that got no HTTP response (connect error, reset, timeout)."""
 PERCENTILES = (50.0, 75.0, 90.0, 99.0, 99.9)
 DEFAULT_DURATION = 5.0  # fortio's default -t
-_MAX_HEAD = 64 * 1024
 # 1-2-5 bucket bounds in milliseconds, 10 µs to 100 s: fine enough to read a sidecar's
 # sub-millisecond overhead and wide enough for a 30 s timeout.
 _BOUNDS_MS = tuple(m * 10.0 ** e for e in range(-2, 6) for m in (1, 2, 5)) + (float("inf"),)
@@ -217,48 +218,14 @@ class _Target:
         if not keepalive:
             head.append("Connection: close")
         self.request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-        self.head_only = method == "HEAD"
+        self.method = method
         self.keepalive = keepalive
 
 
-async def _read_response(reader: asyncio.StreamReader, head_only: bool) -> tuple[int, int, bool]:
+async def _read_response(reader: asyncio.StreamReader, method: str) -> tuple[int, int, bool]:
     """Read one response; return (status, bytes read, whether the connection stays open)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status_line = lines[0].split(None, 2)
-    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
-        raise ValueError(f"not an HTTP/1.x response: {lines[0][:60]!r}")
-    status = int(status_line[1])
-    length: int | None = None
-    chunked = False
-    close = status_line[0] == b"HTTP/1.0"
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        elif name == b"connection":
-            v = value.strip().lower()
-            close = v == b"close" or (close and v != b"keep-alive")
-    size = len(head)
-    if head_only or status in (204, 304) or 100 <= status < 200:
-        return status, size, not close
-    if chunked:
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            n = int(line.split(b";")[0], 16)
-            size += len(line) + n + 2
-            await reader.readexactly(n + 2)
-            if n == 0:
-                break
-        return status, size, not close
-    if length is None:  # body runs to the end of the connection
-        rest = await reader.read()
-        return status, size + len(rest), False
-    await reader.readexactly(length)
-    return status, size + length, not close
+    response = await http1.read_response(reader, method)
+    return response.status, response.size, response.keep_alive
 
 
 class _Run:
@@ -303,15 +270,15 @@ class _Run:
                 try:
                     if writer is None:
                         reader, writer = await _within(
-                            asyncio.open_connection(self.target.host, self.target.port, limit=_MAX_HEAD),
+                            asyncio.open_connection(self.target.host, self.target.port, limit=http1.MAX_HEAD),
                             self.timeout)
                         self.connections += 1
                     assert reader is not None
                     writer.write(self.target.request)
-                    status, size, keep = await _within(_read_response(reader, self.target.head_only),
+                    status, size, keep = await _within(_read_response(reader, self.target.method),
                                                        self.timeout)
                 except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                        asyncio.LimitOverrunError, ValueError) as exc:
+                        http1.HttpError) as exc:
                     self.errors[_error_kind(exc)] += 1
                     status, size, keep = ERROR_STATUS, 0, False
                 done = time.perf_counter()
@@ -341,7 +308,7 @@ def _error_kind(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, (ConnectionResetError, asyncio.IncompleteReadError, BrokenPipeError)):
         return "connection reset"
-    if isinstance(exc, (ValueError, asyncio.LimitOverrunError)):
+    if isinstance(exc, http1.HttpError):
         return "bad response"
     return type(exc).__name__
 

@@ -31,7 +31,7 @@ class Recorder:
 
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rec: Recorder) -> None:
-    """/delay/<ms>, /status/<code>, /chunked, /close, /hang; anything else 200."""
+    """/delay/<ms>, /status/<code>, /chunked, /trailers, /malformed, /close, /hang; else 200."""
     with rec.lock:
         rec.connections += 1
     try:
@@ -55,6 +55,11 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, re
                 await asyncio.sleep(30)
             if path == "chunked":
                 writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n")
+            elif path == "trailers":
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n"
+                             b"0\r\nDigest: sha-256=abc\r\nX-Done: 1\r\n\r\n")
+            elif path == "malformed":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
             else:
                 if path == "close":
                     extra = "Connection: close\r\n"
@@ -129,6 +134,22 @@ def test_server_closing_each_connection_is_followed(rec: Recorder) -> None:
 def test_chunked_bodies(rec: Recorder) -> None:
     result = load.run(rec.url + "/chunked", requests=5, concurrency=1)
     assert result.count(200) == 5 and result.connections == 1
+
+
+def test_chunked_trailers_keep_the_connection_in_step(rec: Recorder) -> None:
+    # Trailer fields after the last chunk are read, so the next response on the kept-alive
+    # connection starts where it should (they used to be taken for the next status line).
+    result = load.run(rec.url + "/trailers", requests=4, concurrency=1)
+    assert result.count(200) == 4 and result.connections == 1 and not result.errors
+    frame = len(b"5;x=y\r\nhello\r\n0\r\nDigest: sha-256=abc\r\nX-Done: 1\r\n\r\n")
+    head = len(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert result.bytes_received == 4 * (head + frame)
+
+
+def test_malformed_response_counts_as_bad_response(rec: Recorder) -> None:
+    result = load.run(rec.url + "/malformed", requests=3, concurrency=1)
+    assert result.count(load.ERROR_STATUS) == 3 and result.errors == {"bad response": 3}
+    assert result.connections == 3  # a connection that framed a message wrongly is not reused
 
 
 def test_qps_spreads_the_schedule(rec: Recorder) -> None:

@@ -18,21 +18,28 @@ HTTP interface (JSON):
 - ``POST /predict`` with ``{"instances": [[64 pixel values 0..16], ...]}`` —
   classify the given images; answers ``{"predictions": [digit, ...]}``.
 
-Errors get a 4xx answer whose ``error`` names what was wrong.
+Errors get a 4xx answer whose ``error`` names what was wrong. It serves on bare asyncio through
+labkit.apps.serve, as labkit's other apps do (``http.server`` would add its own framing rules).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
 import time
+from functools import partial
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from labkit import http1
+from labkit.apps.serve import serve_until_signalled
+
 PIXELS = 64
+MAX_BODY = 1024 * 1024
+"""Largest POST body, in bytes (413 beyond): about 4,000 images of 64 pixels as JSON."""
 
 
 class DigitModel:
@@ -89,56 +96,65 @@ def parse_instances(body: bytes) -> list[list[float]]:
     return instances
 
 
-def make_handler(model: DigitModel) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        # HTTP/1.1 keeps connections open, so warm requests do not pay a TCP handshake each.
-        protocol_version = "HTTP/1.1"
-        # Headers and body go out in two writes; with Nagle on, the body would wait ~40 ms
-        # for the client's delayed ACK on every kept-alive request.
-        disable_nagle_algorithm = True
+Answer = tuple[HTTPStatus, dict[str, Any]]
 
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            if url.path == "/":
-                self.reply(HTTPStatus.OK, {"status": "ready", "init": model.init})
-            elif url.path == "/predict":
-                self.predict_example(parse_qs(url.query).get("index", ["0"])[0])
-            else:
-                self.reply(HTTPStatus.NOT_FOUND, {"error": f"path {url.path!r}: not found (try / or /predict)"})
 
-        def do_POST(self) -> None:
-            if urlsplit(self.path).path != "/predict":
-                self.reply(HTTPStatus.NOT_FOUND, {"error": f"path {self.path!r}: POST only to /predict"})
-                return
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            try:
-                instances = parse_instances(body)
-            except ValueError as exc:
-                self.reply(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-                return
-            self.reply(HTTPStatus.OK, {"predictions": model.predict(instances)})
+def answer(model: DigitModel, method: str, target: str, body: bytes) -> Answer:
+    """What the function replies to one request (status and JSON payload)."""
+    url = urlsplit(target)
+    if method == "POST":
+        if url.path != "/predict":
+            return HTTPStatus.NOT_FOUND, {"error": f"path {target!r}: POST only to /predict"}
+        try:
+            instances = parse_instances(body)
+        except ValueError as exc:
+            return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
+        return HTTPStatus.OK, {"predictions": model.predict(instances)}
+    if method not in ("GET", "HEAD"):
+        return HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"method {method}: use GET or POST"}
+    if url.path == "/":
+        return HTTPStatus.OK, {"status": "ready", "init": model.init}
+    if url.path == "/predict":
+        return predict_example(model, parse_qs(url.query).get("index", ["0"])[0])
+    return HTTPStatus.NOT_FOUND, {"error": f"path {url.path!r}: not found (try / or /predict)"}
 
-        def predict_example(self, raw_index: str) -> None:
-            count = len(model.examples)
-            if not raw_index.isdigit() or int(raw_index) >= count:
-                self.reply(HTTPStatus.BAD_REQUEST, {"error": f"index: expected an integer 0..{count - 1}, got {raw_index!r}"})
-                return
-            index = int(raw_index)
-            digit = model.predict([model.examples[index].tolist()])[0]
-            self.reply(HTTPStatus.OK, {"index": index, "predictions": [digit]})
 
-        def reply(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def predict_example(model: DigitModel, raw_index: str) -> Answer:
+    count = len(model.examples)
+    if not raw_index.isdigit() or int(raw_index) >= count:
+        return HTTPStatus.BAD_REQUEST, {"error": f"index: expected an integer 0..{count - 1}, got {raw_index!r}"}
+    index = int(raw_index)
+    digit = model.predict([model.examples[index].tolist()])[0]
+    return HTTPStatus.OK, {"index": index, "predictions": [digit]}
 
-        def log_message(self, format: str, *args: Any) -> None:
-            """Stay quiet: a per-request log line on stderr would slow the warm path."""
 
-    return Handler
+def _encode(status: int, payload: dict[str, Any], keep_alive: bool, head_only: bool) -> bytes:
+    body = json.dumps(payload).encode()
+    head = (f"HTTP/1.1 {status} {http1.reason(status)}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n").encode("latin-1")
+    return head if head_only else head + body
+
+
+async def serve_connection(model: DigitModel, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+    """Requests on one kept-alive connection, one at a time (an instance serves one request at a
+    time, like a 1-vCPU Lambda); a request labkit.http1 cannot frame gets 400/413/431 and the
+    connection closes."""
+    while True:
+        try:
+            request = await http1.read_request(reader, max_body=MAX_BODY, writer=writer)
+        except http1.HttpError as exc:
+            await http1.refuse(reader, writer,
+                               _encode(exc.status, {"error": exc.message}, False, False))
+            return
+        if request is None:
+            return
+        status, payload = answer(model, request.method, request.target, request.body)
+        writer.write(_encode(status, payload, request.keep_alive, request.method == "HEAD"))
+        await writer.drain()
+        if not request.keep_alive:
+            return
 
 
 def main() -> None:
@@ -147,13 +163,7 @@ def main() -> None:
         sys.exit(f"labkit.apps.function: environment variable PORT must be a port number, got {raw_port!r}")
     model = load_model()
     # Bind only once initialised: a platform routes traffic to an instance when its port answers.
-    server = ThreadingHTTPServer(("127.0.0.1", int(raw_port)), make_handler(model))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    asyncio.run(serve_until_signalled(partial(serve_connection, model), int(raw_port)))
 
 
 if __name__ == "__main__":

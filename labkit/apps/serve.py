@@ -10,16 +10,18 @@ sink (labkit.eventing.sink) serves through labkit.eventing.wire but stops on the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
-from collections.abc import Awaitable, Callable
 
-__all__ = ["MAX_HEAD", "read_head", "serve_until_signalled", "signalled"]
+from labkit import http1
 
-MAX_HEAD = 64 * 1024
-"""Longest request head (request line and headers) an app reads, in bytes."""
+__all__ = ["MAX_BODY", "MAX_HEAD", "read_head", "serve_until_signalled", "signalled"]
 
-Connection = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+MAX_HEAD = http1.MAX_HEAD
+"""Longest request head (request line and headers) an app reads, in bytes (431 beyond)."""
+MAX_BODY = 8 * 1024 * 1024
+"""Longest request body an app accepts, in bytes (413 beyond, before it is read)."""
 
 
 def signalled() -> asyncio.Event:
@@ -33,40 +35,60 @@ def signalled() -> asyncio.Event:
 
 
 async def read_head(reader: asyncio.StreamReader) -> list[str] | None:
-    """The lines of the next request head (request line first), or None when the client is
-    gone or sent a head longer than `MAX_HEAD`: either way the connection is over."""
+    """The lines of the next request head (request line first, a single Content-Length if the
+    request has a body), or None when the client is gone.
+
+    The head is framed by labkit.http1: a malformed or oversized one raises `http1.HttpError`,
+    which `serve_until_signalled` answers (400/413/431/...) before closing. The apps read
+    Content-Length bodies themselves, so a chunked request is refused with 411 Length Required
+    (RFC 9110 15.5.12) instead of being left unread on the connection.
+    """
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        head = await http1.read_request_head(reader)
+    except ConnectionError:
         return None
-    return head.decode("latin-1").split("\r\n")
+    if head is None:
+        return None
+    if head.framing.kind == "chunked":
+        raise http1.HttpError(411, "chunked request bodies are not accepted here; "
+                                   "send a Content-Length")
+    fields = [f"{k}: {v}" for k, v in head.headers if k.lower() != "content-length"]
+    if head.framing.kind == "length":
+        if head.framing.length > MAX_BODY:
+            raise http1.HttpError(413, f"body of {head.framing.length} bytes; at most "
+                                       f"{MAX_BODY} accepted")
+        fields.append(f"Content-Length: {head.framing.length}")
+    return [f"{head.method} {head.target} {head.version}", *fields, "", ""]
 
 
-async def serve_until_signalled(connection: Connection, port: int | None = None) -> None:
+def _refusal(err: http1.HttpError) -> bytes:
+    body = json.dumps({"error": err.message}).encode()
+    return (f"HTTP/1.1 {err.status} {http1.reason(err.status)}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode("latin-1") + body
+
+
+async def serve_until_signalled(connection: http1.Connection, port: int | None = None) -> None:
     """Serve `connection` for each client on 127.0.0.1:`port` ($PORT, else 8080, as Knative's
     samples) until SIGTERM or SIGINT.
 
-    A connection that breaks mid-request (reset, truncated, unparsable) just ends. On a signal
-    the server stops accepting, then drops idle keep-alive connections: a client holding one
-    open must not keep a terminated pod alive (Python >= 3.12 waits for them in wait_closed).
+    A request `read_head` cannot frame is answered with its status and a JSON error, then the
+    connection closes; one that breaks mid-request (reset, truncated) just ends. On a signal the
+    server stops accepting, then drops open keep-alive connections: a client holding one open
+    must not keep a terminated pod alive (Python >= 3.12 waits for them in wait_closed).
     """
-    open_writers: set[asyncio.StreamWriter] = set()
 
-    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        open_writers.add(writer)
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await connection(reader, writer)
+        except http1.HttpError as err:
+            await http1.refuse(reader, writer, _refusal(err))
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             return
-        finally:
-            open_writers.discard(writer)
-            writer.close()
 
     if port is None:
         port = int(os.environ.get("PORT", "8080"))
-    server = await asyncio.start_server(tracked, "127.0.0.1", port, limit=MAX_HEAD)
+    server = await http1.start_server(guarded, "127.0.0.1", port)
     await signalled().wait()
     server.close()
-    for writer in list(open_writers):
-        writer.close()
     await asyncio.wait_for(server.wait_closed(), timeout=2.0)

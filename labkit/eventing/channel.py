@@ -33,7 +33,7 @@ from labkit.eventing.registry import (
     registry_of,
     try_resolve,
 )
-from labkit.eventing.wire import Client, Request, Response, json_error, serve
+from labkit.eventing.wire import Client, Request, Response, Server, json_error, serve
 from labkit.net import HOST
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class ChannelController(Registered):
         self.obj: ChannelObject = obj
         self.metrics = EventingMetrics("channel", "subscription")
         self.log = EventLog()
-        self._server: asyncio.Server | None = None
+        self._server: Server | None = None
         self._client: Client | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port: int | None = None
@@ -85,7 +85,7 @@ class ChannelController(Registered):
                 self.port = int(self._server.sockets[0].getsockname()[1])
             registry.channels[self.key] = self
 
-    async def _start(self) -> asyncio.Server:
+    async def _start(self) -> Server:
         self._client = Client()
         return await serve(self._handle, port=0, max_body=_MAX_BODY)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from labkit.core.loop import BackgroundLoop
 from labkit.eventing.events import Event, EventError, decode_request, encode_binary
-from labkit.eventing.wire import Request, Response, json_error, json_response, serve
+from labkit.eventing.wire import Request, Response, Server, json_error, json_response, serve
 
 __all__ = [
     "InProcessSink",
@@ -205,7 +205,7 @@ class InProcessSink:
         self.app = SinkApp(behaviour)
         self._port = port
         self._loop: BackgroundLoop | None = None
-        self._server: asyncio.Server | None = None
+        self._server: Server | None = None
         self.port: int | None = None
 
     @property

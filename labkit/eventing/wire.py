@@ -6,6 +6,7 @@ cost more than the work itself on a 2-core laptop, and the protocol subset neede
 Content-Length and chunked bodies, keep-alive, and a body limit checked *before* the body is
 read (so an oversized upload is refused with 413 without buffering it).
 
+Framing (limits, chunked, keep-alive) is labkit.http1's, shared with the queue-proxy and apps.
 Server: `serve(handler, port=0, max_body=...)` calls `handler(Request) -> Response` per request.
 Client: `Client.request(method, url, headers, body, timeout=...)` reuses idle connections per
 host:port; it raises `ConnectionError` (no response) or `asyncio.TimeoutError` (cut off).
@@ -19,6 +20,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from labkit import http1
 from labkit.net import HOST
 
 __all__ = [
@@ -27,20 +29,11 @@ __all__ = [
     "Handler",
     "Request",
     "Response",
+    "Server",
     "json_error",
     "json_response",
     "serve",
 ]
-
-_MAX_HEAD = 64 * 1024
-_REASONS = {
-    200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
-    413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout",
-}
-
 
 @dataclass(frozen=True)
 class Request:
@@ -65,16 +58,12 @@ def json_response(status: int, payload: object) -> Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class _BodyTooLarge(Exception):
-    def __init__(self, size: int | None) -> None:
-        self.size = size
+Server = http1.Server
+"""What `serve` returns: `.sockets`, `close()` (cancels open connections), `wait_closed()`."""
 
 
 def _encode_response(response: Response, keep_alive: bool) -> bytes:
-    reason = _REASONS.get(response.status, "Status")
-    lines = [f"HTTP/1.1 {response.status} {reason}"]
+    lines = [f"HTTP/1.1 {response.status} {http1.reason(response.status)}"]
     for name, value in response.headers.items():
         lines.append(f"{name}: {value}")
     lines.append(f"content-length: {len(response.body)}")
@@ -83,99 +72,48 @@ def _encode_response(response: Response, keep_alive: bool) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
 
 
-def _parse_headers(lines: list[str]) -> dict[str, str]:
+def _joined(fields: list[tuple[str, str]]) -> dict[str, str]:
+    """Names lower-cased; a repeated field joined with commas, as RFC 9110 5.3 allows."""
     headers: dict[str, str] = {}
-    for line in lines:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(f"malformed header line {line!r}")
-        key = name.strip().lower()
-        value = value.strip()
-        # Repeated headers join with a comma, as HTTP allows for list-valued fields.
+    for name, value in fields:
+        key = name.lower()
         headers[key] = f"{headers[key]},{value}" if key in headers else value
     return headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: Mapping[str, str],
-                     max_body: int | None) -> bytes:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            size_line = await reader.readline()
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(chunks)
-            total += size
-            if max_body is not None and total > max_body:
-                raise _BodyTooLarge(None)
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length = int(headers.get("content-length", "0") or 0)
-    if length < 0:
-        raise ValueError("negative Content-Length")
-    if max_body is not None and length > max_body:
-        raise _BodyTooLarge(length)
-    return await reader.readexactly(length) if length else b""
-
-
 async def serve(handler: Handler, *, host: str = HOST, port: int = 0,
-                max_body: int | None = None) -> asyncio.Server:
-    """Start serving on host:port (0: a free port; read it from the returned server)."""
+                max_body: int | None = None) -> Server:
+    """Start serving on host:port (0: a free port; read it from the returned server).
+
+    A request that cannot be framed (labkit.http1) is answered 400/413/431/501/505 with a JSON
+    error and the connection closed; so is a body over `max_body`, before it is read.
+    """
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    request = await http1.read_request(reader, max_body=max_body, writer=writer)
+                except http1.HttpError as err:
+                    await http1.refuse(reader, writer,
+                                       _encode_response(json_error(err.status, err.message), False))
                     return
-                lines = head.decode("latin-1").split("\r\n")
-                parts = lines[0].split()
+                if request is None:
+                    return
+                path, _, query = request.target.partition("?")
                 try:
-                    if len(parts) != 3:
-                        raise ValueError(f"bad request line {lines[0]!r}")
-                    method, target, version = parts
-                    headers = _parse_headers(lines[1:])
-                except ValueError as err:
-                    writer.write(_encode_response(json_error(400, str(err)), False))
-                    return
-                try:
-                    body = await _read_body(reader, headers, max_body)
-                except _BodyTooLarge as err:
-                    size = f"{err.size} bytes" if err.size is not None else "more"
-                    message = f"request body is {size}; this endpoint accepts at most {max_body}"
-                    # The unread body would desynchronise keep-alive: answer and close.
-                    writer.write(_encode_response(json_error(413, message), False))
-                    await writer.drain()
-                    return
-                except (ValueError, asyncio.IncompleteReadError) as err:
-                    writer.write(_encode_response(json_error(400, f"bad body: {err}"), False))
-                    return
-                path, _, query = target.partition("?")
-                try:
-                    response = await handler(Request(method.upper(), path, query, headers, body))
+                    response = await handler(Request(request.method.upper(), path, query,
+                                                     _joined(request.headers), request.body))
                 except Exception as err:  # noqa: BLE001 (a bug must answer 500, not hang up)
                     response = json_error(500, f"internal error: {type(err).__name__}: {err}")
-                connection_header = headers.get("connection", "").lower()
-                keep_alive = connection_header != "close" and (
-                    version == "HTTP/1.1" or connection_header == "keep-alive")
-                writer.write(_encode_response(response, keep_alive))
+                writer.write(_encode_response(response, request.keep_alive))
                 await writer.drain()
-                if not keep_alive:
+                if not request.keep_alive:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
-        except asyncio.CancelledError:
-            return  # the server is shutting down; this connection task is the top level
-        finally:
-            writer.close()
 
-    return await asyncio.start_server(connection, host, port, limit=_MAX_HEAD)
+    return await http1.start_server(connection, host, port)
 
 
 def json_error(status: int, message: str) -> Response:
@@ -215,9 +153,11 @@ class Client:
             if timeout is None:
                 return await exchange
             return await asyncio.wait_for(exchange, timeout)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+        except asyncio.IncompleteReadError as err:
             raise ConnectionError(f"{parts.netloc} closed the connection without a complete "
                                   f"response ({type(err).__name__})") from None
+        except http1.HttpError as err:
+            raise ConnectionError(f"{parts.netloc} sent a malformed response: {err}") from None
 
     async def _exchange(self, key: tuple[str, int], payload: bytes, method: str) -> ClientResponse:
         reused = bool(self._idle.get(key))
@@ -226,7 +166,7 @@ class Client:
             try:
                 writer.write(payload)
                 await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
+                response = await http1.read_response(reader, method)
             except (asyncio.IncompleteReadError, ConnectionError):
                 if not reused:
                     raise
@@ -235,22 +175,11 @@ class Client:
                 reader, writer = await self._open(key)
                 writer.write(payload)
                 await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split()[1])
-            headers = _parse_headers(lines[1:])
-            if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-                body = b""
-            elif "content-length" in headers or "chunked" in headers.get(
-                    "transfer-encoding", "").lower():
-                body = await _read_body(reader, headers, None)
-            else:
-                body = await reader.read()
-                headers["connection"] = "close"
+                response = await http1.read_response(reader, method)
         except BaseException:
             writer.close()
             raise
-        if headers.get("connection", "").lower() == "close":
+        if not response.keep_alive:
             writer.close()
         else:
             pool = self._idle.setdefault(key, [])
@@ -258,7 +187,7 @@ class Client:
                 pool.append((reader, writer))
             else:
                 writer.close()
-        return ClientResponse(status, headers, body)
+        return ClientResponse(response.status, _joined(response.headers), response.body)
 
     async def _connect(self, key: tuple[str, int]) -> tuple[asyncio.StreamReader,
                                                               asyncio.StreamWriter]:
@@ -273,7 +202,7 @@ class Client:
     @staticmethod
     async def _open(key: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.open_connection(*key, limit=_MAX_HEAD)
+            return await asyncio.open_connection(*key, limit=http1.MAX_HEAD)
         except OSError as err:
             raise ConnectionError(f"cannot connect to {key[0]}:{key[1]}: "
                                   f"{err.strerror or err}") from None

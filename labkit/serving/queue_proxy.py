@@ -12,10 +12,10 @@ In Knative each pod runs the user container behind a queue-proxy that
   the autoscaler counts them once.
 
 Here the queue-proxy is an asyncio server on the cluster's event loop, one per replica, on its
-own loopback port, keeping kept-alive connections to its replica. The small HTTP/1.1 reader
-and writer below are shared by the ingress and the activator: whole bodies are buffered
-(Content-Length or chunked in; Content-Length out), which keeps each hop to a few hundred
-microseconds on a laptop.
+own loopback port, keeping kept-alive connections to its replica. The server and upstream pool
+below are shared by the ingress and the activator; messages are framed by labkit.http1 (limits,
+chunked, keep-alive), and whole bodies are buffered (Content-Length or chunked in;
+Content-Length out), which keeps each hop to a few hundred microseconds on a laptop.
 
 Each answer the queue-proxy forwards gets one more ``Server-Timing`` line, ``queue-proxy;dur=``
 (milliseconds), after whatever the container sent: the time the request spent in this hop, the
@@ -35,10 +35,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from labkit import http1
 from labkit.core.loop import BackgroundLoop
 from labkit.net import HOST
+from labkit.serving.constants import QUEUE_PROXY_QUEUE_FACTOR
 
 __all__ = [
+    "MAX_BODY",
     "PROBE_HEADER",
     "PROXY_HEADER",
     "SERVER_TIMING",
@@ -69,8 +72,10 @@ _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
     "upgrade", "content-length",
 })
-_MAX_HEAD = 64 * 1024
 _NO_BODY = frozenset({204, 304})
+MAX_BODY = 64 * 1024 * 1024
+"""Largest request body a platform hop accepts (413 beyond). Knative streams bodies and has no
+such limit; labkit buffers each body whole, so it caps them to keep a laptop's memory safe."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,10 +96,7 @@ class Request:
 
     @property
     def keep_alive(self) -> bool:
-        connection = (self.header("connection") or "").lower()
-        if self.version == "HTTP/1.0":
-            return connection == "keep-alive"
-        return connection != "close"
+        return http1.keep_alive(self.version, self.headers)
 
     def encode(self, extra: list[tuple[str, str]] | None = None) -> bytes:
         """The request as sent upstream: kept alive, with a Content-Length body."""
@@ -137,74 +139,23 @@ def timing_entry(name: str, seconds: float) -> str:
 
 def error_response(status: int, message: str) -> Response:
     """A plain-text answer made by the platform itself (503 overload, 504 timeout, ...)."""
-    reasons = {400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
-               502: "Bad Gateway",
-               503: "Service Unavailable", 504: "Gateway Timeout"}
-    return Response(status, reasons.get(status, "Error"),
-                    [("Content-Type", "text/plain; charset=utf-8")],
+    return Response(status, http1.reason(status), [("Content-Type", "text/plain; charset=utf-8")],
                     (message.rstrip("\n") + "\n").encode())
 
 
-def _parse_headers(lines: list[str]) -> list[tuple[str, str]]:
-    headers = []
-    for line in lines:
-        if line:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ValueError(f"malformed header line {line!r}")
-            headers.append((name.strip(), value.strip()))
-    return headers
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]) -> bytes:
-    lowered = {k.lower(): v for k, v in headers}
-    if "chunked" in lowered.get("transfer-encoding", "").lower():
-        parts: list[bytes] = []
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";")[0].strip(), 16)
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                    pass
-                return b"".join(parts)
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length = lowered.get("content-length")
-    return await reader.readexactly(int(length)) if length else b""
-
-
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
-    """The next request on a connection, or None when the client closed it."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
+async def read_request(reader: asyncio.StreamReader, max_body: int | None = None,
+                       writer: asyncio.StreamWriter | None = None) -> Request | None:
+    """The next request on a connection, or None when the client closed it; a request that
+    cannot be framed raises `http1.HttpError` (answer its status, then close)."""
+    parsed = await http1.read_request(reader, max_body=max_body, writer=writer)
+    if parsed is None:
         return None
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise ValueError(f"malformed request line {lines[0]!r}")
-    headers = _parse_headers(lines[1:])
-    return Request(parts[0], parts[1], parts[2], headers, await _read_body(reader, headers))
+    return Request(parsed.method, parsed.target, parsed.version, parsed.headers, parsed.body)
 
 
 async def read_response(reader: asyncio.StreamReader, method: str) -> Response:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code, _, reason = rest.partition(" ")
-    headers = _parse_headers(lines[1:])
-    status = int(code)
-    lowered = {k.lower(): v for k, v in headers}
-    connection = lowered.get("connection", "").lower()
-    keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
-    if method == "HEAD" or status in _NO_BODY or 100 <= status < 200:
-        body = b""
-    elif "content-length" in lowered or "chunked" in lowered.get("transfer-encoding", ""):
-        body = await _read_body(reader, headers)
-    else:  # delimited by the end of the connection
-        body = await reader.read()
-        keep_alive = False
-    return Response(status, reason, headers, body, keep_alive)
+    parsed = await http1.read_response(reader, method)
+    return Response(parsed.status, parsed.reason, parsed.headers, parsed.body, parsed.keep_alive)
 
 
 class UpstreamPool:
@@ -224,7 +175,7 @@ class UpstreamPool:
         while True:
             reused = bool(self._idle)
             reader, writer = self._idle.pop() if reused else await asyncio.open_connection(
-                self.host, self.port, limit=_MAX_HEAD)
+                self.host, self.port, limit=http1.MAX_HEAD)
             try:
                 writer.write(data)
                 response = await read_response(reader, request.method)
@@ -252,16 +203,20 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class HttpServer:
-    """An HTTP/1.1 server on a free loopback port of the cluster's loop, calling `handler`."""
+    """An HTTP/1.1 server on a free loopback port of the cluster's loop, calling `handler`.
+
+    A request that cannot be framed, or whose body exceeds `max_body`, is answered
+    400/413/431/501/505 in plain text (as Knative's Go servers answer) and the connection closed.
+    """
 
     def __init__(self, loop: BackgroundLoop, handler: Handler,
-                 extra_headers: Callable[[Request, Response], list[tuple[str, str]]] | None = None
-                 ) -> None:
+                 extra_headers: Callable[[Request, Response], list[tuple[str, str]]] | None = None,
+                 *, max_body: int = MAX_BODY) -> None:
         self._loop = loop
         self._handler = handler
         self._extra = extra_headers
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
+        self._max_body = max_body
+        self._server: http1.Server | None = None
         self.port = 0
 
     @property
@@ -273,17 +228,17 @@ class HttpServer:
         return self.port
 
     async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, HOST, 0, limit=_MAX_HEAD)
-        return int(self._server.sockets[0].getsockname()[1])
+        self._server = await http1.start_server(self._serve, HOST, 0)
+        return self._server.port
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
         try:
             while True:
                 try:
-                    request = await read_request(reader)
-                except (ValueError, asyncio.LimitOverrunError) as exc:
-                    writer.write(error_response(400, str(exc)).encode(False))
+                    request = await read_request(reader, self._max_body, writer)
+                except http1.HttpError as exc:
+                    await http1.refuse(reader, writer,
+                                       error_response(exc.status, exc.message).encode(False))
                     return
                 if request is None:
                     return
@@ -299,9 +254,6 @@ class HttpServer:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
-        finally:
-            self._connections.discard(writer)
-            writer.close()
 
     def close(self) -> None:
         if self._server is not None and self._loop.running:
@@ -311,8 +263,6 @@ class HttpServer:
     async def _close(self) -> None:
         assert self._server is not None
         self._server.close()
-        for writer in list(self._connections):
-            writer.close()
         await self._server.wait_closed()
 
 
@@ -445,7 +395,7 @@ class RequestStats:
 class QueueProxy:
     """The sidecar of one replica: breaker, timeout, statistics, latency observations."""
 
-    QUEUE_DEPTH_FACTOR = 10
+    QUEUE_DEPTH_FACTOR = QUEUE_PROXY_QUEUE_FACTOR
     """Knative queues 10 x containerConcurrency requests in the pod."""
 
     def __init__(
