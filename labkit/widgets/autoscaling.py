@@ -24,7 +24,7 @@ from labkit.sim.autoscaling import (
     burst_workload,
     simulate_autoscaling,
 )
-from labkit.widgets.common import Dashboard, slider
+from labkit.widgets.common import Dashboard, new_figure, slider
 
 __all__ = ["PATTERNS", "AutoscalingDashboard", "autoscaling_dashboard", "make_workload"]
 
@@ -55,9 +55,8 @@ def make_workload(pattern: str, rate: float, burst_rate: float, burst_seconds: f
 
 
 def _controls() -> dict[str, widgets.Widget]:
-    drop = {"style": {"description_width": "150px"}, "layout": widgets.Layout(width="300px")}
     return {
-        "pattern": widgets.Dropdown(options=PATTERNS, value="one burst", description="workload", **drop),
+        "pattern": widgets.Dropdown(options=PATTERNS, value="one burst", description="workload"),
         "rate": slider(widgets.FloatSlider, "base rate (req/s)", 2.0, min=0.0, max=100.0, step=0.5),
         "burst_rate": slider(widgets.FloatSlider, "burst rate (req/s)", 40.0, min=0.0, max=500.0, step=5.0),
         "burst_seconds": slider(widgets.IntSlider, "burst length (s)", 30, min=1, max=300),
@@ -65,8 +64,7 @@ def _controls() -> dict[str, widgets.Widget]:
                                readout_format=".3g"),
         "cold_start": slider(widgets.FloatSlider, "cold start (s)", 2.0, min=0.0, max=20.0, step=0.5),
         "container_concurrency": slider(widgets.IntSlider, "containerConcurrency", 0, min=0, max=100),
-        "metric": widgets.Dropdown(options=("concurrency", "rps"), value="concurrency", description="metric",
-                                   **drop),
+        "metric": widgets.Dropdown(options=("concurrency", "rps"), value="concurrency", description="metric"),
         "target": slider(widgets.FloatLogSlider, "target (per pod)", 10.0, base=10, min=-1, max=3,
                          readout_format=".3g"),
         "utilization": slider(widgets.IntSlider, "target utilisation %", 70, min=1, max=100),
@@ -82,6 +80,17 @@ def _controls() -> dict[str, widgets.Widget]:
         "initial_scale": slider(widgets.IntSlider, "initial-scale", 1, min=1, max=50),
         "grace": slider(widgets.IntSlider, "scale-to-zero grace (s)", 30, min=1, max=300),
     }
+
+
+SECTIONS = {
+    "workload and the container": ["pattern", "rate", "burst_rate", "burst_seconds", "service_time", "cold_start",
+                                   "container_concurrency"],
+    "revision annotations": ["metric", "target", "utilization", "window", "panic_window_percentage",
+                             "panic_threshold_percentage", "min_scale", "max_scale", "initial_scale"],
+    "config-autoscaler (cluster-wide)": ["max_scale_up_rate", "max_scale_down_rate", "grace"],
+}
+FOLDED = ("config-autoscaler (cluster-wide)",)
+"""Rarely changed: the cluster's scale rates and grace period, folded away."""
 
 
 def annotations_for(settings: Mapping[str, Any]) -> dict[str, str]:
@@ -115,10 +124,15 @@ class AutoscalingDashboard(Dashboard):
     ``widget``; ``annotations()`` and ``config()`` give the settings as Knative takes them.
     """
 
+    title = "Lab 05: the autoscaling dashboard"
+    about = ("ready and desired pods against the load (red: panic), the latency of every request (red: it "
+             "waited for a cold start) and the percentiles, for the workload, revision annotations and "
+             "config-autoscaler settings you choose.")
+
     def __init__(self, *, seed: int = 1, duration: float = 600.0, settings: Mapping[str, Any] | None = None) -> None:
         self.seed = seed
         self.duration = duration
-        super().__init__(_controls(), settings)
+        super().__init__(_controls(), settings, sections=SECTIONS, folded=FOLDED)
 
     def annotations(self) -> dict[str, str]:
         return annotations_for(self.settings())
@@ -151,7 +165,7 @@ class AutoscalingDashboard(Dashboard):
 
     def draw(self) -> Figure:
         r: AutoscalingResult = self.result
-        fig = Figure(figsize=(13, 3.8), layout="constrained")
+        fig = new_figure(3.6, left=0.06, right=0.99, wspace=0.3)
         pods, latency, bars = fig.subplots(1, 3, width_ratios=[2.2, 1.4, 1])
         t = r.timeline["time"]
         for start, end in r.panic_periods:
@@ -183,6 +197,7 @@ class AutoscalingDashboard(Dashboard):
         bars.bar(x + 0.2, [r.queue_delay_percentile(q) for q in qs], width=0.4, label="queueing delay")
         bars.set_xticks(x, [f"p{q}" for q in qs])
         bars.set(title="percentiles", ylabel="seconds")
+        bars.margins(y=0.45)  # headroom: the legend sits above the bars, not on them
         bars.legend(loc="upper left", fontsize="small")
         return fig
 

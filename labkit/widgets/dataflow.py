@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from labkit.sim.dataflow import HOPS, MODEL_PRESETS, DataflowResult, simulate_dataflow
-from labkit.widgets.common import LABEL_WIDTH, Dashboard, slider
+from labkit.widgets.common import Dashboard, new_figure, slider
 
 __all__ = ["HOP_COLOURS", "VIEWS", "DataflowDashboard", "dataflow_dashboard"]
 
@@ -28,10 +28,9 @@ HOP_COLOURS = dict(zip(HOPS, ("#8da0cb", "#5e6fa8", "#fc8d62", "#e5c494", "#b385
 
 
 def _controls() -> dict[str, widgets.Widget]:
-    wide = {"style": {"description_width": LABEL_WIDTH}, "layout": widgets.Layout(width="420px")}
     return {
         "model": widgets.Dropdown(options=sorted(MODEL_PRESETS), value="iris-logistic-regression",
-                                  description="model", **wide),
+                                  description="model"),
         "arrival_rate": slider(widgets.FloatLogSlider, "requests per second", 2.0, base=10, min=-2, max=2, step=0.1),
         "min_replicas": slider(widgets.IntSlider, "minReplicas", 0, min=0, max=3),
         "mtls": widgets.Checkbox(value=True, description="mTLS between sidecars"),
@@ -42,13 +41,24 @@ def _controls() -> dict[str, widgets.Widget]:
     }
 
 
+SECTIONS = {
+    "model and load": ["model", "arrival_rate", "min_replicas", "transformer_ms"],
+    "mesh and batcher": ["mtls", "proxy_ms", "max_batch_size", "max_latency_ms"],
+}
+
+
 class DataflowDashboard(Dashboard):
     """Controls -> simulate_dataflow -> p50/p99 table and stacked per-hop bars."""
+
+    title = "Lab 09: the KServe data-flow dashboard"
+    about = ("where the time of a prediction goes, hop by hop, for a typical request (p50), a slow one (p99) "
+             "and the mean warm and cold request, for the model, load, scaling, mTLS, proxy, transformer "
+             "and batcher settings you choose.")
 
     def __init__(self, *, duration: float = 1800.0, seed: int = 1, **settings: Any) -> None:
         self.duration = duration
         self.seed = seed
-        super().__init__(_controls(), settings)
+        super().__init__(_controls(), settings, sections=SECTIONS)
 
     def compute(self, settings: dict[str, Any]) -> DataflowResult:
         return simulate_dataflow(duration=self.duration, seed=self.seed, **settings)
@@ -68,7 +78,7 @@ class DataflowDashboard(Dashboard):
         """Two panels on linear scales, since a cold start is a thousand times a warm hop:
         the warm views (p50, p99, mean warm) and the mean cold request."""
         r: DataflowResult = self.result
-        figure = Figure(figsize=(9.5, 3.4))
+        figure = new_figure(3.4, left=0.1, right=0.99, bottom=0.3, top=0.91, wspace=0.25)
         warm_ax, cold_ax = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
         for ax, views in ((warm_ax, VIEWS[:3]), (cold_ax, VIEWS[3:])):
             parts = {view: r.breakdown(view) for view in views}
@@ -90,7 +100,6 @@ class DataflowDashboard(Dashboard):
         ordered = [hop for hop in HOPS if hop in handles]
         figure.legend(handles=[handles[h] for h in ordered], labels=ordered, loc="lower center", ncol=6,
                       fontsize=8, frameon=False)
-        figure.tight_layout(rect=(0, 0.14, 1, 1))
         return figure
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from labkit.sim import DeliverySimResult, simulate_delivery
-from labkit.widgets.common import Dashboard
+from labkit.widgets.common import Dashboard, new_figure
 
 __all__ = ["POLICIES", "DeliveryDashboard", "delivery_dashboard"]
 
@@ -26,8 +26,7 @@ POLICIES = ("none", "linear", "exponential")
 
 
 def _controls() -> dict[str, widgets.Widget]:
-    common = {"continuous_update": False, "style": {"description_width": "170px"},
-              "layout": widgets.Layout(width="430px")}
+    common = {"continuous_update": False}
     return {
         "failure_probability": widgets.FloatSlider(value=0.3, min=0.0, max=1.0, step=0.05,
                                                    description="failure probability", **common),
@@ -35,13 +34,17 @@ def _controls() -> dict[str, widgets.Widget]:
                                               description="subscriber outage (s)", **common),
         "retry": widgets.IntSlider(value=3, min=0, max=12, description="retry", **common),
         "backoff_policy": widgets.Dropdown(options=POLICIES, value="exponential",
-                                           description="backoffPolicy",
-                                           style=common["style"],
-                                           layout=widgets.Layout(width="300px")),
+                                           description="backoffPolicy"),
         "backoff_delay": widgets.FloatLogSlider(value=0.2, base=10, min=-2, max=1,
                                                 description="backoffDelay (s)",
                                                 readout_format=".3g", **common),
     }
+
+
+SECTIONS = {
+    "the subscriber": ["failure_probability", "outage_seconds"],
+    "Trigger delivery (DeliverySpec)": ["retry", "backoff_policy", "backoff_delay"],
+}
 
 
 class DeliveryDashboard(Dashboard):
@@ -52,6 +55,10 @@ class DeliveryDashboard(Dashboard):
     arrive at ``arrival_rate`` per second.
     """
 
+    title = "Lab 06: the delivery dashboard"
+    about = ("the delivery latency of every event and the dead-letter rate, for the subscriber's failures "
+             "and outage and the DeliverySpec (retry, backoffPolicy, backoffDelay) you choose.")
+
     OUTAGE_START = 10.0
 
     def __init__(self, *, seed: int = 1, events: int = 5000, arrival_rate: float = 100.0,
@@ -59,7 +66,7 @@ class DeliveryDashboard(Dashboard):
         self.seed = seed
         self.events = events
         self.arrival_rate = arrival_rate
-        super().__init__(_controls(), settings)
+        super().__init__(_controls(), settings, sections=SECTIONS)
 
     def compute(self, settings: dict[str, Any]) -> DeliverySimResult:
         policy = None if settings["backoff_policy"] == "none" else settings["backoff_policy"]
@@ -79,7 +86,7 @@ class DeliveryDashboard(Dashboard):
 
     def draw(self) -> Figure:
         r: DeliverySimResult = self.result
-        fig = Figure(figsize=(10, 3.4), layout="constrained")
+        fig = new_figure(3.3, left=0.07, right=0.99, wspace=0.25)
         hist, outcome = fig.subplots(1, 2, width_ratios=[3, 1])
         if len(r.latencies):
             low = max(float(r.latencies.min()), 1e-3)

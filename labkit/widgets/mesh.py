@@ -19,10 +19,12 @@ import yaml
 from matplotlib.figure import Figure
 
 from labkit.sim import MeshSimResult, simulate_mesh
-from labkit.widgets.common import LABEL_WIDTH, Dashboard, slider
+from labkit.widgets.common import Dashboard, new_figure, slider
 
 RETRY_ON = ("5xx", "gateway-error", "connect-failure,refused-stream,unavailable,cancelled")
 """The retryOn choices offered; the last one is Istio's default policy's list."""
+RETRY_ON_LABELS = {"connect-failure,refused-stream,unavailable,cancelled": "Istio's default list"}
+"""The default list is too long for a dropdown at laptop width; the YAML below the plot spells it out."""
 
 
 def _int(description: str, value: int, low: int, high: int) -> widgets.Widget:
@@ -42,8 +44,8 @@ def _controls() -> dict[str, widgets.Widget]:
         "arrival_rate": _float("requests per second", 100.0, 10.0, 500.0, 10.0),
         # VirtualService route
         "attempts": _int("retries.attempts", 0, 0, 5),
-        "retry_on": widgets.Dropdown(options=RETRY_ON, value="5xx", description="retries.retryOn",
-                                     style={"description_width": LABEL_WIDTH}, layout=widgets.Layout(width="420px")),
+        "retry_on": widgets.Dropdown(options=[(RETRY_ON_LABELS.get(r, r), r) for r in RETRY_ON], value="5xx",
+                                     description="retries.retryOn"),
         "per_try_timeout_ms": _int("perTryTimeout (ms, 0=none)", 0, 0, 200),
         "timeout_ms": _int("timeout (ms, 0=none)", 0, 0, 500),
         # DestinationRule trafficPolicy.connectionPool
@@ -56,6 +58,15 @@ def _controls() -> dict[str, widgets.Widget]:
         "base_ejection_s": _float("baseEjectionTime (s)", 10.0, 1.0, 60.0, 1.0),
         "max_ejection_percent": _int("maxEjectionPercent", 100, 1, 100),
     }
+
+
+SECTIONS = {
+    "the service and its trouble": ["hosts", "failing_hosts", "failure_rate", "arrival_rate"],
+    "VirtualService route": ["attempts", "retry_on", "per_try_timeout_ms", "timeout_ms"],
+    "DestinationRule connectionPool": ["max_connections", "max_pending"],
+    "DestinationRule outlierDetection": ["outlier_detection", "consecutive_5xx", "interval_s", "base_ejection_s",
+                                         "max_ejection_percent"],
+}
 
 
 def istio_specs(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,12 +112,17 @@ class MeshDashboard(Dashboard):
     ``widget`` (what is displayed).
     """
 
+    title = "Lab 04: the mesh dashboard"
+    about = ("success rate, latency, tries per request and the load on failing hosts when one client "
+             "sidecar calls a partly failing service, for the retries, timeouts, connection pool and "
+             "outlier detection you choose, with the VirtualService and DestinationRule YAML.")
+
     def __init__(self, *, seed: int = 1, duration: float = 30.0, service_time: float = 0.01,
                  settings: Mapping[str, Any] | None = None) -> None:
         self.seed, self.duration, self.service_time = seed, duration, service_time
         self.specs: dict[str, Any] = {}
         self.result: MeshSimResult | None = None
-        super().__init__(_controls(), settings)
+        super().__init__(_controls(), settings, sections=SECTIONS)
 
     def compute(self, settings: dict[str, Any]) -> MeshSimResult:
         s = settings
@@ -139,7 +155,7 @@ class MeshDashboard(Dashboard):
     def draw(self) -> Figure:
         r = self.result
         assert r is not None
-        fig = Figure(figsize=(11, 3.3), layout="constrained")
+        fig = new_figure(3.3, left=0.06, right=0.99, wspace=0.42, bottom=0.2)
         success, load, hosts = fig.subplots(1, 3)
         success.plot(r.series_time, [100 * x if not math.isnan(x) else math.nan for x in r.series_success])
         success.set(title=f"success rate (overall {r.success_rate:.1%})", xlabel="time (s)", ylabel="%",

@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from labkit.sim import (
     Bursty,
@@ -32,7 +33,7 @@ from labkit.sim import (
     serverless_monthly_cost_for_rate,
     simulate_platform,
 )
-from labkit.widgets.common import LABEL_WIDTH, Dashboard, slider
+from labkit.widgets.common import Dashboard, new_figure, slider
 
 TRACE_PATH = Path(__file__).resolve().parents[2] / "data" / "traces" / "synthetic_trace.csv"
 PATTERNS = ("Poisson", "bursty", "diurnal", "trace replay")
@@ -76,10 +77,12 @@ def simulated_horizon(pattern: str, workload: Workload, max_requests: int) -> fl
     return horizon
 
 
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
+
+
 def _controls(prices: Prices) -> dict[str, widgets.Widget]:
-    text = {"style": {"description_width": LABEL_WIDTH}, "layout": widgets.Layout(width="300px")}
     return {
-        "pattern": widgets.Dropdown(options=PATTERNS, value="Poisson", description="traffic pattern", **text),
+        "pattern": widgets.Dropdown(options=PATTERNS, value="Poisson", description="traffic pattern"),
         "arrival_rate": slider(widgets.FloatLogSlider, "arrival rate (req/s)", 0.05, base=10, min=-3, max=1.3,
                                readout_format=".3g"),
         "keep_alive": slider(widgets.FloatLogSlider, "keep-alive (s)", 600.0, base=10, min=0, max=math.log10(3600),
@@ -89,13 +92,18 @@ def _controls(prices: Prices) -> dict[str, widgets.Widget]:
                                     readout_format=".3g"),
         "memory_mb": slider(widgets.SelectionSlider, "memory (MB)", 512, options=MEMORY_SIZES_MB),
         # Bounded at 0: a negative price is meaningless, so the field cannot hold one.
-        "gb_second": widgets.BoundedFloatText(value=prices.gb_second, min=0, max=1, description="$ per GB-second",
-                                              **text),
+        "gb_second": widgets.BoundedFloatText(value=prices.gb_second, min=0, max=1, description="$ per GB-second"),
         "per_million_requests": widgets.BoundedFloatText(value=prices.per_million_requests, min=0, max=1000,
-                                                         description="$ per 1M requests", **text),
+                                                         description="$ per 1M requests"),
         "always_on_hourly": widgets.BoundedFloatText(value=prices.always_on_hourly, min=0, max=1000,
-                                                     description="always-on $/hour", **text),
+                                                     description="always-on $/hour"),
     }
+
+
+SECTIONS = {
+    "traffic and the function": ["pattern", "arrival_rate", "keep_alive", "cold_start", "warm_service_time"],
+    "prices": ["memory_mb", "gb_second", "per_million_requests", "always_on_hourly"],
+}
 
 
 class ServerlessDashboard(Dashboard):
@@ -109,12 +117,17 @@ class ServerlessDashboard(Dashboard):
     bills cold starts, so it sits slightly above the line when cold starts are frequent.
     """
 
+    title = "Lab 01: the serverless dashboard"
+    about = ("cold-start probability, response-time percentiles, instances over time and the monthly cost "
+             "of serverless against one always-on instance, for the traffic, keep-alive, cold start, "
+             "service time, memory and prices you choose.")
+
     def __init__(self, *, seed: int = 1, max_requests: int = 100_000, prices: Prices | None = None,
                  trace_path: Path = TRACE_PATH, settings: Mapping[str, Any] | None = None) -> None:
         self.seed = seed
         self.max_requests = max_requests
         self.trace_path = trace_path
-        super().__init__(_controls(prices or Prices()), settings)
+        super().__init__(_controls(prices or Prices()), settings, sections=SECTIONS)
 
     @property
     def costs(self) -> dict[str, float]:
@@ -175,7 +188,7 @@ class ServerlessDashboard(Dashboard):
 
     def draw(self) -> Figure:
         r, s, costs = self.result, self.settings(), self.costs
-        fig = Figure(figsize=(12, 3.6), layout="constrained")
+        fig = new_figure(3.4, left=0.07, right=0.99, wspace=0.38)
         timeline, latency, cost = fig.subplots(1, 3)
 
         hours = r.timeline_time / 3600
@@ -183,6 +196,7 @@ class ServerlessDashboard(Dashboard):
         timeline.fill_between(hours, r.timeline_servers, step="post", alpha=0.3)
         timeline.step(hours, r.timeline_running, where="post", label="busy")
         timeline.set(title="instances over time", xlabel="time (h)", ylabel="instances")
+        timeline.yaxis.set_major_locator(MaxNLocator(integer=True))
         timeline.legend(loc="upper right")
 
         percentiles = [r.response_time_p50, r.response_time_p95, r.response_time_p99]
@@ -201,6 +215,9 @@ class ServerlessDashboard(Dashboard):
         cost.plot([r.arrival_rate], [costs["serverless_monthly"]], "o", color="tab:red",
                   label="this simulation")
         cost.set(title="monthly cost vs request rate", xlabel="requests per second", ylabel="US$ per month")
+        # Plain tick labels: the default 10^x ones go through mathtext, a third of the redraw time.
+        for axis in (cost.xaxis, cost.yaxis):
+            axis.set_major_formatter(PLAIN)
         cost.legend(loc="upper left", fontsize="small")
         return fig
 
