@@ -2,18 +2,21 @@
 
 The givens of each task live here next to its check, so the notebook shows the same facts the
 check recomputes from. Expected answers come from labkit's pure Knative models (names,
-traffic resolution); no live component is imported.
+traffic resolution); no live component is imported: exercise 3's check is handed the running
+Service and reads its state (and asks its URL) itself.
 """
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from labkit.grading.checks import NotAnsweredError, check_choices, fail, passed
-from labkit.manifests import ManifestError, load
+from labkit.manifests import ManifestError, load, load_file
 from labkit.serving.models import resolve_traffic
 
 # --- Exercise 1: predict the names --------------------------------------------------------
@@ -100,17 +103,42 @@ def check_traffic_block(traffic: object) -> None:
 EDIT_TASK_TARGET = "students"
 
 
-def check_edited_revision(revisions: object, reply: object) -> None:
-    """After editing TARGET in the manifest: a third revision exists and answers."""
-    if not isinstance(revisions, (list, tuple)) or not revisions:
-        fail("revisions: expected the list of revision names (list(svc.revisions)).",
-             "apply the edited manifest, then pass list(svc.revisions).")
-    if len(revisions) < 3 or revisions[-1] != f"hello-{len(revisions):05d}":
-        fail(f"revisions: {list(revisions)} — no new numbered revision after your edit.",
-             "change a value inside spec.template (the env TARGET), not the traffic block, "
-             "then cluster.apply() the file again.")
-    if not isinstance(reply, str) or f"Hello {EDIT_TASK_TARGET}!" not in reply:
-        fail(f"reply: {reply!r} does not greet {EDIT_TASK_TARGET!r}.",
-             f"set the env TARGET to {EDIT_TASK_TARGET!r}; the route sends 100 % to the latest "
-             "ready revision, so the next request reaches it.")
-    passed(f"a new revision ({revisions[-1]}) was created and took the traffic")
+def _target(template: Any) -> str | None:
+    """The TARGET env value of a revision template (None when not set)."""
+    env = template.spec.containers[0].env if template.spec.containers else []
+    return next((e.value for e in env if e.name == "TARGET"), None)
+
+
+def check_edited_revision(svc: Any, path: object) -> None:
+    """The live state after editing TARGET in the file at `path` and applying it: the file says
+    `students`, the running Service `svc` (``knative_service(cluster, "hello")``) has a newer
+    revision whose template says so, it is the latest ready one, and its URL answers with it
+    (the check sends that request itself)."""
+    if not hasattr(svc, "revisions") or not hasattr(svc, "url"):
+        fail("svc: expected the running Service, knative_service(cluster, 'hello').",
+             "pass the `svc` object from the cells above, and the `path` of the file.")
+    try:
+        [edited] = load_file(Path(str(path)))
+    except (OSError, ValueError) as exc:
+        fail(f"path: cannot read the edited manifest: {exc}", "write the edited text back to the same `path`.")
+    in_file = _target(edited.spec.template)  # type: ignore[attr-defined]
+    if in_file != EDIT_TASK_TARGET:
+        fail(f"{path}: TARGET is {in_file!r} in the file, not {EDIT_TASK_TARGET!r}.",
+             "replace the value of the TARGET env in the text, then path.write_text(...) it.")
+    names = list(svc.revisions)
+    newest = svc.revisions[names[-1]] if names else None
+    if newest is None or len(names) < 3 or _target(newest.template) != EDIT_TASK_TARGET:
+        fail(f"the running Service has revisions {names}; none of them runs TARGET={EDIT_TASK_TARGET!r}.",
+             "the file changed but the cluster did not: cluster.apply(path) after writing it.")
+    if svc.latest_ready != names[-1]:
+        fail(f"{names[-1]} is not ready yet (latest ready: {svc.latest_ready}).",
+             "wait for the revision to become ready, then run the check again.")
+    try:
+        with urllib.request.urlopen(svc.url, timeout=30) as response:
+            reply = response.read().decode()
+    except OSError as exc:
+        fail(f"{svc.url} did not answer: {exc}.", "is the cluster still running? Run the cells above again.")
+    if f"Hello {EDIT_TASK_TARGET}!" not in reply:
+        fail(f"{svc.url} answered {reply.strip()!r}.",
+             "the route sends 100 % to the latest ready revision (latestRevision: true) once it is ready.")
+    passed(f"{names[-1]} was created from your edited file and took the traffic")

@@ -7,13 +7,14 @@ check recomputes from. Expected answers come from the seeded data-flow simulator
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from labkit.grading.checks import NotAnsweredError, fail, passed, require_number
-from labkit.sim.dataflow import HOPS, simulate_dataflow
+from labkit.sim.dataflow import HOPS, DataflowResult, simulate_dataflow
 
-# --- Exercise 1: the dominant hop -----------------------------------------------------------
+# --- Exercise 1: the dominant hop, by the student's own rule ------------------------------
 
 DOMINANT_TASK: dict[str, dict[str, Any]] = {
     "busy digits service": {"model": "digits-random-forest", "min_replicas": 1, "arrival_rate": 20.0},
@@ -21,33 +22,54 @@ DOMINANT_TASK: dict[str, dict[str, Any]] = {
     "tiny model, slow proxies": {"model": "iris-logistic-regression", "min_replicas": 1,
                                  "arrival_rate": 5.0, "proxy_ms": 1.5},
 }
-"""Three InferenceServices (simulate_dataflow settings; duration 3600 s, seed 1). Which hop
-takes the most time for the requests around the p99 latency (`breakdown("p99")`)?"""
+"""Three InferenceServices (simulate_dataflow settings; duration 3600 s, seed 1) to try the
+student's `dominant_hop_near(result, q)` on, at p50 and p99."""
 DOMINANT_DURATION = 3600.0
+DOMINANT_PERCENTILES = (50, 99)
 
 
-def dominant_hops() -> dict[str, str]:
-    return {name: simulate_dataflow(duration=DOMINANT_DURATION, seed=1, **settings).dominant_hop("p99")
-            for name, settings in DOMINANT_TASK.items()}
+class _OwnWork(DataflowResult):
+    """A result whose ready-made answers are switched off: the exercise is to write them."""
+
+    def breakdown(self, which: str = "mean") -> dict[str, float]:
+        raise RuntimeError("breakdown() is switched off in this exercise: compute the means from "
+                           "result.latency_ms and result.hops yourself")
+
+    def dominant_hop(self, which: str = "mean") -> str:
+        raise RuntimeError("dominant_hop() is switched off in this exercise: that is what you write")
 
 
-def check_dominant_hops(answer: object) -> None:
-    """scenario -> hop name (one of labkit.sim.dataflow.HOPS)."""
-    if answer is None or answer is Ellipsis or answer is NotImplemented:
-        raise NotAnsweredError("dominant hops: no answer yet.\nHINT: fill in the dictionary.")
-    if not isinstance(answer, Mapping) or set(answer) != set(DOMINANT_TASK):
-        fail(f"expected a dict with exactly the keys {sorted(DOMINANT_TASK)}.",
-             "copy the scenario names from DOMINANT_TASK.")
-    unknown = sorted(k for k, v in answer.items() if v not in HOPS)
-    if unknown:
-        fail(f"{unknown}: each answer must be a hop name from HOPS.", f"the hops are {', '.join(HOPS)}.")
-    expected = dominant_hops()
-    wrong = sorted(k for k in expected if answer[k] != expected[k])
+def _sealed(result: DataflowResult) -> _OwnWork:
+    return _OwnWork(**{f.name: getattr(result, f.name) for f in fields(result)})
+
+
+def check_dominant_hops(rule: object) -> None:
+    """`rule(result, q)` -> the hop with the largest mean time among the ~1 % of requests
+    nearest the q-th percentile of the end-to-end latency."""
+    if rule is None or rule is Ellipsis or rule is NotImplemented:
+        raise NotAnsweredError("dominant_hop_near: no answer yet.\nHINT: define the function.")
+    if not callable(rule):
+        fail("dominant_hop_near should be a function of (result, q).", "def dominant_hop_near(result, q): ...")
+    wrong = []
+    for name, settings in DOMINANT_TASK.items():
+        result = simulate_dataflow(duration=DOMINANT_DURATION, seed=1, **settings)
+        for q in DOMINANT_PERCENTILES:
+            try:
+                got = rule(_sealed(result), q)
+            except RuntimeError as exc:
+                fail(f"dominant_hop_near({name!r}, {q}) raised: {exc}.",
+                     "use result.percentile(q), result.latency_ms and result.hops[hop].")
+            if got not in HOPS:
+                fail(f"dominant_hop_near(..., {q}) returned {got!r}, not a hop name.",
+                     f"the hops are {', '.join(HOPS)}.")
+            if got != result.dominant_hop(f"p{q}"):
+                wrong.append(f"{name} at p{q} (you said {got})")
     if wrong:
-        fail(f"look again at {', '.join(map(repr, wrong))}.",
-             "run simulate_dataflow with the scenario's settings and read breakdown('p99'): at p99 "
-             "a rarely used service meets cold starts; a busy one spends its time in the model.")
-    passed(f"dominant hops: all {len(expected)} right")
+        fail(f"look again at: {'; '.join(wrong)}.",
+             "take the requests nearest the percentile (np.argsort of the absolute distance of "
+             "latency_ms to result.percentile(q), the first max(1, requests // 100)), then the mean of "
+             "each hop over just those; at p99 a rarely used service meets its cold starts.")
+    passed(f"dominant_hop_near agrees with the simulator on {len(DOMINANT_TASK)} services at p50 and p99")
 
 
 # --- Exercise 2: minReplicas for an SLO -------------------------------------------------------

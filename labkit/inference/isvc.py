@@ -38,7 +38,7 @@ import orjson
 from labkit.core.controller import ObjectStatus
 from labkit.core.models import Container
 from labkit.inference.models import InferenceService, PredictorSpec, TransformerSpec
-from labkit.inference.rollout import Rollout, after_routing, traffic_block
+from labkit.inference.rollout import Rollout, TrafficEntry, after_routing, traffic_block
 from labkit.inference.storage import resolve_storage_uri
 from labkit.manifests import ObjectMeta
 from labkit.net import python_command
@@ -59,7 +59,8 @@ from labkit.serving.service import KnativeServiceController
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
 
-__all__ = ["KSERVE_BATCH_DEFAULTS", "InferenceServiceController", "inference_service"]
+__all__ = ["KSERVE_BATCH_DEFAULTS", "InferenceServiceController", "inference_service",
+           "predictor_knative_service"]
 
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 KSERVE_BATCH_DEFAULTS = (32, 5000)
@@ -135,12 +136,7 @@ class InferenceServiceController:
             predictor.canary_traffic_percent, self.rollout, new_revision=new_revision,
             latest_created=latest_created,
             tags=obj.metadata.annotations.get(TAG_ROUTING) == "true")
-        ksvc = KnativeService(
-            metadata=ObjectMeta(name=f"{self.name}-predictor", namespace=self.namespace),
-            spec=ServiceSpec(template=template, traffic=[
-                TrafficTarget(tag=e.tag, percent=e.percent, revision_name=e.revision_name,
-                              latest_revision=e.latest_revision) for e in entries]),
-        )
+        ksvc = predictor_knative_service(obj, model_path, entries)
         controller = existing or KnativeServiceController(self.cluster, ksvc)
         try:
             controller.apply(ksvc)
@@ -274,6 +270,19 @@ class InferenceServiceController:
             kind="InferenceService", name=self.name, namespace=self.namespace, ready=ok,
             url=front.url, urls=front.urls, message=message.splitlines()[0], detail=detail,
         )
+
+
+def predictor_knative_service(obj: InferenceService, model_path: str,
+                              entries: list[TrafficEntry]) -> KnativeService:
+    """The Knative Service `<name>-predictor` that KServe's serverless mode makes for `obj`,
+    serving the model at `model_path` (a resolved storageUri) with the traffic `entries`
+    (from :func:`labkit.inference.rollout.traffic_block`). Pure: no cluster needed."""
+    return KnativeService(
+        metadata=ObjectMeta(name=f"{obj.metadata.name}-predictor", namespace=obj.metadata.namespace),
+        spec=ServiceSpec(template=_template(obj, model_path), traffic=[
+            TrafficTarget(tag=e.tag, percent=e.percent, revision_name=e.revision_name,
+                          latest_revision=e.latest_revision) for e in entries]),
+    )
 
 
 def _mesh(cluster: LocalCluster) -> Any:

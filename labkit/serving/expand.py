@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from labkit.serving.autoscaler_config import RevisionAutoscaling
-from labkit.serving.models import API_VERSION, KnativeService, RevisionTemplate
+from labkit.serving.models import API_VERSION, KnativeService, RevisionTemplate, RouteTable, resolve_traffic
 
 if TYPE_CHECKING:
     from labkit.serving.service import KnativeServiceController
 
-__all__ = ["QUEUE_IMAGE", "QUEUE_PORTS", "expand", "expand_yaml", "object_names"]
+__all__ = ["QUEUE_IMAGE", "QUEUE_PORTS", "expand", "expand_revisions", "expand_yaml", "object_names"]
 
 SERVING = "serving.knative.dev"
 AUTOSCALING_INTERNAL = "autoscaling.internal.knative.dev/v1alpha1"
@@ -255,7 +255,7 @@ def _user_container(template: RevisionTemplate) -> dict[str, Any]:
 
 
 def _route_objects(svc: KnativeService, svc_uid: str, latest: str, domain: str,
-                   live: KnativeServiceController | None) -> list[dict[str, Any]]:
+                   table: RouteTable | None) -> list[dict[str, Any]]:
     name, ns = svc.metadata.name, svc.metadata.namespace
     labels = _service_labels(name, svc_uid)
     owner = _owner(API_VERSION, "Service", name, svc_uid)
@@ -270,8 +270,8 @@ def _route_objects(svc: KnativeService, svc_uid: str, latest: str, domain: str,
              "metadata": _meta(name, ns, labels, owner), "spec": {"traffic": spec_traffic}}
     route_uid = _uid(ns, "route", name)
     route_owner = _owner(API_VERSION, "Route", name, route_uid)
-    if live is not None:
-        resolved = [(t.tag, t.revision_name or "", t.percent or 0) for t in live.table.traffic]
+    if table is not None:
+        resolved = [(t.tag, t.revision_name or "", t.percent or 0) for t in table.traffic]
     else:
         resolved = [(t.tag, latest if t.follows_latest else t.revision_name or "",
                      t.percent or 0) for t in svc.traffic]
@@ -307,27 +307,55 @@ def _route_objects(svc: KnativeService, svc_uid: str, latest: str, domain: str,
     return [route, ingress, *dns]
 
 
-def expand(service: KnativeService, live: KnativeServiceController | None = None,
-           domain: str = "example.com") -> list[dict[str, Any]]:
-    """The objects Knative creates for `service`, in creation order, as dicts."""
+def _configuration(service: KnativeService, svc_uid: str) -> dict[str, Any]:
     name, ns = service.metadata.name, service.metadata.namespace
-    svc_uid = _uid(ns, "service", name)
-    config_uid = _uid(ns, "configuration", name)
-    owner = _owner(API_VERSION, "Service", name, svc_uid)
-    configuration = {
+    return {
         "apiVersion": API_VERSION,
         "kind": "Configuration",
-        "metadata": _meta(name, ns, _service_labels(name, svc_uid), owner),
+        "metadata": _meta(name, ns, _service_labels(name, svc_uid),
+                          _owner(API_VERSION, "Service", name, svc_uid)),
         "spec": {"template": service.spec.template.model_dump(
             mode="json", by_alias=True, exclude_unset=True)},
     }
-    revisions = _revisions(service, live)
-    objects = [configuration]
+
+
+def _objects(service: KnativeService, revisions: list[_Rev], latest: str, domain: str,
+             table: RouteTable | None) -> list[dict[str, Any]]:
+    ns = service.metadata.namespace
+    svc_uid = _uid(ns, "service", service.metadata.name)
+    config_uid = _uid(ns, "configuration", service.metadata.name)
+    objects = [_configuration(service, svc_uid)]
     for rev in revisions:
         objects += _revision_objects(service, rev, svc_uid, config_uid)
-    latest = revisions[-1].name if live is None else (live.latest_ready or revisions[-1].name)
-    return objects + _route_objects(service, svc_uid, latest,
-                                    live.config.domain if live else domain, live)
+    return objects + _route_objects(service, svc_uid, latest, domain, table)
+
+
+def expand(service: KnativeService, live: KnativeServiceController | None = None,
+           domain: str = "example.com") -> list[dict[str, Any]]:
+    """The objects Knative creates for `service`, in creation order, as dicts."""
+    revisions = _revisions(service, live)
+    if live is None:
+        return _objects(service, revisions, revisions[-1].name, domain, None)
+    return _objects(service, revisions, live.latest_ready or revisions[-1].name, live.config.domain,
+                    live.table)
+
+
+def expand_revisions(service: KnativeService, templates: list[RevisionTemplate],
+                     domain: str = "example.com") -> tuple[list[dict[str, Any]], RouteTable]:
+    """What Knative holds for `service` once each of `templates` (oldest first) has made a
+    revision and all of them are ready: `<svc>-00001`, `<svc>-00002`, ... with the last one
+    the latest, and `service`'s traffic block resolved against them as the Route reconciler
+    resolves it. Returns the objects and the resolved route table (split, tags, problems),
+    so a planner can show both without a cluster."""
+    name, ns = service.metadata.name, service.metadata.namespace
+    names = [f"{name}-{i:05d}" for i in range(1, len(templates) + 1)]
+    if not names:
+        raise ValueError("templates: at least one revision template is needed")
+    table = resolve_traffic(service.traffic, names[-1], set(names),
+                            lambda tag: f"http://{tag}-{name}.{ns}.{domain}")
+    revisions = [_Rev(rev, i, template, None, None, rev in table.routed)
+                 for i, (rev, template) in enumerate(zip(names, templates), start=1)]
+    return _objects(service, revisions, names[-1], domain, table), table
 
 
 def expand_yaml(service: KnativeService, live: KnativeServiceController | None = None,

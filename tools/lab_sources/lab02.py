@@ -19,6 +19,8 @@ CELLS = [
         4. Read what the sidecars **observe** — metrics, access logs, a distributed trace — and draw
            a service graph from the metrics the way Kiali does.
         5. Refuse a caller by its **identity** with an `AuthorizationPolicy`.
+        6. Turn each mesh feature on and off in a dashboard over a failing, insecure topology and see
+           what it changes.
         """),
     md("problem", """
         ## The problem
@@ -130,9 +132,14 @@ CELLS = [
         print("✓ frontend found backend by name and got an answer from one of its versions")
         """),
     md("k8s-lb-intro", """
-        **Load balancing, Kubernetes style.** The Service balances *connections*, round robin. Send 20
-        requests to `backend`, first each on a new connection, then all 20 on **one** keep-alive
-        connection — what HTTP clients, connection pools and gRPC do.
+        **Load balancing, Kubernetes style.** The Service balances *connections*, not requests. In its
+        default iptables mode kube-proxy picks a pod **at random** for each new connection (an iptables
+        `statistic --mode random` rule per endpoint; its IPVS mode does round robin instead: see
+        https://kubernetes.io/docs/reference/networking/virtual-ips/). labkit's Service picks round robin,
+        like IPVS, so the count below comes out exact; with iptables it would scatter around 10/10. Either
+        way the choice is made once per connection. Send 20 requests to `backend`, first each on a new
+        connection, then all 20 on **one** keep-alive connection — what HTTP clients, connection pools and
+        gRPC do.
         """),
     code("k8s-lb", """
         new_connections = Counter(call(backend_url)[1]["version"] for _ in range(20))
@@ -145,7 +152,7 @@ CELLS = [
     code("k8s-lb-check", """
         assert new_connections == Counter({"v1": 10, "v2": 10})
         assert len(one_connection) == 1, "one connection stays on one pod"
-        print("✓ round robin per connection: a keep-alive client sticks to one pod")
+        print("✓ one pick per connection: a keep-alive client sticks to one pod")
         """),
     md("k8s-flaky-intro", """
         **Failures.** `backend-v2` fails half of its requests. The frontend calls the backend once per
@@ -499,6 +506,42 @@ CELLS = [
         mesh.close()
         print("✓ every edge is mutual TLS; the red one is frontend -> backend-v2")
         """),
+    md("dashboard-intro", """
+        ## Explore: which feature fixes what?
+
+        The same topology in a dashboard: `frontend` and `sleep` call `backend` (three pods, one of them
+        flaky), and a `legacy-job` outside the mesh calls it too. Turn the features on one at a time and watch
+        each caller's outcome: start with **sidecars injected** (nothing changes but the wire: mTLS between
+        sidecars is automatic, PERMISSIVE lets the legacy job in plaintext), then retries, STRICT, the DENY
+        policy, outlier detection, pool limits at a high request rate. Then try the DENY policy with
+        PeerAuthentication `DISABLE`: a policy on a caller's identity cannot match a plaintext request, which
+        has none. (STRICT refuses the legacy job, but its request's bytes have already crossed the wire in
+        plaintext when the server sidecar resets the connection: the dashboard still counts them as readable.)
+
+        Each outcome comes from labkit's policy code: the client sidecar's retry, balancing, pool and
+        outlier code in the mesh simulator (`labkit.sim.simulate_mesh`, the sidecars' traffic simulated as
+        one client), the server sidecar's `admits` (mTLS mode) and `authorize` (AuthorizationPolicy).
+        Latency adds the `sidecar hop` time per sidecar crossed — put in what lab 03 measures.
+        """),
+    code("dashboard", """
+        from labkit.widgets.mesh_features import features_dashboard
+
+        features = features_dashboard()
+        features
+        """, IGNORE),
+    code("dashboard-check", """
+        r = features.result
+        assert r.plaintext_share == 1.0 and r.outcome("frontend").failed > 0.1
+        features.set(sidecars=True, attempts=3, mtls="STRICT", authz=True)  # what the controls run
+        r = features.result
+        assert r.outcome("frontend").ok > 0.99 and r.outcome("sleep").denied == 1.0
+        assert r.outcome("legacy-job").refused == 1.0
+        assert abs(r.plaintext_share - 0.1) < 1e-9, "the refused job's request still crossed the wire in plaintext"
+        features.set(mtls="DISABLE")
+        assert features.result.outcome("sleep").denied == 0, "no certificate, no principal to deny"
+        features.set(sidecars=False, attempts=0, mtls="PERMISSIVE", authz=False)
+        print("✓ retries hid the flaky pod, STRICT cut the plaintext client, the DENY worked only with mTLS")
+        """, IGNORE),  # set() redraws: the figure goes to the cell when no frontend captures it
     md("exercise-1", """
         ## Exercises
 
@@ -526,7 +569,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-1-check", """
-        check_features(features)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab02 import check_features
+
+        check_features(answer("features"))
         """, points=2),
     md("exercise-2", """
         ### Exercise 2 — allow only `sleep`, only GET (3 points)
@@ -552,7 +598,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-2-check", """
-        check_allow_sleep_get(policy)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab02 import check_allow_sleep_get
+
+        check_allow_sleep_get(answer("policy"))
         """, points=3),
     md("exercise-3", """
         ### Exercise 3 — how many retries? (2 points)
@@ -572,7 +621,10 @@ CELLS = [
         print(f"attempts: {attempts} -> {1 - RETRY_FAILURE ** (attempts + 1):.4%} succeed")
         """),
     check("exercise-3-check", """
-        check_attempts(attempts)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab02 import check_attempts
+
+        check_attempts(answer("attempts"))
         """, points=2),
     md("exercise-3-discuss", """
         Real failures are rarely independent: a pod that is down fails every try sent to it. That is
@@ -613,7 +665,7 @@ CELLS = [
         Kubernetes networking provides?* From your numbers:
         """),
     code("summary", """
-        print(f"- Kubernetes gave discovery by name and round robin per connection: 20 new connections split "
+        print(f"- Kubernetes gave discovery by name and one pod per connection: 20 new connections split "
               f"{dict(sorted(new_connections.items()))}, one keep-alive connection stayed on one version.")
         print(f"- With a flaky v2, {plain.count(503) / plain.requests:.0%} of frontend answers were 503 without the mesh; "
               f"with one VirtualService (retries: 3 on 5xx) {after.success_rate:.1%} succeeded, while v2's sidecar "

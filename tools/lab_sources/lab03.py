@@ -8,7 +8,7 @@ CELLS = [
     md("title", """
         # Lab 03 — The sidecar proxy: data plane and control plane
 
-        **What you will learn** (about 45 minutes)
+        **What you will learn** (about 50 minutes)
 
         1. Explain what a sidecar proxy is and how it comes to see **all** inbound and outbound traffic
            of its workload, without changes to the application.
@@ -17,7 +17,8 @@ CELLS = [
         3. Tell the **data plane** (the proxies) from the **control plane** (istiod), and watch the
            control plane push new configuration to running proxies without dropping a request.
         4. Read a sidecar's configuration, as `istioctl proxy-config` does.
-        5. Measure what a sidecar costs in latency per hop, with and without mutual TLS.
+        5. Measure what a sidecar costs in latency per hop, with and without mutual TLS, and scale
+           that cost up to a call tree in a dashboard (latency and CPU).
         """),
     md("idea", """
         ## The idea
@@ -123,7 +124,11 @@ CELLS = [
     md("inbound-discuss", """
         The app did nothing, yet it received:
 
-        - `X-Request-Id` and `Traceparent` — created by sleep's sidecar, for logs and tracing;
+        - `X-Request-Id` — created by sleep's sidecar (Envoy generates one for every request), so both
+          sides' logs can be joined;
+        - `Traceparent` — a W3C trace context. labkit's sidecars always trace; Istio's add trace headers
+          only when a tracing provider is configured (none by default since Istio 1.22; with one, e.g.
+          Zipkin, you see `X-B3-Traceid` and friends, sampled at 1 % by default);
         - `X-Forwarded-Client-Cert` — added by httpbin's sidecar after the mutual TLS handshake:
           `By=` its own identity, `URI=` the caller's (`sa/sleep`), `Hash=` the caller certificate's
           SHA-256. Istio's documentation uses exactly this header to prove that mTLS was used;
@@ -283,17 +288,52 @@ CELLS = [
         """),
     md("overhead-discuss", """
         Read the table as Istio's performance page does: what matters is the **added** latency per
-        hop, at the median and in the tail. For Istio 1.24 that page reports, at 1,000 requests per
-        second with 1 KB payloads, a sidecar (Envoy, C++, 2 worker threads) using about 0.20 vCPU and
-        60 MB of memory, and adding about a quarter of a millisecond per hop at the 90th percentile
-        (older releases, with heavier telemetry, reported 2.65 ms). labkit's sidecar is Python, so
-        expect more here, and far less throughput than Envoy: on two cores one labkit sidecar passes
+        hop, at the median and in the tail. For Istio 1.24 that page
+        (https://istio.io/v1.24/docs/ops/deployment/performance-and-scalability/) reports a sidecar
+        (Envoy, C++, 2 worker threads) at 1,000 requests per second with 1 KB payloads using about
+        0.20 vCPU and 60 MB of memory, and shows its latency only as charts: the P90 and P99 of requests
+        through a client and a server sidecar with mTLS, against no mesh, at 500 to 1,500 requests per
+        second — no single per-hop figure. (The pages of Istio 1.8 to 1.16 quoted one: the proxies added
+        2.65 ms to the 90th percentile.) labkit's sidecar is Python, so expect more here, and far less throughput than Envoy: on two cores one labkit sidecar passes
         about a quarter to half of what a direct call reaches (`bench/README.md` has the numbers and
         why) — but the shape is the same: a fraction of a millisecond per hop, small for
         a service that takes tens of milliseconds, large for one that takes tens of microseconds;
         mTLS costs a little more than plaintext (the encryption; the handshake happens once per
         kept-alive connection); and every pod pays memory and CPU for its proxy.
         """),
+    md("dashboard-intro", """
+        ## Explore: sidecar cost at scale
+
+        One hop is small. An application is a tree of calls: a request enters one service, which calls
+        others in parallel, which call more. Every call crosses two sidecars, parallel calls cost their
+        *slowest* branch, and every hop burns proxy CPU. The dashboard takes **your** per-hop cost — the
+        distribution of (two sidecars − direct) / 2 from your runs above, with mTLS and in plaintext — and
+        simulates requests through a call tree (`labkit.sim.sidecars`): depth, fan-out, the app's own time
+        per service, the request rate, and the sidecar's CPU per hop (default: Istio 1.24's 0.20 vCPU per
+        1,000 requests per second, i.e. 0.2 ms of CPU per request per sidecar). Try: depth 1 vs 5 at fan-out 1;
+        fan-out 4 (the p99 grows faster than the p50); app time 0 (a cache lookup) vs 50 ms; 10,000
+        requests per second.
+        """),
+    code("dashboard", """
+        from labkit.sim.sidecars import hop_quantiles
+        from labkit.widgets.sidecar_cost import sidecar_cost_dashboard
+
+        HOP_MS = {mode: hop_quantiles(runs["direct to the app"].latencies, runs[f"2 sidecars, {mode}"].latencies, hops=2) * 1000
+                  for mode in ("mTLS", "plaintext")}
+        print(f"your per-hop cost, median: {HOP_MS['mTLS'][100]:.3f} ms with mTLS, {HOP_MS['plaintext'][100]:.3f} ms plaintext")
+        scale = sidecar_cost_dashboard(HOP_MS["mTLS"], HOP_MS["plaintext"])
+        scale
+        """, IGNORE),
+    code("dashboard-check", """
+        shallow = scale.result
+        scale.set(depth=5, fanout=2)  # what moving the sliders runs
+        deep = scale.result
+        assert deep.calls == 62 and deep.added(50) > shallow.added(50)
+        assert deep.sidecar_cpu_cores > shallow.sidecar_cpu_cores
+        scale.set(depth=2, fanout=2)
+        print(f"✓ 62 calls per request instead of {shallow.calls}: the sidecars add "
+              f"{deep.added(50) / shallow.added(50):.1f}x the latency and {deep.sidecar_cpu_cores / shallow.sidecar_cpu_cores:.0f}x the CPU")
+        """, IGNORE),
     md("exercise-1", """
         ## Exercises
 
@@ -321,7 +361,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-1-check", """
-        check_planes(planes)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab03 import check_planes
+
+        check_planes(answer("planes"))
         """, points=2),
     md("exercise-2", """
         ### Exercise 2 — the cost of one hop (2 points)
@@ -339,7 +382,10 @@ CELLS = [
         print(f"one sidecar hop adds about {overhead_per_hop_ms:.3f} ms at the median")
         """, IGNORE),
     check("exercise-2-check", """
-        check_hop_overhead(overhead_per_hop_ms, direct, meshed, hops=2)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab03 import check_hop_overhead
+
+        check_hop_overhead(answer("overhead_per_hop_ms"), answer("direct"), answer("meshed"), hops=2)
         """, points=2),
     md("exercise-3", """
         ### Exercise 3 — endpoints pushed by the control plane (2 points)
@@ -363,8 +409,11 @@ CELLS = [
         print(len(endpoints), "endpoints")
         """),
     check("exercise-3-check", """
-        check_endpoints(endpoints, sleep.config())
-        cluster.close()
+        from labkit.grading.checks import answer
+        from labkit.grading.lab03 import check_endpoints
+
+        check_endpoints(answer("endpoints"), answer("sleep").config())
+        answer("cluster").close()
         """, points=2),
     md("real-cluster", """
         ## On a real cluster
@@ -408,6 +457,9 @@ CELLS = [
               f"{during.requests} requests ran; {during.count(200)} of them got 200.")
         print(f"- Each hop cost about {overhead_per_hop_ms:.3f} ms at the median on this machine; two hops with mTLS "
               f"{two_hops.percentile(50) * 1000:.3f} ms against {direct.percentile(50) * 1000:.3f} ms direct.")
+        print(f"- Scaled up with your numbers: a call tree of depth {deep.depth} and fan-out {deep.fanout} "
+              f"({deep.calls} calls) gets {deep.added(50):.1f} ms (p50) and {deep.added(99):.1f} ms (p99) added, and its "
+              f"sidecars need {deep.sidecar_cpu_cores:.2f} cores at 100 requests per second.")
         """, IGNORE),
     md("summary-end", """
         A sidecar is the service mesh's hands: one proxy next to each workload that intercepts all of

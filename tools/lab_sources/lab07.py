@@ -8,13 +8,15 @@ CELLS = [
     md("title", """
         # Lab 07 — Knative on Kubernetes: what a Service becomes, revisions, traffic
 
-        **What you will learn** (about 45–60 minutes)
+        **What you will learn** (about 60 minutes)
 
         1. Name the Kubernetes and Knative objects one Knative `Service` turns into, and what each does.
         2. See that every change of the template makes a new, immutable **revision**, numbered in order.
         3. Split traffic between revisions by percent, and test a revision on its own **tag** URL while
            it takes 0 % of the main traffic.
         4. Edit a manifest and watch the new revision appear and take over the traffic.
+        5. Drag a traffic block around in a dashboard and see the Route, the Revisions' routing state and
+           the measured split follow.
         """),
     md("idea", """
         ## The idea: a Service is a bundle of Kubernetes primitives
@@ -95,7 +97,12 @@ CELLS = [
         replicas, status. Every response carries `x-labkit-revision` (which revision answered; labkit
         adds it so you can watch a split) and `x-labkit-pod` (which process).
 
-        The cluster lives until the cell near the end that closes it.
+        The cluster lives until the cell near the end that closes it. Its route URLs use Knative's **default
+        domain**: since knative-v1.11 that is `svc.cluster.local` (routes reachable inside the cluster only)
+        until an operator sets a real one in the `config-domain` ConfigMap (Knative's
+        `pkg/reconciler/route/config/domain.go`); older releases defaulted to `example.com`, and KServe's
+        quick-install script still configures `example.com` (labs 08 and 09 use it). We set the cluster's
+        `config-domain` to Knative's default here and print what it is.
         """),
     code("live-start", """
         import urllib.request
@@ -108,7 +115,11 @@ CELLS = [
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.headers["x-labkit-revision"], response.read().decode().strip()
 
+        from labkit.serving.service import configure_serving
+
         cluster = LocalCluster()
+        DOMAIN = configure_serving(cluster, domain="svc.cluster.local").domain  # Knative >= 1.11's default
+        print("config-domain:", DOMAIN)
         cluster.apply(DATA / "knative-hello.yaml")
         svc = knative_service(cluster, "hello")
         print(cluster.status())
@@ -148,9 +159,9 @@ CELLS = [
         ### Splitting traffic, and a tag at 0 %
 
         Pin 80 % on the first revision, send 20 % to the latest, and give the latest a tag: the tag
-        gets its own URL that always reaches that revision. On a cluster it is
-        `http://candidate-hello.default.example.com`; labkit gives each tag its own local port, and the
-        main port also routes by that Host header.
+        gets its own URL that always reaches that revision: `http://candidate-hello.default.<domain>`
+        (with the default domain, `candidate-hello.default.svc.cluster.local`). labkit gives each tag its own
+        local port, and the main port also routes by that Host header, as the ingress does.
         """),
     code("split", """
         from collections import Counter
@@ -166,7 +177,7 @@ CELLS = [
         counts = Counter(call(svc.url)[0] for _ in range(200))
         print(counts)
         print("tag URL      ->", call(svc.tag_url("candidate"))[0])
-        print("Host header  ->", call(svc.url, host="candidate-hello.default.example.com")[0])
+        print("Host header  ->", call(svc.url, host=f"candidate-hello.default.{DOMAIN}")[0])
         """, IGNORE),
     code("split-check", """
         assert 0.1 < counts["hello-00002"] / 200 < 0.3, counts
@@ -197,7 +208,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-1-check", """
-        check_object_names(names)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab07 import check_object_names
+
+        check_object_names(answer("names"))
         """, points=2),
     md("exercise-2", """
         ### Exercise 2 — write a traffic block (2 points)
@@ -218,15 +232,18 @@ CELLS = [
         ### END SOLUTION
         """),
     check("exercise-2-check", """
-        check_traffic_block(traffic)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab07 import check_traffic_block
+
+        check_traffic_block(answer("traffic"))
         """, points=2),
     md("exercise-3", """
         ### Exercise 3 — edit a manifest, see a new revision (2 points)
 
         The next cell writes the manifest of our running `hello` Service (all traffic back to the latest
         revision) to a file. Edit the **text** so that `TARGET` is `students`, write it back, and apply
-        the file with `cluster.apply(path)`. Then store `list(svc.revisions)` in `revisions` and the
-        body of one request to `svc.url` in `reply`.
+        the file with `cluster.apply(path)`. The check reads the file, the running Service's revisions and
+        what its URL answers now — so only a change that reached the cluster passes.
         """),
     code("exercise-3-file", """
         import tempfile
@@ -245,13 +262,14 @@ CELLS = [
         ### BEGIN SOLUTION
         path.write_text(path.read_text().replace("value: revision two", "value: students"))
         cluster.apply(path)
-        revisions = list(svc.revisions)
-        reply = call(svc.url)[1]
         ### END SOLUTION
-        print(revisions, reply)
+        print(list(svc.revisions), call(svc.url)[1])
         """),
     check("exercise-3-check", """
-        check_edited_revision(revisions, reply)
+        from labkit.grading.checks import answer
+        from labkit.grading.lab07 import check_edited_revision
+
+        check_edited_revision(answer("svc"), answer("path"))
         """, points=2),
     md("live-export-intro", """
         ## What the running Service is now
@@ -260,12 +278,40 @@ CELLS = [
         whether a route still points at it (`routingState`) and its ServerlessService mode.
         """),
     code("live-expand", """
+        revision_names = list(svc.revisions)
         for obj in expand(back, svc):
             if obj["kind"] in ("Revision", "ServerlessService"):
                 labels = obj["metadata"]["labels"]
                 print(obj["kind"], obj["metadata"]["name"], labels.get("serving.knative.dev/routingState", ""),
                       obj["spec"].get("mode", ""))
         """, IGNORE),
+    md("dashboard-intro", """
+        ## Explore: a traffic block, its Route and the split
+
+        Three revisions of `hello` exist here, as above. The dashboard writes the `spec.traffic` block from
+        its controls — a percent and a tag for each revision, the third entry either following
+        `latestRevision` or pinned by name — validates the whole Service with labkit's manifest loader
+        (a block Knative would refuse shows its error), expands it with the same code as `expand()` above,
+        and sends simulated requests through the route's weighted pick (`RouteTable.pick`, the pick the live
+        router made for your 200 requests). Try: a block that sums to 110; the same tag twice; 0 % with a
+        tag (the revision stays `active`, reachable on its tag URL); 0 % without one (`reserve`, so Knative
+        scales it to zero); 100 simulated requests against 10,000.
+        """),
+    code("dashboard", """
+        from labkit.widgets.traffic_split import traffic_dashboard
+
+        traffic = traffic_dashboard(domain=DOMAIN)
+        traffic
+        """, IGNORE),
+    code("dashboard-check", """
+        assert traffic.error is None and dict(traffic.result.table.split) == {"hello-00001": 80, "hello-00003": 20}
+        assert traffic.result.routing_state()["hello-00002"] == "reserve"
+        traffic.set(percent_1=50, percent_2=50, percent_3=0)  # what dragging the sliders runs
+        assert traffic.result.routing_state()["hello-00002"] == "active"
+        assert abs(traffic.result.measured()["hello-00002"] - 0.5) < 0.06
+        traffic.set(percent_1=80, percent_2=0, percent_3=20)
+        print("✓ the Route and the revisions' routing state follow the traffic block")
+        """, IGNORE),  # set() redraws: the figure goes to the cell when no frontend captures it
     code("close", """
         from labkit.net import process_alive
 
@@ -285,8 +331,9 @@ CELLS = [
         - **Pods, not processes.** A revision's pods are scheduled on nodes and pull an image; a cold
           start is seconds, not the tenth of a second you saw here.
         - **The ingress is a real proxy** (Istio, Kourier or Contour) implementing the Knative
-          `Ingress`; DNS (`example.com` by default) must point at it. labkit uses local ports instead
-          and also routes by Host header, as the ingress does.
+          `Ingress`; for routes outside the cluster an operator sets a domain in `config-domain` (the
+          default, `svc.cluster.local`, keeps them cluster-local) and points DNS at the ingress. labkit
+          uses local ports instead and also routes by Host header, as the ingress does.
         - **The activator is shared and replicated** across all services; here each Service has its own.
         - **Status fields and UIDs** come from the API server; labkit derives stable UIDs from names.
         """),
@@ -298,8 +345,18 @@ CELLS = [
         is an ordinary Deployment (your container plus the queue-proxy), a PodAutoscaler and a
         ServerlessService with a private and a public Kubernetes Service; the Route becomes an Ingress
         that splits traffic by percent between revisions' public Services and gives each tag its own
-        host. You changed the template and got `hello-00002` and `hello-00003`, split 80/20 between two
-        revisions, and tested one on its own tag URL. Lab 05 looks inside the PodAutoscaler: how it
-        decides how many pods a revision gets.
+        host. From your run:
+        """),
+    code("summary-numbers", """
+        print(f"- One Service became {len(objects)} objects: {', '.join(sorted({k for k, _ in object_names(objects)}))}.")
+        print(f"- Editing the template made revisions {', '.join(revision_names)}; changing only the traffic made none.")
+        print(f"- The 80/20 split sent {counts['hello-00002']} of 200 live requests ({counts['hello-00002'] / 2:.0f} %) "
+              f"to hello-00002; the tag URL reached it alone, and Host candidate-hello.default.{DOMAIN} did too.")
+        print(f"- The dashboard's last block measured {traffic.result.measured()['hello-00001']:.1%} on hello-00001 "
+              f"for {dict(traffic.result.table.split).get('hello-00001', 0)} % wanted, over "
+              f"{traffic.result.requests:,} simulated requests.")
+        """, IGNORE),
+    md("summary-end", """
+        Lab 05 looks inside the PodAutoscaler: how it decides how many pods a revision gets.
         """),
 ]

@@ -17,6 +17,8 @@ CELLS = [
            still missing: revisions, scale to zero, canary traffic, model status.
         4. Serve a second model format (skops) and roll it out as a canary with `canaryTrafficPercent`,
            then promote or roll back.
+        5. Build an InferenceService from choices in a dashboard and see its YAML, the Knative objects it
+           becomes and a prediction.
         """),
     md("idea", """
         ## The idea
@@ -84,7 +86,10 @@ CELLS = [
         * **tritonclient**: NVIDIA's client for the same V2 protocol; by default it sends tensors as raw
           bytes after a JSON header (Triton's binary extension), which the server understands too.
 
-        The model is addressed by the InferenceService's name, as in KServe.
+        The model is addressed by the InferenceService's name, as in KServe. One difference from KServe's
+        own `kserve-sklearnserver` (which serves V1 and V2 alike): without `outputs` in the request it names
+        its output tensor `output-0`; labkit's server names it after the method, `predict` (and also offers
+        `predict_proba`), so the cells below ask for `predict`.
         """),
     code("live", """
         import json
@@ -246,15 +251,20 @@ CELLS = [
         |---|---|---|
         | a model server image per framework, with the protocol | build and push your own | `modelFormat` picks a runtime |
         | the model file in the pod | bake it in, or an init container | `storageUri` + storage-initializer |
-        | a new model version | edit the Deployment: old pods replaced, the old version gone | a new immutable revision; the previous one kept |
+        | a new model version | edit the Deployment: a rolling update replaces the pods (the old ReplicaSet is kept, scaled to 0) | a new immutable revision, still routable |
         | canary: 10 % to the new model | a second Deployment, a VirtualService with weights | `canaryTrafficPercent: 10` |
-        | rollback | re-apply the old YAML (if you still have it) | `canaryTrafficPercent: 0` |
-        | scale with traffic, to zero when idle | an HPA (CPU only, never to zero) | `minReplicas: 0`, `scaleTarget`, KPA + activator |
+        | rollback | `kubectl rollout undo` (back to the previous ReplicaSet, all pods at once) | `canaryTrafficPercent: 0` |
+        | scale with traffic, to zero when idle | an HPA: CPU, memory, custom or external metrics (`autoscaling/v2`), but not below 1 replica unless the `HPAScaleToZero` feature gate is on, and nothing holds requests while at zero | `minReplicas: 0`, `scaleTarget`, KPA + activator |
         | "is the model loaded?" | read pod logs | `status.modelStatus`, conditions |
         | request batching, payload logging | write it into the server | `batcher`, `logger` |
 
         The objects listed above are what the one InferenceService stands for: a Knative Configuration,
-        Route, Revision, Deployment, autoscaler, ServerlessService, Services and an Ingress.
+        Route, Revision, Deployment, autoscaler, ServerlessService, Services and an Ingress. (A Deployment does
+        keep history — each template change leaves a ReplicaSet, `kubectl rollout undo` goes back — but only
+        one version serves at a time; an HPA scales on any metric `autoscaling/v2` offers, and to zero only
+        behind the alpha `HPAScaleToZero` gate, with no activator to hold the first request:
+        https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/ and
+        https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#rolling-back-a-deployment.)
         """),
     md("canary-intro", """
         ## A second model format, rolled out as a canary
@@ -325,6 +335,37 @@ CELLS = [
         the rollback returned to: not the first revision, but the *last rolled-out* one, 00002, which took
         100 % when we promoted it. Revision 00003 still exists (a later promotion could use it) but gets 0 %.
         """),
+    md("dashboard-intro", """
+        ## Explore: build an InferenceService from choices
+
+        The dashboard writes an InferenceService from a few choices — model file, `modelFormat`,
+        `protocolVersion`, `minReplicas`/`maxReplicas`, `canaryTrafficPercent` — and shows what labkit's own code
+        makes of it: the YAML, validated by the manifest loader (try `grpc-v2`, `xgboost`, or minReplicas above
+        maxReplicas); the Knative objects it becomes (the controller's `predictor_knative_service`, expanded),
+        with the route split KServe's canary rule gives; and a prediction for one flower. It shows the
+        **second** apply of `sklearn-iris`: the first (iris joblib, V2, 1–3 replicas) is rolled out as revision
+        00001, so a changed predictor makes 00002 and the canary percent splits between them. The prediction
+        goes through the model server's request handler in this kernel, not over HTTP: starting a server
+        process per change would take a second or more (the live calls are the cells above).
+        """),
+    code("dashboard", """
+        from labkit.widgets.isvc_builder import isvc_dashboard
+
+        builder = isvc_dashboard()
+        builder
+        """, IGNORE),
+    code("dashboard-check", """
+        assert builder.error is None and dict(builder.result.table.split) == {"sklearn-iris-predictor-00001": 100}
+        builder.set(model="iris (skops)", canary_percent=10)  # what moving the controls runs
+        assert dict(builder.result.table.split) == {"sklearn-iris-predictor-00002": 10,
+                                                    "sklearn-iris-predictor-00001": 90}
+        builder.set(protocol="grpc-v2")
+        assert "protocolVersion" in builder.error
+        builder.set(model="iris (joblib)", protocol="v1", canary_percent=100)
+        assert builder.result.response == {"predictions": [1]}
+        builder.set(protocol="v2")
+        print("✓ the YAML, the Knative objects, the split and the prediction follow the choices")
+        """, IGNORE),  # set() redraws: the figure goes to the cell when no frontend captures it
     md("ex-intro", """
         ## Exercises
 
@@ -356,9 +397,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("ex1-check", """
+        from labkit.grading.checks import answer
         from labkit.grading.lab08 import check_digits_isvc
 
-        check_digits_isvc(DIGITS_YAML)
+        check_digits_isvc(answer("DIGITS_YAML"))
         """, 2),
     md("ex2-intro", """
         ### Exercise 2 — a V2 request by hand
@@ -375,9 +417,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("ex2-check", """
+        from labkit.grading.checks import answer
         from labkit.grading.lab08 import check_v2_request
 
-        check_v2_request(v2_request)
+        check_v2_request(answer("v2_request"))
         """, 2),
     md("ex3-intro", """
         ### Exercise 3 — canary arithmetic
@@ -403,9 +446,10 @@ CELLS = [
         ### END SOLUTION
         """),
     check("ex3-check", """
+        from labkit.grading.checks import answer
         from labkit.grading.lab08 import check_canary
 
-        check_canary(final_split, latest_rolled_out)
+        check_canary(answer("final_split"), answer("latest_rolled_out"))
         """, 2),
     md("cluster", """
         ## On a real cluster
@@ -417,10 +461,13 @@ CELLS = [
         * `storageUri` must be a place the cluster can read (`gs://`, `s3://`, `pvc://`, `https://`); a
           storage-initializer container copies the model to `/mnt/models` before the server starts.
           labkit refuses remote schemes offline with a message naming the field.
-        * The runtime is a `ClusterServingRuntime` (`kserve-sklearnserver`, or MLServer for V2) running a
-          container image; labkit runs its own model server as a process.
-        * The URL is `http://sklearn-iris.default.example.com` through the Istio ingress gateway (or your
-          domain); labkit gives each InferenceService a loopback port and, through the mesh, that Host name.
+        * The runtime is a `ClusterServingRuntime` running a container image: `kserve-sklearnserver` serves
+          both V1 and V2 (MLServer is the other sklearn runtime for V2); labkit runs its own model server as
+          a process.
+        * The URL is `http://sklearn-iris.default.example.com` through the Istio ingress gateway: `example.com`
+          is the domain KServe's quick-install script sets in Knative's `config-domain` (Knative's own default
+          since v1.11 is `svc.cluster.local`; set your domain there). labkit gives each InferenceService a
+          loopback port and, through the mesh, that Host name.
         * Requests cross the ingress gateway, a sidecar, the activator (when scaled to zero) and the
           queue-proxy: lab 09 measures what each costs.
         """),
@@ -435,16 +482,23 @@ CELLS = [
         *What is the main function of an InferenceService in KServe, and its role in ML deployment?*
 
         It is the **one declarative object** that turns "this model file, this format" into a running,
-        versioned, autoscaled prediction endpoint. In this lab, 15 lines of YAML named a storage location
-        and a model format; the controller chose the runtime, started a model server that loaded the model,
-        and exposed V1 and V2 endpoints that `curl`-style HTTP and `tritonclient` both used unchanged. Its
-        status told us the model was `Loaded` and which revision was rolled out.
-
-        Built by hand, the same endpoint took a Deployment and a Service — and still had no revisions, no
-        scale to zero, no canary, no rollback and no model status; the InferenceService stood for a dozen
-        Kubernetes objects we did not write. Changing one field (`storageUri`, with `canaryTrafficPercent:
-        10`) rolled out a new model format to about 10 % of requests, and one more field promoted or rolled
-        it back. That is the role: data scientists state *what* to serve; KServe, Knative and Istio handle
-        *how*. Lab 09 follows a request through those layers and measures where its time goes.
+        versioned, autoscaled prediction endpoint. From your run:
+        """),
+    code("summary-numbers", """
+        print(f"- {yaml_lines(IRIS_YAML)} lines of YAML named a storage location and a model format; the model server "
+              f"started in {pod['process_start_seconds']:.2f} s and loaded the model in {pod['model_load_seconds']:.2f} s, "
+              f"then answered V1 {v1.json()['predictions']}, V2 {v2.json()['outputs'][0]['data']} and tritonclient "
+              f"{by_triton.tolist()} alike; its status said {status['modelStatus']['states']['activeModelState']}.")
+        print(f"- By hand the same endpoint took {yaml_lines(BY_HAND_YAML)} lines ({len(by_hand_objects)} objects) and had "
+              f"no revisions, scale to zero, canary or model status; the InferenceService stood for "
+              f"{len(made_for_you)} objects you did not write.")
+        canary_split, canary_counts = steps["canary 10 %"]
+        print(f"- canaryTrafficPercent: 10 sent {canary_counts['sklearn-iris-predictor-00002']} of "
+              f"{sum(canary_counts.values())} requests to the skops revision; removing the field promoted it, "
+              f"and a rollback returned to {rollout['latestRolledoutRevision']}.")
+        """, IGNORE),
+    md("summary-end", """
+        That is the role: data scientists state *what* to serve; KServe, Knative and Istio handle *how*. Lab 09
+        follows a request through those layers and measures where its time goes.
         """),
 ]
