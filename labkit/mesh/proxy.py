@@ -45,6 +45,7 @@ from labkit.mesh.destination import DestinationRule, TrafficPolicy
 from labkit.mesh.hosts import resolve_authority, shadow_authority
 from labkit.mesh.outlier import OutlierDetector
 from labkit.mesh.pool import ConnectionPool, Lease, PoolLimits
+from labkit.mesh.router import Router, Try, choose_host
 from labkit.mesh.routing import (
     Destination,
     DirectResponse,
@@ -725,9 +726,6 @@ class _Cluster:
             else:
                 self.outlier.set_hosts(self.hosts)
 
-    def healthy(self, now: float) -> list[str]:
-        return self.hosts if self.outlier is None else self.outlier.healthy(self.hosts, now)
-
     def describe(self, now: float) -> dict[str, Any]:
         pool = self.slots.pool
         return {
@@ -799,7 +797,7 @@ class _InFlight:
     general router took over; `gone` once the caller left. The try's response arrives by
     callback (`responded`, `failed`: an `_Upstream` listener), or in `waiter` for the router."""
 
-    __slots__ = ("_state", "cluster", "conn", "endpoint", "gone", "host", "lease", "parent",
+    __slots__ = ("_router", "cluster", "conn", "endpoint", "gone", "host", "lease", "parent",
                  "policy", "req", "retry", "rid", "sent_at", "service", "sidecar", "span",
                  "start", "task", "tls", "upstream", "waiter")
 
@@ -827,19 +825,19 @@ class _InFlight:
         self.retry: retries.Retry | None = None
         self.task: asyncio.Task[Any] | None = None
         self.gone = False
-        self._state: retries.RetryState | None = None
+        self._router: Router | None = None
 
-    def state(self) -> retries.RetryState:
-        """The request's `RetryState`, with the first try begun on `host` at `start`. Made
+    def router(self) -> Router:
+        """The request's `Router`, with the first try adopted on `host` at `start`. Made
         only when something is left to decide: a response the policy passes on needs none
         (see `Sidecar._fast_responded`), and making it later changes no decision (neither
-        the state nor `begin` draws random numbers)."""
-        if self._state is None:
-            self._state = retries.RetryState(self.policy, start=self.start, timeout=None,
-                                             rng=self.sidecar.rng,
-                                             retry_slot=self.cluster.slots.pool)
-            self._state.begin(self.host, self.start)  # no deadline: the try has no time limit
-        return self._state
+        the router nor `adopt` draws random numbers)."""
+        if self._router is None:
+            state = retries.RetryState(self.policy, start=self.start, timeout=None,
+                                       rng=self.sidecar.rng, retry_slot=self.cluster.slots.pool)
+            self._router = Router(state, self.cluster)
+            self._router.adopt(self.host, self.start)  # no deadline: the try has no time limit
+        return self._router
 
     def responded(self, status: int, headers: RawHeaders, body: bytes, keep: bool) -> None:
         self.sidecar._fast_responded(self, status, headers, body, keep)
@@ -1155,13 +1153,15 @@ class Sidecar:
         default route), its cluster has no consistent hashing and no connectionPool limits
         (so admission never waits or overflows), no route or per-try timeout applies (no
         timer), the request is not HEAD, is in origin form and repeats no header, and a host
-        is healthy. From then on it asks the same policy objects in the same order as
-        `_attempts` (balancer, pool, outlier, retry policy), so decisions and seeded random
-        choices are those of the general path. The try goes out at once on a kept-alive
-        connection, its header lines forwarded as they came; the response comes back by
-        callback (`_fast_responded`). Whatever needs waiting (a new connection, a retry, a
-        try that ended without a response) is handed to `_attempts` in a task, with the same
-        RetryState, so the router continues exactly where the fast path stopped.
+        is healthy. The first host is picked by `router.choose_host`, as `Router.next_try`
+        picks it; a response the retry policy passes on is recorded with the outlier detector
+        and answered; anything else is judged by the request's `Router` (made then, with the
+        first try adopted), so decisions and seeded random choices are those of the general
+        path. The try goes out at once on a kept-alive connection, its header lines forwarded
+        as they came; the response comes back by callback (`_fast_responded`). Whatever needs
+        waiting (a new connection, a retry, a try that ended without a response) is handed to
+        `_attempts` in a task, with the same Router, so it continues exactly where the fast
+        path stopped.
         """
         route = self._fast_routes.get(req.authority)
         if route is None and req.authority not in self._fast_routes:
@@ -1188,16 +1188,11 @@ class Sidecar:
         loop = self.loop
         assert loop is not None
         now = loop.time()
-        healthy = cluster.healthy(now)
-        if not healthy:
-            return None
+        # The first try's pick, as `Router.next_try` makes it (no host yet to avoid, no key).
+        host = choose_host(cluster, now, attempts=cluster.default_retries.host_selection_attempts)
+        if host is None:
+            return None  # no healthy host: the router answers 503 UH
         rid, span, parent = self._ids(request_id.decode("latin-1"), traceparent.decode("latin-1"))
-        if len(healthy) == 1:
-            host = healthy[0]
-        else:
-            chosen = cluster.balancer.choose(healthy, attempts=cluster.default_retries.host_selection_attempts)
-            assert chosen is not None
-            host = chosen
         lease = cluster.slots.admit()
         assert lease is not None and lease.connection is not None, "an unlimited pool admits at once"
         cluster.balancer.started(host)
@@ -1254,13 +1249,14 @@ class Sidecar:
             cluster.balancer.finished(host)
             cluster.slots.release(flight.lease, reusable=keep)
             now = self.loop.time()
-            if cluster.outlier is not None:
-                cluster.outlier.record(host, status, now)
             upstream_ms = (now - flight.sent_at) * 1000.0
             if not flight.policy.retriable_response(status, upstream.special):
-                # A first try's response the policy does not retry is passed on as it is
-                # (`RetryState.on_outcome` finishes with no flags), rendered as `_finish`,
-                # `_answer_fast` and `_Downstream.answer` would.
+                # A first try's response the policy does not retry is recorded as
+                # `Router.on_result` records it and passed on as it is (`RetryState.on_outcome`
+                # finishes with no flags), rendered as `_finish`, `_answer_fast` and
+                # `_Downstream.answer` would.
+                if cluster.outlier is not None:
+                    cluster.outlier.record(host, status, now)
                 keep_down = flight.req.keep_alive
                 lines = [b"%s: %s\r\n" % (k, v) for k, v in headers if k not in _HOP_BY_HOP_BYTES]
                 lines.append(b"x-envoy-upstream-service-time: %d\r\nx-request-id: %s\r\n" % (
@@ -1275,7 +1271,7 @@ class Sidecar:
                 return
             response = _Response(status, [(k.decode("latin-1"), v.decode("latin-1"))
                                           for k, v in headers], body, keep)
-            decision = flight.state().on_outcome(
+            decision = flight.router().on_result(
                 retries.Outcome(retries.RESPONSE, status, upstream.special), now)
             if isinstance(decision, retries.Retry):
                 flight.retry = decision
@@ -1300,7 +1296,7 @@ class Sidecar:
                 if flight.retry.delay > 0:
                     await asyncio.sleep(flight.retry.delay)
             result = await self._attempts(req.method, req.path, req.authority, headers,
-                                          req.body, flight.cluster, flight.state(), None,
+                                          req.body, flight.cluster, flight.router(),
                                           self._peer, self._use_tls, first)
         except asyncio.CancelledError:
             return  # the caller left: `_fast_cancel` logged it
@@ -1431,7 +1427,7 @@ class Sidecar:
         if isinstance(cluster.balancer, ConsistentHash):
             key = cluster.balancer.key.of(headers, Request(req.method, path).query, None)
         return await self._attempts(req.method, path, authority, headers, req.body, cluster,
-                                    state, key, self._peer, self._use_tls)
+                                    Router(state, cluster, key), self._peer, self._use_tls)
 
     def _use_tls(self, endpoint: Endpoint, policy: TrafficPolicy) -> bool:
         """Auto-mTLS: TLS to endpoints with a sidecar unless they (or the DR) say DISABLE."""
@@ -1441,45 +1437,36 @@ class Sidecar:
                 and endpoint.mtls_mode != authz.DISABLE)
 
     async def _attempts(self, method: str, path: str, authority: str, headers: Mapping[str, str],
-                        body: bytes, cluster: _Cluster, state: retries.RetryState,
-                        key: str | None, peer: str | None,
+                        body: bytes, cluster: _Cluster, router: Router, peer: str | None,
                         use_tls: Callable[[Endpoint, TrafficPolicy], bool],
                         first: _InFlight | None = None) -> _Result:
-        """The router: pick a host, send, decide on retry, until `RetryState` says finish.
-        `first`: a try the fast path sent that did not end in a response; judge it first."""
+        """Drive the request's `Router`: each try it asks for is admitted, sent and reported
+        back, until it says finish. `first`: a try the fast path sent that did not end in a
+        response; report it first."""
         loop = self.loop
         assert loop is not None
-        policy = state.policy
-        host: str | None = None
+        endpoint: Endpoint | None = None
         while True:
             sent: tuple[_Upstream, asyncio.Future[_Response]] | None = None
             if first is not None:
                 host, endpoint, until, lease, tls = first.host, first.endpoint, None, first.lease, first.tls
-                sent_at = first.sent_at
+                sent_at, attempt = first.sent_at, router.state.attempts
                 if first.upstream is not None and first.waiter is not None:
                     sent = (first.upstream, first.waiter)
                 first = None
             else:
-                now = loop.time()
-                healthy = cluster.healthy(now)
-                if len(healthy) == 1:  # every balancer picks the only host; Envoy skips it too
-                    host = healthy[0]
-                else:
-                    host = cluster.balancer.choose(healthy, avoid=state.avoid_hosts, key=key,
-                                                   attempts=policy.host_selection_attempts)
-                if host is None:
-                    decision = state.on_outcome(retries.Outcome.of(retries.NO_HEALTHY_UPSTREAM), now)
-                    assert isinstance(decision, retries.Finish)
-                    return self._finish(decision, cluster, None, None)
+                step = router.next_try(loop.time())
+                if not isinstance(step, Try):
+                    return self._finish(step, cluster, endpoint if router.host else None, None)
+                host, until, attempt = step.host, step.until, step.attempt
                 endpoint = cluster.endpoints[host]
-                until = state.begin(host, now)
                 admitted = cluster.slots.admit()
                 if admitted is not None and admitted.connection is None:
                     await cluster.slots.wait(admitted)
                 if admitted is None:
-                    decision = state.on_outcome(retries.Outcome.of(retries.OVERFLOW), loop.time())
-                    assert isinstance(decision, retries.Finish)
-                    return self._finish(decision, cluster, endpoint, None)
+                    overflow = router.on_result(retries.Outcome.of(retries.OVERFLOW), loop.time())
+                    assert isinstance(overflow, retries.Finish)
+                    return self._finish(overflow, cluster, endpoint, None)
                 lease = admitted
                 cluster.balancer.started(host)
                 sent_at = loop.time()
@@ -1487,35 +1474,18 @@ class Sidecar:
             response: _Response | None = None
             try:
                 outcome, response = await self._try(
-                    method, path, authority, headers, body, host, tls, state.attempts, until, peer,
+                    method, path, authority, headers, body, host, tls, attempt, until, peer,
                     cluster.policy.connection_pool.max_requests_per_connection,
                     endpoint.principal if tls else None, sent)
             finally:
                 cluster.balancer.finished(host)
                 cluster.slots.release(lease, reusable=response is not None and response.keep_alive)
             now = loop.time()
-            if outcome.kind == retries.PER_TRY_TIMEOUT:
-                expired = state.expired(now)
-                if isinstance(expired, retries.Finish):
-                    if cluster.outlier is not None:
-                        cluster.outlier.record(host, None, now)
-                    return self._finish(expired, cluster, endpoint, None)
-                outcome = expired
-            if cluster.outlier is not None:
-                cluster.outlier.record(host, outcome.status if outcome.kind == retries.RESPONSE
-                                       else None, now)
-            decision = state.on_outcome(outcome, now)
+            decision = router.on_result(outcome, now)
             if isinstance(decision, retries.Finish):
-                return self._finish(decision, cluster, endpoint, response,
-                                    (now - sent_at) * 1000.0)
-            delay = decision.delay
-            if state.deadline is not None and now + delay >= state.deadline:
-                await asyncio.sleep(max(0.0, state.deadline - now))
-                expired = state.expired(loop.time())
-                assert isinstance(expired, retries.Finish)
-                return self._finish(expired, cluster, endpoint, None)
-            if delay > 0:
-                await asyncio.sleep(delay)
+                return self._finish(decision, cluster, endpoint, response, (now - sent_at) * 1000.0)
+            if decision.delay > 0:
+                await asyncio.sleep(decision.delay)
 
     def _finish(self, decision: retries.Finish, cluster: _Cluster, endpoint: Endpoint | None,
                 response: _Response | None, upstream_ms: float | None = None) -> _Result:
@@ -1647,8 +1617,8 @@ class Sidecar:
             copy["traceparent"] = TraceContext(trace.trace_id, trace.span_id, False).header
         if self.mesh.shadow_host_suffix:
             authority = shadow_authority(authority)
-        await self._attempts(req.method, path, authority, copy, req.body, found, state, None,
-                             self._peer, self._use_tls)
+        await self._attempts(req.method, path, authority, copy, req.body, found,
+                             Router(state, found), self._peer, self._use_tls)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         assert self.loop is not None
@@ -1722,7 +1692,7 @@ class Sidecar:
             headers["x-forwarded-proto"] = "http"
             state = retries.RetryState(_INBOUND_RETRIES, start=start, timeout=None, rng=self.rng)
             result = await self._attempts(req.method, req.path, req.authority, headers, req.body,
-                                          inbound.app, state, None, None, _plaintext)
+                                          inbound.app, Router(state, inbound.app), None, _plaintext)
         self._record("destination", req, conn, result, start, span, parent, None,
                      mtls=conn.peer_principal is not None, source=_split_peer(peer))
         return result.response, True

@@ -8,14 +8,15 @@ What it models (one client proxy, one destination cluster, in simulated time):
   `host_concurrency` requests at once (more wait in its queue), each taking an exponential
   `service_time`.
 - Every decision is made by the same policy code the live sidecar runs
-  (`labkit.mesh.retries`, `pool`, `outlier`, `balancer`), configured with Istio's own spec
+  (`labkit.mesh.router` over `retries`, `pool`, `outlier`, `balancer`; the router is the very
+  loop the sidecar drives, so the decisions come in the same order), configured with Istio's own spec
   dicts: a VirtualService route's `retries` and `timeout`, a DestinationRule's
   `connectionPool`, `outlierDetection` and `loadBalancer`. `retries=None` is Istio's default
   policy (which does not retry a 503), `{"attempts": 0}` disables retries.
-- Per request: the balancer picks a healthy host (steering retries away from hosts already
+- Per request: the router picks a healthy host (steering retries away from hosts already
   tried), the pool admits the try or overflows (503 UO), the try waits for a connection
   (opening one takes `connect_time`), the host answers or the per-try timeout fires, outlier
-  detection records the result, and the retry state decides to retry (after a jittered
+  detection records the result, and the router decides to retry (after a jittered
   back-off) or finish. All hosts ejected ⇒ 503 UH.
 
 Time comes from a `SimClock` over a simpy Environment; randomness from separate seeded streams
@@ -40,13 +41,14 @@ from labkit.mesh.balancer import Balancer, balancer_from_spec
 from labkit.mesh.outlier import OutlierDetector, OutlierPolicy
 from labkit.mesh.pool import ConnectionPool, Lease, PoolLimits
 from labkit.mesh.retries import (
-    NO_HEALTHY_UPSTREAM,
     OVERFLOW,
+    PER_TRY_TIMEOUT,
     Finish,
     Outcome,
     RetryPolicy,
     RetryState,
 )
+from labkit.mesh.router import Router
 
 __all__ = ["MeshSimResult", "simulate_mesh"]
 
@@ -192,30 +194,26 @@ class _Model:
             self.in_service[host] -= 1
         return 503 if self.rng_fail.random() < self.fail_p[host] else 200
 
-    def _try(self, state: RetryState) -> Any:
-        """One try: returns an Outcome, or a Finish when the route timeout ended the request."""
-        now = self.clock.now()
-        healthy = self.outlier.healthy(self.hosts, now) if self.outlier else self.hosts
-        host = self.balancer.choose(healthy, avoid=state.avoid_hosts,
-                                    attempts=self.retry.host_selection_attempts)
-        until = state.begin(host, now)
-        if host is None:
-            return Outcome.of(NO_HEALTHY_UPSTREAM)
+    def _try(self, router: Router) -> Any:
+        """One try, judged by the router: returns its `Retry` or `Finish`."""
+        step = router.next_try(self.clock.now())
+        if isinstance(step, Finish):
+            return step
+        host, until = step.host, step.until
         lease = self.pool.acquire()
         if lease is None:
-            return Outcome.of(OVERFLOW)
+            return router.on_result(Outcome.of(OVERFLOW), self.clock.now())
         self.balancer.started(host)
         try:
-            left = None if until is None else max(until - now, 0.0)
             if lease.connection is None:
                 ready = self.waiting[lease.id] = self.env.event()
                 self._wake(lease)  # open the connection the pool asked for, if any
                 if lease.connection is None:
-                    yield ready if left is None else ready | self.env.timeout(left)
+                    yield ready if until is None else ready | self.env.timeout(max(until - self.clock.now(), 0.0))
                 if lease.connection is None:  # gave up while pending
                     self.waiting.pop(lease.id, None)
                     self.pool.cancel(lease)
-                    return state.expired(self.clock.now())
+                    return router.on_result(Outcome.of(PER_TRY_TIMEOUT), self.clock.now(), reached_host=False)
             self.max_active = max(self.max_active, self.pool.active_requests)
             self.try_log.append((self.clock.now(), host))
             answer = self.env.process(self._serve(host))
@@ -224,35 +222,23 @@ class _Model:
             else:
                 yield answer | self.env.timeout(max(until - self.clock.now(), 0.0))
             if answer.triggered:
-                status = answer.value
                 self._wake(self.pool.release(lease))
-                if self.outlier:
-                    self.outlier.record(host, status, self.clock.now())
-                return Outcome.response(status)
+                return router.on_result(Outcome.response(answer.value), self.clock.now())
             # Timed out: the stream is reset, and an HTTP/1.1 connection cannot be reused.
             self._wake(self.pool.release(lease, reusable=False))
-            if self.outlier:
-                self.outlier.record(host, None, self.clock.now())
-            return state.expired(self.clock.now())
+            return router.on_result(Outcome.of(PER_TRY_TIMEOUT), self.clock.now())
         finally:
             self.balancer.finished(host)
 
     def request(self) -> Any:
         arrival = self.clock.now()
-        state = RetryState(self.retry, start=arrival, timeout=self.timeout, rng=self.rng_backoff,
-                           retry_slot=self.pool)
+        router = Router(RetryState(self.retry, start=arrival, timeout=self.timeout, rng=self.rng_backoff,
+                                   retry_slot=self.pool), self)
         while True:
-            outcome = yield from self._try(state)
-            decision = outcome if isinstance(outcome, Finish) else state.on_outcome(outcome, self.clock.now())
+            decision = yield from self._try(router)
             if isinstance(decision, Finish):
                 break
-            delay = decision.delay
-            if state.deadline is not None and self.clock.now() + delay >= state.deadline:
-                yield self.env.timeout(max(state.deadline - self.clock.now(), 0.0))
-                decision = state.expired(self.clock.now())
-                assert isinstance(decision, Finish)
-                break
-            yield self.env.timeout(delay)
+            yield self.env.timeout(decision.delay)
         self.records.append((arrival, self.clock.now(), decision.status, decision.flags))
 
     def arrivals(self, rate: float, horizon: float, rng: random.Random) -> Any:
