@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from mesh_helpers import WORKLOADS, applied, echoed_headers, get, one_route
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from labkit.cluster import LocalCluster
 
@@ -204,17 +206,25 @@ def test_mirror_sends_a_copy_the_caller_never_waits_for(mesh: LocalCluster, wait
             reporter="destination", source_workload="mirrorer") == before + 1, what="mirrored copy")
 
 
+def scraped(text: str, name: str, labels: dict[str, str]) -> list[Sample]:
+    """The samples called `name` whose labels include `labels` (label order is free)."""
+    return [s for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == name and labels.items() <= s.labels.items()]
+
+
 def test_metrics_endpoint_serves_istio_metrics_in_prometheus_text(mesh: LocalCluster) -> None:
     sleep = mesh.client("default", "scraped")
     assert get(sleep, "/status/418").status_code == 418
     text = httpx.get(sleep.metrics_url, timeout=10).text
-    assert re.search(r'istio_requests_total\{reporter="source",source_workload="scraped",.*'
-                     r'destination_workload="httpbin",.*destination_service="httpbin.default.svc.'
-                     r'cluster.local",.*response_code="418",response_flags="-"\} 1', text)
-    assert 'istio_request_duration_milliseconds_bucket{' in text and 'le="0.5"' in text
+    client = {"reporter": "source", "source_workload": "scraped", "destination_workload": "httpbin",
+              "destination_service": "httpbin.default.svc.cluster.local", "response_code": "418",
+              "response_flags": "-"}
+    assert [s.value for s in scraped(text, "istio_requests_total", client)] == [1]
+    assert scraped(text, "istio_request_duration_milliseconds_bucket", {"le": "0.5"})
     server = httpx.get(mesh.sidecar("httpbin").metrics_url, timeout=10).text
-    assert re.search(r'reporter="destination",source_workload="scraped",.*'
-                     r'connection_security_policy="mutual_tls",response_code="418"', server)
+    assert scraped(server, "istio_requests_total", {
+        "reporter": "destination", "source_workload": "scraped",
+        "connection_security_policy": "mutual_tls", "response_code": "418"})
     line = sleep.access_log(1)[0]
     assert '"GET /status/418 HTTP/1.1" 418 - via_upstream' in line
     assert "outbound|8000||httpbin.default.svc.cluster.local" in line

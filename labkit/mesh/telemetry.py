@@ -6,7 +6,8 @@ Envoy's default histogram buckets (Istio keeps them), Istio's default text acces
 
 Recording must cost next to nothing per request (the sidecar's overhead budget is a fraction of
 a millisecond), so a request adds one tuple to a bounded deque and bumps counters in dicts keyed
-by label tuples; text is only built when someone reads it.
+by label tuples; text is only built when someone reads it, by prometheus_client (a collector
+turns a snapshot of the counters into metric families, `generate_latest` writes them).
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import random
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, NamedTuple
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 __all__ = [
     "DURATION_BUCKETS_MS",
@@ -207,6 +213,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self._counts: dict[tuple[tuple[str, ...], int, str], list[float]] = {}
+        self._registry = CollectorRegistry()  # private: two sidecars in one process each have one
+        self._registry.register(_Collector(self))
 
     def record(self, base: tuple[str, ...], code: int, flags: str, duration_ms: float) -> None:
         key = (base, code, flags)
@@ -231,31 +239,41 @@ class Metrics:
                    if all(have.get(k) == v for k, v in labels.items()))
 
     def prometheus(self) -> str:
-        """Prometheus text exposition format (version 0.0.4)."""
-        lines = ["# TYPE istio_requests_total counter"]
-        rows = list(self._counts.items())
-        rendered = [(_labels(dict(zip(LABEL_NAMES, (*base, str(code), flags)))), row)
-                    for (base, code, flags), row in rows]
-        for labels, row in rendered:
-            lines.append(f"istio_requests_total{{{labels}}} {int(row[0])}")
-        lines.append("# TYPE istio_request_duration_milliseconds histogram")
-        for labels, row in rendered:
-            cumulative = 0
-            for bound, n in zip((*DURATION_BUCKETS_MS, "+Inf"), row[2:]):
-                cumulative += int(n)
-                le = bound if isinstance(bound, str) else f"{bound:g}"
-                lines.append(f'istio_request_duration_milliseconds_bucket{{{labels},le="{le}"}} '
-                             f"{cumulative}")
-            lines.append(f"istio_request_duration_milliseconds_sum{{{labels}}} {row[1]:.3f}")
-            lines.append(f"istio_request_duration_milliseconds_count{{{labels}}} {int(row[0])}")
-        return "\n".join(lines) + "\n"
+        """Prometheus text exposition format (version 0.0.4), rendered by prometheus_client from
+        a snapshot of the counters (the hot path never touches prometheus_client objects)."""
+        return generate_latest(self._registry).decode()
+
+    def families(self) -> Iterator[Metric]:
+        """The two metric families, built from a snapshot of the counters."""
+        # list(row) copies each row in one C call, so a row's count, sum and buckets agree
+        # even while the event loop records requests
+        rows = [(key, list(row)) for key, row in list(self._counts.items())]
+        requests = CounterMetricFamily("istio_requests_total", "Requests this proxy handled",
+                                       labels=LABEL_NAMES)
+        durations = HistogramMetricFamily("istio_request_duration_milliseconds",
+                                          "Request duration in milliseconds", labels=LABEL_NAMES)
+        for (base, code, flags), row in rows:
+            values = (*base, str(code), flags)
+            requests.add_metric(values, row[0])
+            cumulative = list(accumulate(row[2:]))
+            durations.add_metric(values, list(zip(_LE, cumulative)), row[1])
+        yield requests
+        yield durations
 
 
-def _labels(values: Mapping[str, str]) -> str:
-    def escape(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+# Envoy writes bucket bounds with fmt's "{:.32g}" (source/server/admin/prometheus_stats.cc:
+# "print the bucket in a fixed point (non-scientific) format"), so 1800000 stays "1800000".
+_LE = (*(format(bound, ".32g") for bound in DURATION_BUCKETS_MS), "+Inf")
 
-    return ",".join(f'{k}="{escape(v)}"' for k, v in values.items())
+
+class _Collector(Collector):
+    """Hands a `Metrics`' families to prometheus_client's registry at each scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.families()
 
 
 class Telemetry:

@@ -5,8 +5,9 @@ Names follow Knative's own metrics so a student recognises them on a real cluste
 Knative's buckets), ``autoscaler_desired_pods`` / ``autoscaler_actual_pods`` /
 ``autoscaler_stable_request_concurrency`` / ``autoscaler_panic_request_concurrency`` /
 ``autoscaler_panic_mode`` / ``autoscaler_excess_burst_capacity`` (autoscaler), and labkit's
-``labkit_cold_start_seconds`` for measured replica starts. Rendering is plain text in the
-Prometheus exposition format (version 0.0.4).
+``labkit_cold_start_seconds`` for measured replica starts. `render` writes the Prometheus text
+exposition format (version 0.0.4) through prometheus_client: a collector turns labkit's own
+counters into metric families and `generate_latest` writes them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import accumulate
 
-__all__ = ["LATENCY_BUCKETS_MS", "LatencyHistogram", "render"]
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["LATENCY_BUCKETS_MS", "LatencyHistogram", "le_text", "render"]
 
 LATENCY_BUCKETS_MS = (
     5, 10, 20, 40, 60, 80, 100, 150, 200, 250, 300, 350, 400, 450, 500, 600, 700, 800, 900,
@@ -48,13 +55,13 @@ class LatencyHistogram:
 
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound ms, requests at or below it), ending with (inf, total)."""
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[list[tuple[float, int]], float]:
+        """`cumulative()` and the sum in ms, read together (a scrape sees a consistent pair)."""
         with self._lock:
-            counts = list(self._counts)
-        out, running = [], 0
-        for bound, n in zip([*self.buckets, float("inf")], counts):
-            running += n
-            out.append((bound, running))
-        return out
+            counts, total_ms = list(self._counts), self._sum
+        return list(zip([*self.buckets, float("inf")], accumulate(counts))), total_ms
 
     def quantile(self, q: float) -> float:
         """An estimate of the q-quantile in ms (the upper bound of its bucket)."""
@@ -69,19 +76,6 @@ class LatencyHistogram:
     @property
     def sum_ms(self) -> float:
         return self._sum
-
-
-def _labels(labels: Mapping[str, object]) -> str:
-    inner = ",".join(
-        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels.items())
-    return "{" + inner + "}" if inner else ""
-
-
-def _number(value: float) -> str:
-    if value == float("inf"):
-        return "+Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
 Sample = tuple[str, Mapping[str, object], float]
@@ -106,19 +100,63 @@ _HELP = {
 
 def render(samples: Iterable[Sample],
            histograms: Iterable[tuple[str, Mapping[str, object], LatencyHistogram]] = ()) -> str:
-    """Prometheus text for plain samples and histograms, one HELP/TYPE block per name."""
-    by_name: dict[str, list[str]] = {}
-    for name, labels, value in samples:
-        by_name.setdefault(name, []).append(f"{name}{_labels(labels)} {_number(value)}")
-    for name, labels, histogram in histograms:
-        lines = by_name.setdefault(name, [])
-        for bound, running in histogram.cumulative():
-            le = {**labels, "le": _number(bound)}
-            lines.append(f"{name}_bucket{_labels(le)} {running}")
-        lines.append(f"{name}_sum{_labels(labels)} {_number(histogram.sum_ms)}")
-        lines.append(f"{name}_count{_labels(labels)} {histogram.count}")
-    out = []
-    for name, lines in by_name.items():
-        kind, text = _HELP.get(name, ("untyped", name))
-        out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *lines]
-    return "\n".join(out) + "\n"
+    """Prometheus text for plain samples and histograms, one HELP/TYPE block per name, in the
+    order the names first appear; rendered by prometheus_client on a private registry."""
+    registry = CollectorRegistry()
+    registry.register(_Families(list(samples), list(histograms)))
+    return generate_latest(registry).decode()
+
+
+def le_text(bound: float) -> str:
+    """A bucket bound as Knative writes it: its metrics go through Go's Prometheus client,
+    which formats `le` with strconv.FormatFloat(bound, 'g', -1, 64) ("5", "100000", "1e+06");
+    prometheus_client's floatToGoString is that except for a trailing ".0" on whole numbers."""
+    return floatToGoString(bound).removesuffix(".0")
+
+
+class _Families(Collector):
+    """Metric families from labkit's own counters (the samples and histograms given)."""
+
+    def __init__(self, samples: Sequence[Sample],
+                 histograms: Sequence[tuple[str, Mapping[str, object], LatencyHistogram]]) -> None:
+        self._samples = samples
+        self._histograms = histograms
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+
+        def family(name: str) -> Metric:
+            if name not in families:
+                families[name] = _family(name)
+            return families[name]
+
+        for name, labels, value in self._samples:
+            family(name).add_sample(name, _strings(labels), value)
+        for name, labels, histogram in self._histograms:
+            cumulative, total_ms = histogram.snapshot()
+            strings = _strings(labels)
+            histogram_family = family(name)
+            for bound, running in cumulative:
+                histogram_family.add_sample(f"{name}_bucket", {**strings, "le": le_text(bound)},
+                                            running)
+            histogram_family.add_sample(f"{name}_count", strings, cumulative[-1][1])
+            histogram_family.add_sample(f"{name}_sum", strings, total_ms)
+        yield from families.values()
+
+
+def _family(name: str) -> Metric:
+    """An empty family for `name`, typed as `_HELP` says."""
+    kind, text = _HELP.get(name, ("untyped", name))
+    if kind == "counter" and not name.endswith("_total"):
+        # Knative's counters (OpenCensus through Go's client) have no `_total` suffix, but
+        # prometheus_client writes every counter family's TYPE line as NAME_total (OpenMetrics'
+        # rule). Keeping the name students type into PromQL matters more than the TYPE comment,
+        # which PromQL ignores (rate() treats counters and untyped alike): these are untyped.
+        return Metric(name, text, "unknown")
+    if kind == "counter":  # the family is named without the suffix its samples carry
+        return Metric(name.removesuffix("_total"), text, "counter")
+    return Metric(name, text, "unknown" if kind == "untyped" else kind)
+
+
+def _strings(labels: Mapping[str, object]) -> dict[str, str]:
+    return {k: str(v) for k, v in labels.items()}
