@@ -12,7 +12,6 @@ kinds. Nothing is accepted unless everything is valid, so a caller can apply all
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import re
@@ -26,6 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from labkit.suggest import did_you_mean
 
 __all__ = [
     "KindKey",
@@ -217,8 +218,8 @@ def _unknown_kind_message(api_version: object, kind: object) -> str:
             f"unknown apiVersion {api_version!r} for kind {kind}; "
             f"use {' or '.join(repr(v) for v in versions)}"
         )
-    close = difflib.get_close_matches(str(kind), sorted({k for _, k in known}), n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = did_you_mean(kind, {k for _, k in known})
+    hint = f"{hint} " if hint else ""
     same_version = [k for a, k in known if a == api_version]
     if same_version:  # the apiVersion is right: name its kinds, not all of them
         return f"unknown kind {kind!r} (apiVersion {api_version!r}); {hint}{api_version} has: {', '.join(same_version)}"
@@ -335,6 +336,8 @@ def _read_yaml(text: str, file: str) -> Iterator[_Document | ManifestIssue]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = "; ".join(p for p in (exc.context, exc.problem) if p)
+        if "'\\t'" in what:  # YAML forbids tabs in indentation; editors and web pages add them
+            what += " (YAML indents with spaces only: replace the tab with spaces)"
         yield ManifestIssue(file, mark.line + 1 if mark else None, f"YAML syntax error: {what}")
     except yaml.YAMLError as exc:
         yield ManifestIssue(file, None, f"YAML error: {exc}")
@@ -415,6 +418,14 @@ def _field_names_at(model: type[BaseModel], loc: FieldPath) -> list[str]:
     return []
 
 
+def _owner_below(model: type[BaseModel], loc: FieldPath, name: str) -> str | None:
+    """The field at `loc` whose own fields (or its list items' fields) include `name`."""
+    for child in _field_names_at(model, loc):
+        if name in _field_names_at(model, loc + (child,)) + _field_names_at(model, loc + (child, 0)):
+            return child
+    return None
+
+
 def _type_hint(expected: str, value: Any, raw: str | None) -> str:
     """Nudges for YAML's typing traps: 8080 is a number, "2" a string, yes a boolean."""
     if expected == "a string" and isinstance(value, (bool, int, float)) and raw is not None:
@@ -430,10 +441,12 @@ def _message(model: type[KubeObject], err: Mapping[str, Any], raw: str | None) -
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         allowed = _field_names_at(model, loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        if close:
-            return f"unknown field {loc[-1]!r}; did you mean {close[0]!r}?"
+        if hint := did_you_mean(loc[-1], allowed):
+            return f"unknown field {loc[-1]!r}; {hint}"
         listing = ", ".join(allowed) if allowed else "none"
+        if owner := _owner_below(model, loc[:-1], str(loc[-1])):
+            # Copied YAML often loses an indentation level: name where the field does belong.
+            return f"unknown field {loc[-1]!r} here: it belongs under {owner!r} (allowed here: {listing})"
         return f"unknown field {loc[-1]!r} (allowed here: {listing})"
     if kind == "missing":
         return "required field is missing"

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from labkit.eventing import SpecError
 from labkit.eventing.events import Event, attribute_text
+from labkit.suggest import did_you_mean
 
 __all__ = [
     "Filter",
@@ -224,7 +225,8 @@ def _filter(element: Any, path: str) -> Filter:
     unknown = sorted(set(element) - set(DIALECTS))
     if unknown:
         raise SpecError(f"{path}.{unknown[0]}",
-                        "unknown filter dialect; expected one of " + ", ".join(DIALECTS))
+                        "unknown filter dialect; "
+                        + (did_you_mean(unknown[0], DIALECTS) or "expected one of " + ", ".join(DIALECTS)))
     present = [name for name in DIALECTS if name in element]
     if not present:
         raise SpecError(path, "exactly one of " + ", ".join(DIALECTS) + " must be set")

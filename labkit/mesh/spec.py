@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
+from labkit.suggest import did_you_mean
+
 __all__ = [
     "UNLIMITED",
     "SpecError",
@@ -83,8 +85,8 @@ def check_keys(spec: Mapping[str, Any], known: Iterable[str], path: str) -> None
     allowed = set(known)
     for key in spec:
         if key not in allowed:
-            hint = ", ".join(sorted(allowed))
-            raise SpecError(join(path, str(key)), f"unknown field (known fields: {hint})")
+            hint = did_you_mean(key, allowed) or "known fields: " + ", ".join(sorted(allowed))
+            raise SpecError(join(path, str(key)), f"unknown field {str(key)!r}; {hint}")
 
 
 @overload

@@ -38,6 +38,7 @@ from labkit.manifests import (
     label_problems,
 )
 from labkit.serving.autoscaler_config import AutoscalerConfig, annotation_errors
+from labkit.suggest import did_you_mean
 
 __all__ = [
     "API_VERSION",
@@ -359,7 +360,10 @@ class KnativeService(KubeObject):
         for line in annotation_errors(meta.annotations, _PERMISSIVE_CONFIG):
             message, _, keys = line.rpartition(": ")
             for key in keys.split(", "):
-                yield template_path + ("metadata", "annotations", key), message
+                # Knative's own message, plus the closest metric for a typo such as "rsp".
+                hint = did_you_mean(meta.annotations.get(key, ""), ("concurrency", "rps", "cpu", "memory"))
+                fixed = f"{message} ({hint})" if hint and key.endswith("/metric") else message
+                yield template_path + ("metadata", "annotations", key), fixed
         yield from self.spec.template.spec.problems(template_path + ("spec",))
         if self.spec.traffic is not None:
             yield from _traffic_problems(self.spec.traffic, ("spec", "traffic"))
