@@ -190,7 +190,9 @@ class Dashboard:
             for control in controls:
                 if hasattr(control.style, "description_width"):
                     control.style.description_width = f"{width}px"
-                control.layout.width = "100%"
+                # ipywidgets gives each control a 2-px margin on both sides: a 100% control
+                # would overflow its column by those margins and be cut at the right edge
+                control.layout.width = f"{COLUMN_WIDTH_PX - 6}px"
             layout = widgets.Layout(width=f"{COLUMN_WIDTH_PX}px", margin=f"0 {COLUMN_MARGIN_PX}px 8px 0")
             if title in folded:
                 columns.append(widgets.Accordion([widgets.VBox(controls)], titles=(title,), layout=layout))
