@@ -9,7 +9,7 @@ STAMP := $(VENV)/.labkit-installed
 # tested against labkit's model server, lives in a venv of its own (also a benchmark peer).
 KSERVE_PEER := bench/.venv/kserve/.installed
 
-.PHONY: lab test unit labs bench setup clean
+.PHONY: lab test unit labs browser chromium bench setup clean
 
 setup: $(STAMP)
 
@@ -23,19 +23,47 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/labkit lab
 
-test: unit labs
+# The peer venv needs the network, so only `make test` builds it; `make unit` runs without it
+# (the one `peer` test then skips and says how to build it).
+test: $(KSERVE_PEER) unit labs
 
-$(KSERVE_PEER): bench/bench_inference.py
+$(KSERVE_PEER): bench/bench_inference.py | $(STAMP)
 	$(BIN)/python bench/bench_inference.py --setup-peers --peer kserve > $(VENV)/peer.log 2>&1 || (cat $(VENV)/peer.log; exit 1)
 	touch $(KSERVE_PEER)
 
-unit: $(STAMP) $(KSERVE_PEER)
-	$(BIN)/python -m pytest -p no:cacheprovider -q tests
+unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests --ignore=tests/browser
 
 # nbval over every notebook; outputs are compared (sanitized for ports, addresses, timings).
 labs: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q --nbval --nbval-current-env \
 		--nbval-cell-timeout=300 --nbval-sanitize-with tests/nbval_sanitize.cfg labs
+
+# Every lab in JupyterLab in headless Chromium, as a student runs it (tests/browser/conftest.py).
+# Screenshots and report.json (response times) go to .browser-shots/.
+browser: $(STAMP) chromium
+	$(BIN)/python -m pytest -p no:cacheprovider -q -rs tests/browser
+
+# Debian's Chromium, installed when missing and we may (root on Debian); elsewhere the browser
+# tests skip and say why. Never `playwright install`: it downloads a browser of its own.
+chromium: $(STAMP)
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
+		echo "installing Debian's chromium for the browser tests (log: $(VENV)/chromium.log)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+			> $(VENV)/chromium.log 2>&1 || (cat $(VENV)/chromium.log; exit 1); \
+	fi
+
+# Debian's Prometheus evaluates Flagger MetricTemplates in the tests (and lab 10 where it exists):
+# labkit.flagger.prometheus runs its own server on a free port of 127.0.0.1, never a system one.
+# Installed when missing and we may (root on Debian); elsewhere those tests skip and say why.
+.PHONY: prometheus
+unit labs: prometheus
+prometheus: $(STAMP)
+	@if ! command -v prometheus >/dev/null && [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
+		echo "installing Debian's prometheus for the MetricTemplate tests (log: $(VENV)/prometheus.log)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
+			> $(VENV)/prometheus.log 2>&1 || (cat $(VENV)/prometheus.log; exit 1); \
+	fi
 
 # hey is the HTTP load generator the model-server benchmark shares with its peers.
 bench: $(STAMP)
