@@ -29,29 +29,11 @@ from typing import Any
 
 from labkit import load
 from labkit.cluster import LocalCluster
+from labkit.flagger.podinfo import podinfo_deployment
 
 RESULTS = Path(__file__).resolve().parent / "results" / "canary_live.json"
 INTERVAL, THRESHOLD, STEPS = 2.0, 2, 5
 NS = "default"
-BAD_APP = (
-    "import http.server, os\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    def do_GET(self):\n"
-    "        self.send_response(200 if self.path == '/' else 500); self.send_header('Content-Length', '0'); self.end_headers()\n"
-    "    def log_message(self, *a): pass\n"
-    "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
-)
-
-
-def target(version: str, bad: bool = False) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "podinfo", "image": "labkit/httpbin",
-                                 "env": [{"name": "VERSION", "value": version}]}
-    if bad:
-        container["command"] = [sys.executable, "-c", BAD_APP]
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "podinfo", "namespace": NS},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "podinfo"}},
-                     "template": {"metadata": {"labels": {"app": "podinfo"}}, "spec": {"containers": [container]}}}}
-
 
 CANARY = {"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo", "namespace": NS},
           "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
@@ -83,7 +65,7 @@ def main() -> int:
     os.environ.setdefault("LABKIT_FLAGGER_STATE", tempfile.mkdtemp(prefix="flagger-bench-"))
     with LocalCluster() as cluster:
         cluster.apply([{"apiVersion": "v1", "kind": "Namespace",
-                        "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}}, target("v1")])
+                        "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}}, podinfo_deployment("v1", namespace=NS)])
         cluster.apply(CANARY)
         proxy = cluster.client(NS).outbound_url
         stop = threading.Event()
@@ -95,10 +77,10 @@ def main() -> int:
         sender = threading.Thread(target=traffic, daemon=True)
         sender.start()
         try:
-            cluster.apply(target("v2"))  # returns once the new version's pod is ready
+            cluster.apply(podinfo_deployment("v2", namespace=NS))  # returns once the new version's pod is ready
             start = time.monotonic()
             promoted = wait(cluster, "Succeeded") - start
-            cluster.apply(target("v3", bad=True))
+            cluster.apply(podinfo_deployment("v3", failing=True, namespace=NS))
             wait(cluster, "Failed")
         finally:
             stop.set()

@@ -99,8 +99,19 @@ class Framing(NamedTuple):
 _NONE = Framing("none")
 
 
+class _Message:
+    """`header(name)` for the message types (no state: they keep their own slots)."""
+
+    __slots__ = ()
+    headers: list[tuple[str, str]]
+
+    def header(self, name: str) -> str | None:
+        """The first value of field `name` (case-insensitive), None when absent."""
+        return _first(self.headers, name)
+
+
 @dataclass(slots=True)
-class RequestHead:
+class RequestHead(_Message):
     method: str
     target: str
     version: str
@@ -110,12 +121,9 @@ class RequestHead:
     keep_alive: bool
     expect_continue: bool
 
-    def header(self, name: str) -> str | None:
-        return _first(self.headers, name)
-
 
 @dataclass(slots=True)
-class Request:
+class Request(_Message):
     """A whole request; header names keep their case, `header()` looks them up."""
 
     method: str
@@ -126,12 +134,9 @@ class Request:
     trailers: list[tuple[str, str]] = field(default_factory=list)
     keep_alive: bool = True
 
-    def header(self, name: str) -> str | None:
-        return _first(self.headers, name)
-
 
 @dataclass(slots=True)
-class Response:
+class Response(_Message):
     """A whole response; `size` counts the bytes it took on the wire."""
 
     version: str
@@ -142,9 +147,6 @@ class Response:
     trailers: list[tuple[str, str]] = field(default_factory=list)
     keep_alive: bool = True
     size: int = 0
-
-    def header(self, name: str) -> str | None:
-        return _first(self.headers, name)
 
 
 def _first(headers: list[tuple[str, str]], name: str) -> str | None:
@@ -252,21 +254,27 @@ async def _head(reader: asyncio.StreamReader, max_head: int, status: int, what: 
             return head
 
 
+def _split_head(head: bytes, start_line: re.Pattern[str]) -> tuple[re.Match[str] | None, str, str]:
+    """(the start line matched by `start_line` or None, its first 80 characters for an error
+    message, the field block) of one head (CRLF CRLF included)."""
+    text = head.decode("latin-1")
+    end = text.index("\r\n")
+    return start_line.fullmatch(text, 0, end), text[:min(end, 80)], text[end + 2:-2]
+
+
 async def read_request_head(reader: asyncio.StreamReader, *,
                             max_head: int = MAX_HEAD) -> RequestHead | None:
     """The next request head on a connection, or None when the client closed it first."""
     head = await _head(reader, max_head, 431, "request")
     if not head:
         return None
-    text = head.decode("latin-1")
-    end = text.index("\r\n")
-    match = _REQUEST_LINE.fullmatch(text, 0, end)
+    match, line, block = _split_head(head, _REQUEST_LINE)
     if match is None:
-        raise HttpError(400, f"malformed request line {text[:min(end, 80)]!r}")
+        raise HttpError(400, f"malformed request line {line!r}")
     if match[3] != "1":
         raise HttpError(505, f"HTTP/{match[3]}.{match[4]} is not supported; use HTTP/1.1")
     version = f"HTTP/1.{match[4]}"
-    headers, fields = _fields(text[end + 2:-2], 400)
+    headers, fields = _fields(block, 400)
     framing = _body_framing(fields, version, request=True, bad=400)
     expect = fields.get("expect", [""])[0].lower() == "100-continue" and version == "HTTP/1.1"
     return RequestHead(match[1], match[2], version, headers, framing, len(head),
@@ -305,15 +313,13 @@ async def read_response(reader: asyncio.StreamReader, method: str, *,
         head = await _head(reader, max_head, 502, "status")
         if not head:
             raise asyncio.IncompleteReadError(b"", None)
-        text = head.decode("latin-1")
-        end = text.index("\r\n")
-        match = _STATUS_LINE.fullmatch(text, 0, end)
+        match, line, block = _split_head(head, _STATUS_LINE)
         if match is None or match[1] != "1":
-            raise HttpError(502, f"not an HTTP/1.x status line: {text[:min(end, 80)]!r}")
+            raise HttpError(502, f"not an HTTP/1.x status line: {line!r}")
         version, status = f"HTTP/1.{match[2]}", int(match[3])
         if not 100 <= status < 200 or status == 101:
             break  # an interim answer (100 Continue, 103 Early Hints) precedes the final one
-    headers, fields = _fields(text[end + 2:-2], 502)
+    headers, fields = _fields(block, 502)
     persistent = _keep_alive(version, fields.get("connection", []))
     if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
         framing = _NONE  # RFC 9112 6.3 item 1, whatever the header fields say

@@ -54,6 +54,16 @@ spec:
 """
 
 
+def meshed(*manifests: str) -> Iterator[LocalCluster]:
+    """A cluster running WORKLOADS and then `manifests`, closed when the generator is: a
+    module fixture does `yield from meshed(...)`."""
+    with LocalCluster(start_timeout=20.0) as cluster:
+        cluster.apply(WORKLOADS)
+        for manifest in manifests:
+            cluster.apply(manifest)
+        yield cluster
+
+
 @contextmanager
 def applied(cluster: LocalCluster, manifest: str) -> Iterator[None]:
     """Apply mesh configuration for one test and remove it afterwards."""
@@ -103,4 +113,30 @@ metadata: {{name: {host}}}
 spec:
   host: {host}
   trafficPolicy:{fields}
+"""
+
+
+def versioned(app: str, port: int, replicas: dict[str, int]) -> str:
+    """A Service `app` on `port` over one Deployment `app-VERSION` per version (labels `app` and
+    `version`, Istio's subset and telemetry labels), each running labkit/hello answering
+    "Hello VERSION!", with that many replicas."""
+    deployments = "".join(f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {app}-{version}}}
+spec:
+  replicas: {count}
+  selector: {{matchLabels: {{app: {app}, version: {version}}}}}
+  template:
+    metadata: {{labels: {{app: {app}, version: {version}}}}}
+    spec:
+      containers: [{{name: {app}, image: labkit/hello, env: [{{name: TARGET, value: {version}}}]}}]
+---""" for version, count in replicas.items())
+    return f"""{deployments}
+apiVersion: v1
+kind: Service
+metadata: {{name: {app}}}
+spec:
+  selector: {{app: {app}}}
+  ports: [{{port: {port}, name: http}}]
 """

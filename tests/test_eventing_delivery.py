@@ -75,6 +75,8 @@ def test_parse_delivery_full_spec() -> None:
          "missing"),
         ({"format": "xml"}, "spec.delivery.format", "unknown format"),
         ({"retries": 3}, "spec.delivery.retries", "did you mean 'retry'"),
+        # labkit.suggest: a field in the wrong case is named (difflib alone finds nothing)
+        ({"TIMEOUT": "PT1S"}, "spec.delivery.TIMEOUT", "did you mean 'timeout'"),
         (["retry"], "spec.delivery", "must be a map"),
     ],
 )

@@ -6,10 +6,9 @@ as synchronisation), and nothing asserts on timing.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +16,9 @@ import pytest
 
 from labkit import load
 from labkit.cluster import ApplyError, LocalCluster
+from labkit.flagger.podinfo import failing_command, podinfo_deployment
 
 NS = "default"
-
-# A version that answers 500 to everything but its readiness probe.
-BAD_APP = (
-    "import http.server, os\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    def do_GET(self):\n"
-    "        code = 200 if self.path == '/' else 500\n"
-    "        self.send_response(code); self.send_header('Content-Length', '0'); self.end_headers()\n"
-    "    def log_message(self, *a): pass\n"
-    "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
-)
-
-
-def target(version: str, bad: bool = False) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "podinfo", "image": "labkit/httpbin",
-                                 "env": [{"name": "VERSION", "value": version}]}
-    if bad:
-        container["command"] = [sys.executable, "-c", BAD_APP]
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "podinfo", "namespace": NS},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "podinfo"}},
-                     "template": {"metadata": {"labels": {"app": "podinfo"}},
-                                  "spec": {"containers": [container]}}}}
-
 
 NAMESPACE = {"apiVersion": "v1", "kind": "Namespace",
              "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}}
@@ -118,7 +94,7 @@ def messages(detail: dict[str, Any]) -> list[str]:
 
 
 def test_initialisation_creates_flagger_objects(cluster: LocalCluster) -> None:
-    cluster.apply([NAMESPACE, target("v1")])
+    cluster.apply([NAMESPACE, podinfo_deployment("v1")])
     cluster.apply(canary({"stepWeight": 50, "metrics": [SUCCESS_RATE]}))
     detail = status(cluster)
     assert detail["status"]["phase"] == "Initialized"
@@ -136,11 +112,11 @@ def test_initialisation_creates_flagger_objects(cluster: LocalCluster) -> None:
 
 
 def test_rollout_promotes_and_bad_canary_rolls_back(cluster: LocalCluster) -> None:
-    cluster.apply([NAMESPACE, target("v1")])
+    cluster.apply([NAMESPACE, podinfo_deployment("v1")])
     cluster.apply(canary({"stepWeight": 50, "maxWeight": 50, "metrics": [SUCCESS_RATE]}))
     seen_weights: set[int] = set()
     with Traffic(cluster):
-        cluster.apply(target("v2"))
+        cluster.apply(podinfo_deployment("v2"))
         deadline = time.monotonic() + 40
         while status(cluster)["status"]["phase"] != "Succeeded" and time.monotonic() < deadline:
             seen_weights.add(weights(cluster)[1])
@@ -160,7 +136,7 @@ def test_rollout_promotes_and_bad_canary_rolls_back(cluster: LocalCluster) -> No
     assert cluster.get("Deployment", "podinfo", NS).object.spec.replicas == 0
 
     with Traffic(cluster):
-        cluster.apply(target("v3", bad=True))
+        cluster.apply(podinfo_deployment("v3", failing=True))
         detail = wait_for(cluster, "Failed")
     assert "Halt podinfo.default advancement success rate 0.00% < 99%" in messages(detail)
     assert "Rolling back podinfo.default failed checks threshold reached 2" in messages(detail)
@@ -173,7 +149,7 @@ def test_bad_input_is_refused_before_anything_changes(cluster: LocalCluster) -> 
     cluster.apply([NAMESPACE])
     with pytest.raises(ApplyError, match=r"spec.targetRef: Deployment 'podinfo' not found"):
         cluster.apply(canary({"stepWeight": 10}))
-    cluster.apply(target("v1"))
+    cluster.apply(podinfo_deployment("v1"))
     missing = canary({"stepWeight": 10, "metrics": [
         {"name": "accuracy", "templateRef": {"name": "model-accuracy"}, "thresholdRange": {"min": 0.9}}]})
     with pytest.raises(ApplyError, match=r"spec.analysis.metrics\[0\].templateRef: MetricTemplate 'model-accuracy' not found"):
@@ -196,7 +172,7 @@ GATE = {"name": "approval", "type": "confirm-promotion", "url": f"http://flagger
 
 
 def hello(version: str) -> dict[str, Any]:
-    body = target(version)
+    body = podinfo_deployment(version)
     body["spec"]["template"]["spec"]["containers"][0] = {
         "name": "podinfo", "image": "labkit/hello", "env": [{"name": "TARGET", "value": version}]}
     return body
@@ -213,7 +189,7 @@ def test_load_test_webhook_gate_and_controller_restart(cluster: LocalCluster) ->
     """The load tester's hey traffic (through its own sidecar) feeds the success rate; the
     confirm-promotion gate holds the rollout at 50 %; the Canary deleted and applied again keeps
     that weight and resumes; opening the gate promotes."""
-    cluster.apply([NAMESPACE, target("v1"), *LOADTESTER])
+    cluster.apply([NAMESPACE, podinfo_deployment("v1"), *LOADTESTER])
     # threshold 5: the tick that starts hey reads a window without traffic yet ("no values
     # found", a failed check), as in Flagger
     spec = canary({"threshold": 5, "stepWeight": 50, "maxWeight": 50, "metrics": [SUCCESS_RATE], "webhooks": [
@@ -221,7 +197,7 @@ def test_load_test_webhook_gate_and_controller_restart(cluster: LocalCluster) ->
          "metadata": {"cmd": f"hey -z 1m -q 20 -c 2 http://podinfo-canary.{NS}:9898/get"}},
         GATE]})
     cluster.apply(spec)
-    cluster.apply(target("v2"))
+    cluster.apply(podinfo_deployment("v2"))
     held = wait_for(cluster, "WaitingPromotion")
     assert "Halt podinfo.default advancement waiting for promotion approval approval" in messages(held)
     assert weights(cluster) == [50, 50]
@@ -237,7 +213,7 @@ def test_load_test_webhook_gate_and_controller_restart(cluster: LocalCluster) ->
     # a kernel restart: a new cluster, the same manifests applied again
     cluster.close()
     with LocalCluster() as fresh:
-        fresh.apply([NAMESPACE, target("v2"), *LOADTESTER])
+        fresh.apply([NAMESPACE, podinfo_deployment("v2"), *LOADTESTER])
         fresh.apply(spec)
         assert status(fresh)["status"]["phase"] == "WaitingPromotion"
         assert weights(fresh) == [50, 50]
@@ -270,10 +246,10 @@ def test_ab_routes_only_matching_requests_to_the_canary(cluster: LocalCluster) -
 
 
 def test_failing_webhook_rolls_back(cluster: LocalCluster) -> None:
-    cluster.apply([NAMESPACE, target("v1"), *LOADTESTER])
+    cluster.apply([NAMESPACE, podinfo_deployment("v1"), *LOADTESTER])
     cluster.apply(canary({"stepWeight": 50, "webhooks": [
         {"name": "acceptance", "type": "rollout", "url": f"http://flagger-loadtester.{NS}/gate/halt"}]}))
-    cluster.apply(target("v2"))
+    cluster.apply(podinfo_deployment("v2"))
     detail = wait_for(cluster, "Failed")
     assert messages(detail)[-4:] == [
         "Halt podinfo.default advancement external check acceptance failed Forbidden",
@@ -289,7 +265,7 @@ def ksvc(version: str, bad: bool = False) -> dict[str, Any]:
                                  "env": [{"name": "TARGET", "value": version}]}
     if bad:
         container = {"image": "labkit/httpbin", "env": [{"name": "TARGET", "value": version}],
-                     "command": [sys.executable, "-c", BAD_APP]}
+                     "command": failing_command()}
     return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
             "metadata": {"name": "podinfo", "namespace": NS},
             "spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1"}},

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from mesh_helpers import WORKLOADS, applied, get, one_route
+from mesh_helpers import applied, get, meshed, one_route
 
 import labkit.inference.kinds  # noqa: F401  (registers the labkit/model-monitor image)
 from labkit import manifests
@@ -121,11 +121,8 @@ def test_the_canary_controller_asks_prometheus_through_this_provider() -> None:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[LocalCluster]:
-    with LocalCluster(start_timeout=20.0) as cluster:
-        cluster.apply(WORKLOADS)
-        # the monitor's accuracy window = the rows labelled in the measured phase
-        cluster.apply(MONITOR_YAML.replace('args: ["--window", "100"]', 'args: ["--window", "40"]'))
-        yield cluster
+    # the monitor's accuracy window = the rows labelled in the measured phase
+    yield from meshed(MONITOR_YAML.replace('args: ["--window", "100"]', 'args: ["--window", "40"]'))
 
 
 def predict_and_label(client: httpx.Client, monitor: str, first: int, rows: int,

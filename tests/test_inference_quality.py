@@ -84,13 +84,13 @@ def served(version: str, *labels: Any) -> Served:
 def ledger_with(*predictions: tuple[str, Served]) -> Ledger:
     ledger = Ledger(max_window=50)
     for request_id, prediction in predictions:
-        assert ledger.record_response(request_id, prediction)
+        assert ledger.record_response(request_id, prediction).new
     return ledger
 
 
 def test_feedback_joins_by_id_counts_duplicates_once_and_refuses_conflicts() -> None:
     ledger = ledger_with(("a", served("v1", 3)), ("b", served("v1", 5)), ("c", served("v2", 1)))
-    assert not ledger.record_response("a", served("v1", 9))  # a repeated event counts once
+    assert not ledger.record_response("a", served("v1", 9)).new  # a repeated event counts once
     joined = ledger.join([("a", 3), ("b", 6), ("a", 3)], ["[0]", "[1]", "[2]"])
     assert [(j.correct, j.duplicate) for j in joined] == [(1, False), (0, False), (1, True)]
     assert ledger.accuracy(("default", "digits", "v1")) == Accuracy(2, 1)
@@ -133,6 +133,21 @@ def test_requests_without_a_logged_response_are_explained() -> None:
     with pytest.raises(FeedbackError) as missing:
         ledger.join([("r1", 1)], [""])
     assert missing.value.status == 409 and "response was not" in missing.value.message
+
+
+def test_a_mirrored_copy_is_kept_beside_the_answer_and_both_are_labelled() -> None:
+    """Istio's mirror keeps the request id: one id, two versions, each counted on its rows,
+    also when the copy is logged after the label arrived."""
+    ledger = ledger_with(("m1", served("v1", 7, 2)), ("m2", served("v1", 5)))
+    assert ledger.record_response("m1", served("v3", 7, 3)).new  # the mirrored copy
+    joined = ledger.join([("m1", [7, 3]), ("m2", 5)], ["[0]", "[1]"])
+    assert [(j.rows, j.correct) for j in joined] == [(4, 3), (1, 1)]
+    late = ledger.record_response("m2", served("v3", 4))  # the copy of m2, after its label
+    assert late.new and late.counted is not None and (late.counted.rows, late.counted.correct) == (1, 0)
+    assert ledger.accuracy(("default", "digits", "v1")) == Accuracy(3, 2)
+    assert ledger.accuracy(("default", "digits", "v3")) == Accuracy(3, 2)
+    assert not ledger.record_response("m1", served("v3", 0, 0)).new  # repeated: not counted
+    assert ledger.accuracy(("default", "digits", "v3")) == Accuracy(3, 2)
 
 
 def test_oldest_predictions_are_forgotten_past_the_bound() -> None:
@@ -327,12 +342,17 @@ def test_revision_from_pod_name_and_failed_answers_are_not_predictions(
     assert ok.status_code == 200 and ok.json()["rows"] == 2
 
 
-def log_response(live: dict[str, Any], request_id: str, *labels: int) -> None:
-    """Post a logged response event straight to the monitor, as KServe's agent would."""
+def log_response(live: dict[str, Any], request_id: str, *labels: int,
+                 version: str | None = None) -> None:
+    """Post a logged response event straight to the monitor, as KServe's agent would (the
+    answer names `version` as `model_version` when given, else it is the endpoint's)."""
+    answer_body: dict[str, Any] = {"predictions": list(labels)}
+    if version is not None:
+        answer_body["model_version"] = version
     event = Event({"specversion": "1.0", "id": request_id, "source": "probe-pod",
                    "type": RESPONSE_TYPE, "inferenceservicename": "probe",
                    "namespace": "default", "component": "predictor", "endpoint": "default"},
-                  orjson.dumps({"predictions": list(labels)}))
+                  orjson.dumps(answer_body))
     headers, body = encode_binary(event)
     answer = live["client"].post(live["url"] + "/", headers=headers, content=body)
     assert answer.status_code == 200, answer.text
@@ -371,6 +391,22 @@ def test_duplicate_feedback_counts_once_and_a_different_label_conflicts(
     other = client.post(url + "/feedback", json={"id": "dup-1", "label": 3})
     assert other.status_code == 409 and "already labelled 7" in other.json()["error"]
     assert counter(live, "model_feedback_total", model="probe", version="default") == 1
+
+
+def test_one_monitor_scores_the_answer_and_its_mirrored_copy(live: dict[str, Any]) -> None:
+    client, url = live["client"], live["url"]
+    log_response(live, "mirror-1", 7, 2, version="live")
+    log_response(live, "mirror-1", 7, 3, version="shadow")  # the copy: same id
+    both = client.post(url + "/feedback", json={"id": "mirror-1", "label": [7, 3]})
+    assert both.json() == {"accepted": 1, "duplicates": 0, "rows": 4, "correct": 3}
+    log_response(live, "mirror-2", 1, version="live")
+    assert client.post(url + "/feedback", json={"id": "mirror-2", "label": 1}).json()["rows"] == 1
+    log_response(live, "mirror-2", 1, version="shadow")  # logged after its label: counted now
+    probe = {v["version"]: v for v in client.get(url + "/accuracy").json()["versions"]
+             if v["model"] == "probe"}
+    assert (probe["live"]["labelled"], probe["live"]["correct"]) == (3, 2)
+    assert (probe["shadow"]["labelled"], probe["shadow"]["correct"]) == (3, 3)
+    assert counter(live, "model_feedback_total", model="probe", version="shadow", correct="true") == 3
 
 
 def test_bad_events_and_routes(live: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from mesh_helpers import WORKLOADS, applied, get, one_route
+from mesh_helpers import applied, get, meshed, one_route, versioned
 
 from labkit.cluster import LocalCluster
 from labkit.flagger import metrics as flagger_metrics
@@ -18,35 +18,7 @@ from labkit.mesh.control import control_plane
 
 # v1 runs three pods and v2 one: with consistent hashing over all four, about a quarter of
 # the users land on v2, each of them for good.
-VERSIONS = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: model-v1}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: model, version: v1}}
-  template:
-    metadata: {labels: {app: model, version: v1}}
-    spec:
-      containers: [{name: m, image: labkit/hello, env: [{name: TARGET, value: v1}]}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: model-v2}
-spec:
-  selector: {matchLabels: {app: model, version: v2}}
-  template:
-    metadata: {labels: {app: model, version: v2}}
-    spec:
-      containers: [{name: m, image: labkit/hello, env: [{name: TARGET, value: v2}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: model}
-spec:
-  selector: {app: model}
-  ports: [{port: 80, name: http}]
-"""
+VERSIONS = versioned("model", 80, {"v1": 3, "v2": 1})
 
 USERS, REQUESTS = 120, 5
 
@@ -100,10 +72,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[LocalCluster]:
-    with LocalCluster(start_timeout=20.0) as cluster:
-        cluster.apply(WORKLOADS)
-        cluster.apply(VERSIONS)
-        yield cluster
+    yield from meshed(VERSIONS)
 
 
 def versions_seen(mesh: LocalCluster, caller: str, headers_of) -> dict[int, set[str]]:  # type: ignore[no-untyped-def]

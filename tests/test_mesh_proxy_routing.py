@@ -10,40 +10,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from mesh_helpers import WORKLOADS, applied, echoed_headers, get, one_route
+from mesh_helpers import applied, echoed_headers, get, meshed, one_route, versioned
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from labkit.cluster import LocalCluster
 
-VERSIONS = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1}
-spec:
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template:
-    metadata: {labels: {app: reviews, version: v1}}
-    spec:
-      containers: [{name: r, image: labkit/hello, env: [{name: TARGET, value: v1}]}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v2}
-spec:
-  selector: {matchLabels: {app: reviews, version: v2}}
-  template:
-    metadata: {labels: {app: reviews, version: v2}}
-    spec:
-      containers: [{name: r, image: labkit/hello, env: [{name: TARGET, value: v2}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{port: 9080, name: http}]
----
+VERSIONS = versioned("reviews", 9080, {"v1": 1, "v2": 1}) + """---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
@@ -58,10 +31,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[LocalCluster]:
-    with LocalCluster(start_timeout=20.0) as cluster:
-        cluster.apply(WORKLOADS)
-        cluster.apply(VERSIONS)
-        yield cluster
+    yield from meshed(VERSIONS)
 
 
 def test_host_header_forms_and_absolute_form_all_reach_the_service(mesh: LocalCluster) -> None:

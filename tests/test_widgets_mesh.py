@@ -120,3 +120,20 @@ def test_service_graph_rates_errors_and_mtls():
     plt.close(fig)
     with pytest.raises(ValueError, match="seconds"):
         service_graph(before, before, 0)
+
+
+def test_service_graph_reads_escaped_label_values_back():
+    """Label values with a backslash, a quote or a newline, written by prometheus_client's own
+    exposition (as the sidecars write them), come back as they were."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from labkit.widgets.service_graph import parse_requests_total
+
+    registry = CollectorRegistry()
+    counter = Counter("istio_requests", "requests", ["source_workload", "request_path"], registry=registry)
+    odd = {"source_workload": 'C:\\new "app"', "request_path": "line1\nline2\\n"}
+    counter.labels(**odd).inc(3)
+    counter.labels(source_workload="plain", request_path="/").inc()
+    samples = parse_requests_total(generate_latest(registry).decode())
+    assert samples == {tuple(sorted(odd.items())): 3.0,
+                       (("request_path", "/"), ("source_workload", "plain")): 1.0}

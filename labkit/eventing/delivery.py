@@ -25,7 +25,6 @@ Knative facts encoded here (reference §5.2, §7; knative/eventing pkg/kncloudev
 from __future__ import annotations
 
 import base64
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Union
 
 from labkit.eventing import SpecError
+from labkit.suggest import did_you_mean
 
 __all__ = [
     "DeliverySpec",
@@ -142,10 +142,9 @@ def parse_delivery(spec: Any, path: str = "spec.delivery") -> DeliverySpec | Non
         raise SpecError(path, "must be a map with fields " + ", ".join(_FIELDS))
     for name in spec:
         if name not in _FIELDS:
-            close = difflib.get_close_matches(str(name), _FIELDS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SpecError(f"{path}.{name}", f"unknown field{hint}; expected one of "
-                            + ", ".join(_FIELDS))
+            hint = did_you_mean(name, _FIELDS)
+            raise SpecError(f"{path}.{name}", "unknown field" + (f" ({hint})" if hint else "")
+                            + "; expected one of " + ", ".join(_FIELDS))
     if not spec:
         return None
     retry = spec.get("retry", 0)

@@ -350,65 +350,80 @@ class _Tick:
     def set_routes(self, primary: int, canary: int, mirrored: bool = False) -> None:
         self.routes = Routes(primary, canary, mirrored)
 
+    def advance_iteration(self, iteration: int, wanted: int) -> None:
+        """Count an A/B or blue/green iteration, with Flagger's event."""
+        self._write(iterations=iteration)
+        self.info(f"Advance {self.name} canary iteration {iteration}/{wanted}")
+
     # the hooks
+    def _run_hooks(self, kind: str, phase: str, *, until_ok: bool = False,
+                   otherwise: str = "") -> tuple[CanaryWebhook, HookResult] | None:
+        """Call the `kind` hooks in order and return the first whose answer's `ok` is
+        `until_ok`: Flagger stops at the first gate that fails, or at the first rollback hook
+        that signals (fluxcd/flagger pkg/controller/scheduler_hooks.go, `runConfirm*Hooks`,
+        `runPreRolloutHooks`, `runRollbackHooks`; scheduler.go, `runAnalysis`). Each hook passed
+        on the way logs `otherwise` (with `{name}`) when given."""
+        for hook in self._hooks(kind):
+            result = self.r.webhook(hook, phase)
+            if result.ok == until_ok:
+                return hook, result
+            if otherwise:
+                self.info(otherwise.format(name=hook.name))
+        return None
+
     def _hooks(self, kind: str) -> list[CanaryWebhook]:
         return [h for h in self.cd.spec.analysis.webhooks if h.kind == kind]
 
     def confirm_rollout(self) -> bool:
-        for hook in self._hooks("confirm-rollout"):
-            if not self.r.webhook(hook, self.status.phase).ok:
-                if self.status.phase != WAITING:
-                    self.set_phase(WAITING)
-                    self.warn(f"Halt {self.name} advancement waiting for approval {hook.name}")
-                return False
-            self.info(f"Confirm-rollout check {hook.name} passed")
-        return True
+        stopped = self._run_hooks("confirm-rollout", self.status.phase,
+                                  otherwise="Confirm-rollout check {name} passed")
+        if stopped is not None and self.status.phase != WAITING:
+            self.set_phase(WAITING)
+            self.warn(f"Halt {self.name} advancement waiting for approval {stopped[0].name}")
+        return stopped is None
 
     def confirm_promotion(self) -> bool:
-        for hook in self._hooks("confirm-promotion"):
-            if not self.r.webhook(hook, PROGRESSING).ok:
-                if self.status.phase != WAITING_PROMOTION:
-                    self.set_phase(WAITING_PROMOTION)
-                    self.warn(f"Halt {self.name} advancement waiting for promotion approval {hook.name}")
-                else:
-                    self._write(iterations=(self.cd.spec.analysis.iterations or 0) - 1)
-                return False
-            self.info(f"Confirm-promotion check {hook.name} passed")
-        return True
+        stopped = self._run_hooks("confirm-promotion", PROGRESSING,
+                                  otherwise="Confirm-promotion check {name} passed")
+        if stopped is None:
+            return True
+        if self.status.phase != WAITING_PROMOTION:
+            self.set_phase(WAITING_PROMOTION)
+            self.warn(f"Halt {self.name} advancement waiting for promotion approval {stopped[0].name}")
+        else:
+            self._write(iterations=(self.cd.spec.analysis.iterations or 0) - 1)
+        return False
 
     def confirm_traffic_increase(self) -> bool:
-        for hook in self._hooks("confirm-traffic-increase"):
-            if not self.r.webhook(hook, PROGRESSING).ok:
-                self.warn(f"Halt {self.name} advancement waiting for traffic increase approval {hook.name}")
-                return False
-            self.info(f"Confirm-traffic-increase check {hook.name} passed")
-        return True
+        stopped = self._run_hooks("confirm-traffic-increase", PROGRESSING,
+                                  otherwise="Confirm-traffic-increase check {name} passed")
+        if stopped is not None:
+            self.warn(f"Halt {self.name} advancement waiting for traffic increase approval "
+                      f"{stopped[0].name}")
+        return stopped is None
 
     def pre_rollout(self) -> bool:
-        for hook in self._hooks("pre-rollout"):
-            result = self.r.webhook(hook, PROGRESSING)
-            if not result.ok:
-                self.warn(f"Halt {self.name} advancement pre-rollout check {hook.name} failed "
-                          f"{result.message}")
-                return False
-            self.info(f"Pre-rollout check {hook.name} passed")
-        return True
+        stopped = self._run_hooks("pre-rollout", PROGRESSING, otherwise="Pre-rollout check {name} passed")
+        if stopped is not None:
+            hook, result = stopped
+            self.warn(f"Halt {self.name} advancement pre-rollout check {hook.name} failed "
+                      f"{result.message}")
+        return stopped is None
 
     def rollback_requested(self) -> bool:
-        for hook in self._hooks("rollback"):
-            if self.r.webhook(hook, self.status.phase).ok:
-                self.warn(f"Rollback check {hook.name} passed")
-                return True
-            self.info(f"Rollback hook {hook.name} not signaling a rollback")
-        return False
+        signal = self._run_hooks("rollback", self.status.phase, until_ok=True,
+                                 otherwise="Rollback hook {name} not signaling a rollback")
+        if signal is not None:
+            self.warn(f"Rollback check {signal[0].name} passed")
+        return signal is not None
 
     # analysis: rollout webhooks, then built-in metrics, then the rest, first failure halts
     def analysis_passes(self) -> bool:
-        for hook in self._hooks("rollout"):
-            result = self.r.webhook(hook, PROGRESSING)
-            if not result.ok:
-                self.warn(f"Halt {self.name} advancement external check {hook.name} failed {result.message}")
-                return False
+        stopped = self._run_hooks("rollout", PROGRESSING)
+        if stopped is not None:
+            hook, result = stopped
+            self.warn(f"Halt {self.name} advancement external check {hook.name} failed {result.message}")
+            return False
         metrics = self.cd.spec.analysis.metrics
         builtin = [m for m in metrics if m.name in BUILTIN_METRICS and m.template_ref is None]
         others = [m for m in metrics if m not in builtin]
@@ -441,28 +456,20 @@ class _Tick:
         else:
             lo, hi = None, m.threshold
         if m.name == "request-success-rate" and builtin:
-            shown = f"success rate {value:.2f}%"
-            if lo is not None and value < lo:
-                self.warn(f"Halt {self.name} advancement {shown} < {_v(lo)}%")
-                return False
-            if hi is not None and value > hi:
-                self.warn(f"Halt {self.name} advancement {shown} > {_v(hi)}%")
-                return False
-            return True
+            return self._within(f"success rate {value:.2f}%", value, lo, hi, lambda b: f"{_v(b)}%")
         if m.name == "request-duration" and builtin:
-            shown = f"request duration {go_duration_text(value)}"
-            if lo is not None and value < lo:
-                self.warn(f"Halt {self.name} advancement {shown} < {go_duration_text(lo)}")
-                return False
-            if hi is not None and value > hi:
-                self.warn(f"Halt {self.name} advancement {shown} > {go_duration_text(hi)}")
-                return False
-            return True
+            return self._within(f"request duration {go_duration_text(value)}", value, lo, hi,
+                                go_duration_text)
+        return self._within(f"{m.name} {value:.2f}", value, lo, hi, _v)
+
+    def _within(self, shown: str, value: float, lo: float | None, hi: float | None,
+                bound: Callable[[float], str]) -> bool:
+        """Whether `value` is in [lo, hi]; if not, Flagger's halt event ("... < min")."""
         if lo is not None and value < lo:
-            self.warn(f"Halt {self.name} advancement {m.name} {value:.2f} < {_v(lo)}")
+            self.warn(f"Halt {self.name} advancement {shown} < {bound(lo)}")
             return False
         if hi is not None and value > hi:
-            self.warn(f"Halt {self.name} advancement {m.name} {value:.2f} > {_v(hi)}")
+            self.warn(f"Halt {self.name} advancement {shown} > {bound(hi)}")
             return False
         return True
 
@@ -656,8 +663,7 @@ def _run_ab(t: _Tick) -> None:
     if wanted > done:
         # the matched requests all go to the canary, the rest stay on the primary
         t.set_routes(0, TOTAL_WEIGHT)
-        t._write(iterations=done + 1)
-        t.info(f"Advance {t.name} canary iteration {done + 1}/{wanted}")
+        t.advance_iteration(done + 1, wanted)
         return
     if not t.confirm_promotion():
         return
@@ -671,8 +677,7 @@ def _run_blue_green(t: _Tick, mirrored: bool) -> None:
     if wanted > done:
         if a.mirror and not mirrored:
             t.set_routes(TOTAL_WEIGHT, 0, True)
-        t._write(iterations=done + 1)
-        t.info(f"Advance {t.name} canary iteration {done + 1}/{wanted}")
+        t.advance_iteration(done + 1, wanted)
         return
     if not t.confirm_promotion():
         return

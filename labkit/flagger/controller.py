@@ -26,6 +26,7 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -48,7 +49,15 @@ from labkit.flagger.templates import PrometheusQuery, render_query
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
 
-__all__ = ["CanaryController", "MetricTemplateController", "state_dir"]
+__all__ = ["MAX_EVENTS", "CanaryController", "MetricTemplateController", "state_dir"]
+
+MAX_EVENTS = 200
+"""Events a Canary keeps, the oldest dropped first. Flagger records Kubernetes Events, which
+the API server deletes an hour after they last happened (kube-apiserver `--event-ttl`, default
+1h: kubernetes cmd/kube-apiserver/app/options/options.go, `EventTTL: 1 * time.Hour`). labkit
+keeps a count rather than an age, so a kernel left running keeps the events of the last
+rollouts (a rollout records about ten) and no more."""
+
 
 def state_dir() -> Path:
     return Path(os.environ.get("LABKIT_FLAGGER_STATE") or Path.home() / ".cache" / "labkit" / "flagger")
@@ -81,7 +90,7 @@ class CanaryController:
         self.obj = obj
         self.state = CanaryStatus()
         self.routes = Routes()
-        self.events: list[dict[str, Any]] = []
+        self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         self.scrapes = metrics.Scrapes(keep=600.0)
         self._unavailable_since: float | None = None
         self._mutex = threading.Lock()
@@ -272,7 +281,7 @@ class CanaryController:
     def _save(self) -> None:
         path = self._state_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"status": self.state.to_dict(), "events": self.events[-200:], "primary": self._primary,
+        data = {"status": self.state.to_dict(), "events": list(self.events), "primary": self._primary,
                 "routes": {"primary": self.routes.primary, "canary": self.routes.canary,
                            "mirrored": self.routes.mirrored}}
         tmp = path.with_suffix(".tmp")
@@ -288,7 +297,7 @@ class CanaryController:
         if state.phase not in _IN_FLIGHT:
             return  # nothing in flight: start afresh (a notebook run again from the top)
         self.state = state
-        self.events = list(data.get("events", []))
+        self.events = deque(data.get("events", []), maxlen=MAX_EVENTS)
         self._primary = data.get("primary")
         saved = data.get("routes", {})
         try:

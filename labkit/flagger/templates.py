@@ -14,29 +14,38 @@ import json
 import re
 import urllib.parse
 import urllib.request
-from typing import Callable
+from typing import Any, Callable
 
 from labkit.flagger.models import Canary, CanaryMetric, MetricTemplate
 
-__all__ = ["PrometheusQuery", "prometheus_query", "render_query"]
+__all__ = ["PrometheusQuery", "prometheus_query", "query_value", "render_query"]
 
 PrometheusQuery = Callable[[str, str], "float | None"]
-"""(Prometheus address, rendered PromQL query) -> the first sample's value, None when the
-result is empty. The seam for MetricTemplates: Prometheus evaluates the query, never labkit."""
+"""(Prometheus address, rendered PromQL query) -> the query's value (see `query_value`), None
+when the result is empty. The seam for MetricTemplates: Prometheus evaluates the query, never
+labkit."""
 
 
 def prometheus_query(address: str, query: str) -> float | None:
     """Ask a real Prometheus server (HTTP API /api/v1/query) for an instant vector or scalar."""
     url = f"{address.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
     with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.load(response)
+        return query_value(json.load(response))
+
+
+def query_value(body: dict[str, Any]) -> float | None:
+    """The value of a /api/v1/query answer: a scalar's, or the *last* series' of a vector, as
+    Flagger's provider overwrites its value with each series in turn (fluxcd/flagger
+    pkg/metrics/providers/prometheus.go, `RunQuery`), so a query that forgot its `sum()` is
+    judged on the last series, not the first. None for an empty vector (Flagger's "no values
+    found"). (Flagger fails to decode a scalar answer; labkit returns its value.)"""
     if body.get("status") != "success":
         raise RuntimeError(f"prometheus: {body.get('error', body)}")
     data = body["data"]
     if data["resultType"] == "scalar":
         return float(data["result"][1])
     result = data["result"]
-    return float(result[0]["value"][1]) if result else None
+    return float(result[-1]["value"][1]) if result else None
 
 
 _VARIABLE = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*}}")

@@ -9,9 +9,12 @@ and point an InferenceService's `spec.predictor.logger.url` (or the model server
 
     POST /           a logged CloudEvent (binary or structured): `...inference.request` is
                      remembered, `...inference.response` recorded as predictions under its id
+                     and version (one per both: a mirrored copy, same id, another version,
+                     is kept beside the answer; a copy logged after its label is joined then)
     POST /feedback   {"id": "<request id>", "label": <true label>} or a list of such objects;
                      a request of several rows takes "label": [one per row]. 200 with
-                     {"accepted", "duplicates", "rows", "correct"}; 400 malformed or missing
+                     {"accepted", "duplicates", "rows", "correct"} (rows and correct count
+                     each version's rows: a mirrored request's twice); 400 malformed or missing
                      field, 404 unknown id, 409 conflicting label or no logged response; the
                      body {"error": "<where>: <why>", "at": "<where>"}; nothing is counted then
     GET  /accuracy   {"window": N, "versions": [{"namespace", "model", "version",
@@ -60,7 +63,7 @@ from labkit.eventing.events import EventError, decode_request
 from labkit.inference.httpd import Request, Response, serve
 from labkit.inference.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
 from labkit.quality.gate import GateError, judge, parse_webhook
-from labkit.quality.ledger import Accuracy, FeedbackError, Ledger
+from labkit.quality.ledger import Accuracy, Counted, FeedbackError, Ledger
 from labkit.quality.payloads import PayloadError, read_response
 
 __all__ = ["Monitor", "main"]
@@ -133,11 +136,13 @@ class Monitor:
             served = read_response(event.attributes, event.data)
         except PayloadError as exc:
             raise _Refused(400, "event", str(exc)) from None
-        new = self.ledger.record_response(event.id, served)
-        if new:
+        logged = self.ledger.record_response(event.id, served)
+        if logged.new:
             self._predictions.labels(served.namespace, served.model, served.version).inc(
                 len(served.predicted))
-        return _json(200, {"id": event.id, "recorded": "response", "duplicate": not new,
+        if logged.counted is not None:
+            self._count_feedback(logged.counted)
+        return _json(200, {"id": event.id, "recorded": "response", "duplicate": not logged.new,
                            "version": served.version, "rows": len(served.predicted)})
 
     # feedback
@@ -165,13 +170,16 @@ class Monitor:
             raise _Refused(exc.status, exc.at.lstrip("."), exc.message) from None
         for result in joined:
             if not result.duplicate:
-                counter = self._feedback.labels(*result.key, "true")
-                counter.inc(result.correct)
-                self._feedback.labels(*result.key, "false").inc(result.rows - result.correct)
+                for counted in result.counts:
+                    self._count_feedback(counted)
         fresh = [r for r in joined if not r.duplicate]
         return _json(200, {"accepted": len(fresh), "duplicates": len(joined) - len(fresh),
                            "rows": sum(r.rows for r in fresh),
                            "correct": sum(r.correct for r in fresh)})
+
+    def _count_feedback(self, counted: Counted) -> None:
+        self._feedback.labels(*counted.key, "true").inc(counted.correct)
+        self._feedback.labels(*counted.key, "false").inc(counted.rows - counted.correct)
 
     # readings
 
@@ -267,7 +275,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=100,
                         help="most recent labelled rows per version in GET /accuracy's window")
     parser.add_argument("--max-predictions", type=int, default=100_000,
-                        help="predictions kept for joining; the oldest are forgotten")
+                        help="requests kept for joining (each with every version's "
+                             "prediction); the oldest are forgotten")
     args = parser.parse_args(argv)
     if not 1 <= args.window <= Ledger().max_window:
         parser.error(f"--window: {args.window} is outside 1-{Ledger().max_window}")

@@ -20,31 +20,30 @@ Rates are differences of two scrapes divided by the seconds between them (Promet
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from matplotlib.axes import Axes
 from matplotlib.patches import FancyBboxPatch
+from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["Edge", "ServiceGraph", "draw_service_graph", "parse_requests_total", "service_graph", "snapshot"]
-
-_SAMPLE = re.compile(r'^istio_requests_total\{(?P<labels>.*)\}\s+(?P<value>[0-9.eE+-]+)\s*$')
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 Key = tuple[tuple[str, str], ...]
 
 
 def parse_requests_total(text: str) -> dict[Key, float]:
-    """`istio_requests_total` samples of one Prometheus text page: sorted label pairs -> value."""
-    out: dict[Key, float] = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m:
-            labels = {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(m["labels"])}
-            out[tuple(sorted(labels.items()))] = out.get(tuple(sorted(labels.items())), 0.0) + float(m["value"])
-    return out
+    r"""`istio_requests_total` samples of one Prometheus text page: sorted label pairs -> value.
+
+    Read with prometheus_client's own parser, which undoes the text format's escapes in label
+    values (`\\` for a backslash, `\"` for a double quote, `\n` for a newline)."""
+    out: dict[Key, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "istio_requests_total":
+                out[tuple(sorted(sample.labels.items()))] += sample.value
+    return dict(out)
 
 
 def snapshot(pages: Iterable[str]) -> dict[Key, float]:
