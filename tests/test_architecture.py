@@ -33,7 +33,7 @@ POLICY_FORBIDDEN = LIVE_MACHINERY + ("simpy",)
 POLICY = [f"labkit.mesh.{m}" for m in ("router", "routing", "retries", "pool", "outlier", "balancer",
                                         "destination", "faults", "hosts", "authz", "spec", "flags")] + \
          [f"labkit.serving.{m}" for m in ("kpa", "kpa_scaler", "reconcile", "pod_pick", "metrics_window",
-                                           "autoscaler_config", "hpa", "constants")] + \
+                                           "autoscaler_config", "hpa", "constants", "timeouts")] + \
          [f"labkit.eventing.{m}" for m in ("filters", "delivery", "cron")] + \
          ["labkit.flagger.analysis", "labkit.inference.rollout"] + \
          [f"labkit.quality.{m}" for m in ("gate", "ledger", "payloads", "abtest")]

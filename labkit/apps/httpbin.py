@@ -11,6 +11,9 @@ Every answer carries ``x-labkit-pod: <pid>`` so a student sees which replica ser
 - ``GET /status/{code}`` — answer with that status code (100..599).
 - ``GET /delay/{seconds}`` — answer after that many seconds (at most 60); what a concurrency
   limit or a timeout is tested with, as it holds a request without using CPU.
+- ``GET /drip?duration=D&numbytes=N&delay=S&code=C`` — as httpbin.org's: after S seconds the
+  head (Content-Length N), then N bytes ``*`` spread over D seconds (one every D/N s); what a
+  streaming answer and the idle timeout are tested with.
 - ``GET /burn?ms=N`` — spin the CPU for N milliseconds (at most 10 000) before answering; a
   CPU-bound request, which blocks this single-threaded replica, like a busy container.
 
@@ -30,6 +33,7 @@ from labkit.apps.serve import read_head, serve_until_signalled
 
 _MAX_DELAY = 60.0
 _MAX_BURN_MS = 10_000
+_MAX_DRIP_BYTES = 10_000
 
 
 def _reason(code: int) -> str:
@@ -121,7 +125,35 @@ async def _answer(method: str, target: str, headers: dict[str, str], body: bytes
         spins = _burn(ms)
         return 200, _json({"burned_ms": ms, "spins": spins, "pid": os.getpid()})
     return 404, _json({"error": f"path {path!r} not found", "try": [
-        "/get", "/post", "/headers", "/ip", "/status/{code}", "/delay/{seconds}", "/burn?ms=N"]})
+        "/get", "/post", "/headers", "/ip", "/status/{code}", "/delay/{seconds}", "/drip",
+        "/burn?ms=N"]})
+
+
+def _drip_plan(query: dict[str, str]) -> tuple[int, float, int, float] | bytes:
+    """(code, delay, numbytes, pause) of a /drip request, or the JSON of a 400."""
+    try:
+        duration, delay = float(query.get("duration", "2")), float(query.get("delay", "0"))
+        numbytes, code = int(query.get("numbytes", "10")), int(query.get("code", "200"))
+    except ValueError:
+        return _json({"error": f"drip: expected numbers, got {query}"})
+    if not (0 <= duration <= _MAX_DELAY and 0 <= delay <= _MAX_DELAY
+            and 1 <= numbytes <= _MAX_DRIP_BYTES and 200 <= code <= 599):
+        return _json({"error": f"drip: expected duration and delay 0..{_MAX_DELAY:g} s, "
+                               f"numbytes 1..{_MAX_DRIP_BYTES}, code 200..599, got {query}"})
+    return code, delay, numbytes, duration / numbytes
+
+
+async def _drip(writer: asyncio.StreamWriter, plan: tuple[int, float, int, float],
+                keep_alive: bool) -> None:
+    code, delay, numbytes, pause = plan
+    await asyncio.sleep(delay)
+    head = _response(code, b"", keep_alive, "HEAD", "application/octet-stream")
+    writer.write(head.replace(b"Content-Length: 0", f"Content-Length: {numbytes}".encode()))
+    for i in range(numbytes):
+        writer.write(b"*")
+        await writer.drain()
+        if i + 1 < numbytes:
+            await asyncio.sleep(pause)
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -142,6 +174,17 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         connection = headers.get("Connection", "").lower()
         keep_alive = connection != "close" and (
             version == "HTTP/1.1" or connection == "keep-alive")
+        url = urlsplit(target)
+        if url.path == "/drip":
+            plan = _drip_plan({k: v[-1] for k, v in parse_qs(url.query).items()})
+            if not isinstance(plan, bytes):
+                await _drip(writer, plan, keep_alive)
+                if not keep_alive:
+                    return
+                continue
+            writer.write(_response(400, plan, keep_alive, method))
+            await writer.drain()
+            continue
         code, payload = await _answer(method, target, headers, body, peer)
         writer.write(_response(code, payload, keep_alive, method))
         await writer.drain()

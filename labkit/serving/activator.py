@@ -7,9 +7,15 @@ activator keeps a throttler:
 - capacity is ``containerConcurrency`` x ready pods (unlimited when CC = 0); a request takes a
   slot on a pod, or waits in a bounded queue (``queue_depth``, Knative's is 10 000) until a pod
   becomes ready or a slot frees;
-- a request that finds the queue full is answered **503** at once; one that waits longer than
-  the revision's ``timeoutSeconds`` gets **503** too (Knative's throttler gives up the same
-  way); both say why in the body;
+- a request that finds the queue full is answered **503** at once; one still waiting for a pod
+  when one of the revision's request limits fires (`labkit.serving.timeouts`, counted from its
+  arrival here: ``timeoutSeconds``, or a shorter ``responseStartTimeoutSeconds`` or
+  ``idleTimeoutSeconds``) gets **504** ``activator request timeout``, as from Knative's
+  activator, whose timeout handler runs the queue-proxy's with that message (Knative's e2e
+  ``TestActivatorRevisionTimeout``). Knative's timers keep running while the pod answers;
+  labkit's stop once the request is on a pod and the pod's queue-proxy applies the limits from
+  there, because the queue-proxy hands on a whole answer at its end, which would look to the
+  activator like a silent stream;
 - the first request for a revision since it was idle *pokes* the autoscaler: an immediate stat
   (one request), taken back from the next report, and a decision at once if the decider wants
   zero pods;
@@ -42,14 +48,15 @@ from collections.abc import Callable, Mapping
 
 from labkit.core.loop import BackgroundLoop
 from labkit.serving.constants import ACTIVATOR_QUEUE_DEPTH
-from labkit.serving.models import DEFAULT_TIMEOUT_SECONDS
 from labkit.serving.pod_pick import PodPicker
 from labkit.serving.queue_proxy import (
     PROXY_HEADER,
     SERVER_TIMING,
     HttpServer,
+    LimitReached,
     Request,
     RequestStats,
+    RequestWatch,
     Response,
     Stat,
     UpstreamPool,
@@ -57,6 +64,7 @@ from labkit.serving.queue_proxy import (
     timing_entry,
 )
 from labkit.serving.revision import LiveRevision, ServingPod
+from labkit.serving.timeouts import ACTIVATOR_TIMEOUT_BODY
 
 __all__ = [
     "NAMESPACE_HEADER",
@@ -94,8 +102,9 @@ class Throttler:
         i = self._picker.pick(len(pods), lambda i: self.in_flight.get(pods[i].name, 0))
         return None if i is None else pods[i]
 
-    async def acquire(self, deadline: float) -> ServingPod:
-        """A pod with a free slot; raises QueueFullError or asyncio.TimeoutError."""
+    async def acquire(self) -> ServingPod:
+        """A pod with a free slot, waiting as long as it takes (the caller bounds the wait);
+        raises QueueFullError."""
         pod = self._pick()
         if pod is None:
             if self.waiting >= self.queue_depth:
@@ -103,12 +112,9 @@ class Throttler:
             self.waiting += 1
             try:
                 while pod is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise asyncio.TimeoutError
                     self._changed.clear()
                     try:
-                        await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+                        await asyncio.wait_for(self._changed.wait(), 0.5)
                     except asyncio.TimeoutError:
                         pass  # look again: a pod may have become ready between events
                     pod = self._pick()
@@ -206,17 +212,15 @@ class Activator:
             if first:
                 throttler.poke_credit = 1.0
                 self._poke(revision.name)
-            deadline = arrived + float(revision.spec.timeout or DEFAULT_TIMEOUT_SECONDS)
+            watch = RequestWatch(revision.spec.timeouts, arrived, time.monotonic)
             try:
-                pod = await throttler.acquire(deadline)
+                pod = await watch.within(throttler.acquire())
             except QueueFullError as exc:
                 self.rejected += 1
                 return error_response(503, f"overload: {exc}")
-            except asyncio.TimeoutError:
+            except LimitReached as cut:
                 self.rejected += 1
-                return error_response(
-                    503, f"activator: revision {revision.name} had no ready pod within "
-                    f"timeoutSeconds={revision.spec.timeout}")
+                return watch.answer(cut.deadline, ACTIVATOR_TIMEOUT_BODY)
             acquired = time.monotonic()
             try:
                 assert pod.proxy is not None

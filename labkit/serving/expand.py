@@ -108,6 +108,7 @@ def _revision_objects(svc: KnativeService, rev: _Rev, svc_uid: str, config_uid: 
     rev_uid = _uid(ns, "revision", name)
     spec = rev.template.spec
     container = spec.container
+    limits = spec.timeouts
     settings = RevisionAutoscaling.resolve(rev.template.metadata.annotations,
                                            container_concurrency=spec.concurrency_limit)
     replicas = settings.initial_scale if rev.replicas is None else rev.replicas
@@ -131,6 +132,10 @@ def _revision_objects(svc: KnativeService, rev: _Rev, svc_uid: str, config_uid: 
         "spec": {
             "containerConcurrency": spec.concurrency_limit,
             "timeoutSeconds": spec.timeout,
+            # SetDefaults leaves these two nil when off (revision_defaults.go).
+            **({"responseStartTimeoutSeconds": int(limits.response_start)}
+               if limits.response_start else {}),
+            **({"idleTimeoutSeconds": int(limits.idle)} if limits.idle else {}),
             "enableServiceLinks": False,
             "containers": [_user_container(rev.template)],
         },
@@ -143,6 +148,9 @@ def _revision_objects(svc: KnativeService, rev: _Rev, svc_uid: str, config_uid: 
         ("QUEUE_SERVING_PORT", "8012"), ("QUEUE_SERVING_TLS_PORT", "8112"),
         ("CONTAINER_CONCURRENCY", str(spec.concurrency_limit)),
         ("REVISION_TIMEOUT_SECONDS", str(spec.timeout)),
+        # Always set, 0 when off (pkg/reconciler/revision/resources/queue.go, makeQueueContainer).
+        ("REVISION_RESPONSE_START_TIMEOUT_SECONDS", str(int(limits.response_start))),
+        ("REVISION_IDLE_TIMEOUT_SECONDS", str(int(limits.idle))),
         ("USER_PORT", str(container.container_port)),
         ("SERVING_READINESS_PROBE", json.dumps(probe, separators=(",", ":"))),
     ]

@@ -8,7 +8,8 @@ built by the controllers and shown as status objects (and exported by `expand`).
 `KnativeService.problems()` carries the checks of Knative's admission webhook that do not
 need the cluster: traffic percents sum to 100, tags unique DNS-1035 labels, `revisionName`
 xor `latestRevision`, a revision name prefixed with the Service name, containerConcurrency
-0..1000, timeoutSeconds 0..600, one container with at most one port (and none of the ports
+0..1000, timeoutSeconds 0..600 (responseStartTimeoutSeconds and idleTimeoutSeconds at most the
+timeout, `labkit.serving.timeouts`), one container with at most one port (and none of the ports
 the queue-proxy reserves) and the autoscaling annotations (through `autoscaler_config`).
 Whether a named revision exists is checked when the Service is applied.
 
@@ -30,6 +31,8 @@ from pydantic import Field
 from labkit.core.images import image_command, known_images
 from labkit.core.models import EnvVar, PortProtocol
 from labkit.manifests import (
+    CONTAINER_IGNORED,
+    POD_IGNORED,
     FieldPath,
     IntOrString,
     KubeModel,
@@ -38,6 +41,12 @@ from labkit.manifests import (
     label_problems,
 )
 from labkit.serving.autoscaler_config import AutoscalerConfig, annotation_errors
+from labkit.serving.timeouts import (
+    KNATIVE_DEFAULTS,
+    RequestTimeouts,
+    revision_timeouts,
+    spec_problems,
+)
 from labkit.suggest import did_you_mean
 
 __all__ = [
@@ -69,9 +78,9 @@ __all__ = [
 API_VERSION: Final = "serving.knative.dev/v1"
 MAX_CONTAINER_CONCURRENCY = 1000
 """config-defaults ``container-concurrency-max-limit``."""
-MAX_TIMEOUT_SECONDS = 600
+MAX_TIMEOUT_SECONDS = KNATIVE_DEFAULTS.max_revision_timeout_seconds
 """config-defaults ``max-revision-timeout-seconds``."""
-DEFAULT_TIMEOUT_SECONDS = 300
+DEFAULT_TIMEOUT_SECONDS = KNATIVE_DEFAULTS.revision_timeout_seconds
 """config-defaults ``revision-timeout-seconds``."""
 RESERVED_PORTS = (8012, 8013, 8022, 9090, 9091)
 """The queue-proxy's ports in every pod: a user container may not listen on them."""
@@ -108,6 +117,8 @@ class KnativePort(KubeModel):
 
 class KnativeContainer(KubeModel):
     """A revision's container. The image is a built-in labkit app, or `command` is run."""
+
+    ignored_fields = CONTAINER_IGNORED
 
     name: str | None = None
     image: str
@@ -165,8 +176,12 @@ class KnativeContainer(KubeModel):
 
 
 class RevisionSpec(KubeModel):
+    ignored_fields = POD_IGNORED
+
     container_concurrency: int | None = None
     timeout_seconds: int | None = None
+    response_start_timeout_seconds: int | None = None
+    idle_timeout_seconds: int | None = None
     containers: list[KnativeContainer] = Field(min_length=1)
 
     @property
@@ -179,8 +194,15 @@ class RevisionSpec(KubeModel):
         return self.container_concurrency or 0
 
     @property
+    def timeouts(self) -> RequestTimeouts:
+        """The three request limits as Knative's defaulting webhook fills them in."""
+        return revision_timeouts(self.timeout_seconds, self.response_start_timeout_seconds,
+                                 self.idle_timeout_seconds)
+
+    @property
     def timeout(self) -> int:
-        return DEFAULT_TIMEOUT_SECONDS if self.timeout_seconds is None else self.timeout_seconds
+        """timeoutSeconds with its default (unset or 0: revision-timeout-seconds)."""
+        return int(self.timeouts.timeout)
 
     def problems(self, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
         cc = self.container_concurrency
@@ -189,9 +211,10 @@ class RevisionSpec(KubeModel):
                 path + ("containerConcurrency",),
                 f"expected 0 <= {cc} <= {MAX_CONTAINER_CONCURRENCY}",
             )
-        ts = self.timeout_seconds
-        if ts is not None and not 0 <= ts <= MAX_TIMEOUT_SECONDS:
-            yield path + ("timeoutSeconds",), f"expected 0 <= {ts} <= {MAX_TIMEOUT_SECONDS}"
+        for name, message in spec_problems(self.timeout_seconds,
+                                           self.response_start_timeout_seconds,
+                                           self.idle_timeout_seconds):
+            yield path + (name,), message
         if len(self.containers) > 1:
             yield (
                 path + ("containers",),

@@ -5,7 +5,16 @@ In Knative each pod runs the user container behind a queue-proxy that
 - enforces ``containerConcurrency`` as a hard limit: at most CC requests reach the container at
   once, up to 10 x CC more wait in the pod, and one more is answered **503** at once (a
   "breaker"); CC = 0 means no limit;
-- ends a request that takes longer than the revision's ``timeoutSeconds`` with **504**;
+- applies the revision's three request limits (`labkit.serving.timeouts`): ``timeoutSeconds``
+  and ``responseStartTimeoutSeconds`` end a request whose answer has not started with **504**
+  ``request timeout``; ``idleTimeoutSeconds`` does that too, and ends a started answer that
+  went that long without a byte by appending ``request timeout`` to what was sent (Knative's
+  ``timeoutWriter``). labkit adds ``x-labkit-timeout: <field>=<seconds>`` to say which fired.
+  The time a request waits in the breaker's queue counts, as Knative's timeout handler wraps
+  the breaker. A labkit hop buffers whole bodies, so a client sees a cut answer at once, at
+  its end; on Knative it would have had the first bytes already. When the app declared a
+  Content-Length, Knative's Go server then closes the connection short instead of ending the
+  body cleanly; labkit re-frames every body, so the client always gets the clean ending;
 - counts every request the moment it arrives (so a queued request counts as concurrency) and
   reports each second the time-weighted average concurrency and the request rate, with the
   requests proxied by the activator (header ``K-Proxy-Request: activator``) counted apart so
@@ -22,8 +31,9 @@ Each answer the queue-proxy forwards gets one more ``Server-Timing`` line, ``que
 breaker's queue included, the call to the container excluded. It is a labkit addition (Knative
 reports these times as metrics, not headers) so a notebook can see the hop per request.
 
-Followed: knative/serving ``pkg/queue/{handler.go,breaker.go}``, networking
-``pkg/http/stats/request.go``, per /work/shared/reference/knative-kpa.md section 6.
+Followed: knative/serving ``pkg/queue/{handler.go,breaker.go}``, ``pkg/http/handler/timeout.go``,
+``pkg/queue/sharedmain/handlers.go``, networking ``pkg/http/stats/request.go``, per
+/work/shared/reference/knative-kpa.md section 6.
 """
 
 from __future__ import annotations
@@ -33,24 +43,33 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from labkit import http1
 from labkit.core.loop import BackgroundLoop
 from labkit.net import HOST
 from labkit.serving.constants import QUEUE_PROXY_QUEUE_FACTOR
+from labkit.serving.timeouts import (
+    TIMEOUT_BODY,
+    Deadline,
+    RequestTimeouts,
+    next_deadline,
+)
 
 __all__ = [
     "MAX_BODY",
     "PROBE_HEADER",
     "PROXY_HEADER",
     "SERVER_TIMING",
+    "TIMEOUT_HEADER",
     "Breaker",
     "HttpServer",
+    "LimitReached",
     "QueueFull",
     "QueueProxy",
     "Request",
     "RequestStats",
+    "RequestWatch",
     "Response",
     "Stat",
     "UpstreamPool",
@@ -66,6 +85,9 @@ PROBE_HEADER = "K-Network-Probe"
 """A probe the queue-proxy answers itself (is my container ready?) instead of forwarding."""
 SERVER_TIMING = "Server-Timing"
 """Each hop appends its own line; HTTP lets a list-valued field repeat, so nothing is rewritten."""
+TIMEOUT_HEADER = "x-labkit-timeout"
+"""labkit-only: which request limit cut the answer (`<field>=<seconds>`); Knative's body is the
+same for all three."""
 REVISION_RESPONSE_HEADER = "x-labkit-revision"
 """labkit-only: which revision answered, so a student can watch a traffic split."""
 _HOP_BY_HOP = frozenset({
@@ -158,6 +180,117 @@ async def read_response(reader: asyncio.StreamReader, method: str) -> Response:
     return Response(parsed.status, parsed.reason, parsed.headers, parsed.body, parsed.keep_alive)
 
 
+# ---------------------------------------------------------------------------------------------
+# Request limits (Knative's timeout handler)
+
+T = TypeVar("T")
+
+
+class LimitReached(Exception):
+    """A request limit fired: the request is cut at `deadline`."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__(f"{deadline.limit} reached")
+        self.deadline = deadline
+
+
+class RequestWatch:
+    """One request under Knative's timeout handler (``pkg/http/handler/timeout.go``): waits are
+    held to `labkit.serving.timeouts.next_deadline`, which every byte of the answer moves on.
+    It keeps what arrived (the head, the raw body) to answer as Knative does when cut."""
+
+    def __init__(self, limits: RequestTimeouts, start: float, clock: Callable[[], float]) -> None:
+        self.limits = limits
+        self.start = start
+        self._clock = clock
+        self.last_write: float | None = None
+        self._head: bytes | None = None
+        self._raw = bytearray()
+
+    async def within(self, awaitable: Awaitable[T]) -> T:
+        """`awaitable`'s result, or LimitReached when the next deadline comes first."""
+        deadline = next_deadline(self.limits, self.start, self.last_write)
+        if deadline is None:
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, max(deadline.at - self._clock(), 0.0))
+        except asyncio.TimeoutError:
+            raise LimitReached(deadline) from None
+
+    def received(self, data: bytes, *, head: bool) -> None:
+        """Bytes of the answer arrived (a whole head, or raw body bytes): a write by the app."""
+        self.last_write = self._clock()
+        if head:
+            self._head, self._raw = data, bytearray()  # a final head replaces a 1xx one
+        else:
+            self._raw += data
+
+    def answer(self, deadline: Deadline, message: str) -> Response:
+        """What the client gets when `deadline` cuts the request: 504 `message` if nothing was
+        answered yet, else the answer so far with `message` appended (``timeoutAndWriteError``
+        writes it into the started answer; Go drops the late 504 status)."""
+        tag = (TIMEOUT_HEADER, f"{deadline.limit}={self.limits.seconds(deadline.limit):g}")
+        if self._head is None:
+            # Go's WriteHeader(504) + WriteString: the body sniffs as text/plain.
+            return Response(504, "Gateway Timeout",
+                            [("Content-Type", "text/plain; charset=utf-8"), tag],
+                            message.encode())
+        lines = self._head.decode("latin-1").split("\r\n")
+        _, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        headers = [(name, value.strip()) for name, _, value in
+                   (line.partition(":") for line in lines[1:] if line)]
+        chunked = any(n.lower() == "transfer-encoding" and "chunked" in v.lower()
+                      for n, v in headers)
+        body = _dechunk(bytes(self._raw)) if chunked else bytes(self._raw)
+        return Response(int(status), reason, [*headers, tag], body + message.encode())
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """The data of the chunks in `raw`, the last one possibly cut short."""
+    data = bytearray()
+    at = 0
+    while (eol := raw.find(b"\r\n", at)) >= 0:
+        size = int(raw[at:eol].split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            break
+        data += raw[eol + 2:eol + 2 + size]
+        at = eol + 2 + size + 2
+    return bytes(data)
+
+
+class _WatchedReader:
+    """The connection to the app as the timeout handler sees it: every read is held to the
+    request's limits, and every read that returns bytes counts as a write of the answer.
+    (The subset of StreamReader that `labkit.http1` reads responses with.)"""
+
+    def __init__(self, reader: asyncio.StreamReader, watch: RequestWatch) -> None:
+        self._reader = reader
+        self._watch = watch
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        data = await self._watch.within(self._reader.readuntil(separator))
+        self._watch.received(data, head=separator == b"\r\n\r\n")
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await self._watch.within(self._reader.read(n))
+        if data:
+            self._watch.received(data, head=False)
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        # Piece by piece, so a body that trickles in keeps the idle timer from firing.
+        parts: list[bytes] = []
+        left = n
+        while left:
+            data = await self.read(min(left, 65536))
+            if not data:
+                raise asyncio.IncompleteReadError(b"".join(parts), n)
+            parts.append(data)
+            left -= len(data)
+        return b"".join(parts)
+
+
 class UpstreamPool:
     """Kept-alive connections to one backend (host, port), reused request after request."""
 
@@ -167,10 +300,11 @@ class UpstreamPool:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._max_idle = max_idle
 
-    async def send(self, request: Request, extra: list[tuple[str, str]] | None = None
-                   ) -> Response:
+    async def send(self, request: Request, extra: list[tuple[str, str]] | None = None,
+                   watch: RequestWatch | None = None) -> Response:
         """Send and read the answer; a kept-alive connection the backend closed meanwhile
-        is replaced once (nothing was answered on it, so the retry is safe)."""
+        is replaced once (nothing was answered on it, so the retry is safe). With a `watch`,
+        each read is held to the request's limits (`LimitReached`; the connection is closed)."""
         data = request.encode(extra)
         while True:
             reused = bool(self._idle)
@@ -178,7 +312,8 @@ class UpstreamPool:
                 self.host, self.port, limit=http1.MAX_HEAD)
             try:
                 writer.write(data)
-                response = await read_response(reader, request.method)
+                watched = reader if watch is None else _WatchedReader(reader, watch)
+                response = await read_response(watched, request.method)  # type: ignore[arg-type]
             except (ConnectionError, asyncio.IncompleteReadError):
                 writer.close()
                 if reused:
@@ -393,7 +528,7 @@ class RequestStats:
 
 
 class QueueProxy:
-    """The sidecar of one replica: breaker, timeout, statistics, latency observations."""
+    """The sidecar of one replica: breaker, request limits, statistics, latency observations."""
 
     QUEUE_DEPTH_FACTOR = QUEUE_PROXY_QUEUE_FACTOR
     """Knative queues 10 x containerConcurrency requests in the pod."""
@@ -405,14 +540,14 @@ class QueueProxy:
         *,
         revision: str,
         container_concurrency: int = 0,
-        timeout_seconds: float = 300.0,
+        timeouts: RequestTimeouts = RequestTimeouts(300.0),
         observe: Callable[[float, int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`observe(seconds, status)` is called for every answered request (for histograms)."""
         self.revision = revision
         self.container_concurrency = container_concurrency
-        self.timeout_seconds = timeout_seconds
+        self.timeouts = timeouts
         self._clock = clock
         self._observe = observe
         self._upstream = UpstreamPool(replica_port)
@@ -478,23 +613,20 @@ class QueueProxy:
 
     async def _forward(self, request: Request, start: float,
                        breaker: Breaker | None = None) -> Response:
-        async def run() -> Response:
+        watch = RequestWatch(self.timeouts, start, self._clock)
+        try:
             if breaker is not None:
-                await breaker.acquire()
+                await watch.within(breaker.acquire())
             try:
                 sent = self._clock()
-                response = await self._upstream.send(request)
+                response = await self._upstream.send(request, watch=watch)
             finally:
                 if breaker is not None:
                     breaker.release()
-            # From `sent` on the time is the container's; what is left after is a few statements.
-            response.headers.append((SERVER_TIMING, timing_entry("queue-proxy", sent - start)))
-            return response
-
-        try:
-            return await asyncio.wait_for(run(), self.timeout_seconds or None)
-        except asyncio.TimeoutError:
-            return error_response(
-                504, f"request timeout: no answer within timeoutSeconds={self.timeout_seconds:g}")
+        except LimitReached as cut:
+            return watch.answer(cut.deadline, TIMEOUT_BODY)
         except (ConnectionError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             return error_response(502, f"the user container did not answer: {exc}")
+        # From `sent` on the time is the container's; what is left after is a few statements.
+        response.headers.append((SERVER_TIMING, timing_entry("queue-proxy", sent - start)))
+        return response

@@ -316,7 +316,7 @@ class LiveRevision:
         proxy = QueueProxy(
             self.loop, pod.replica.port, revision=self.name,
             container_concurrency=self.container_concurrency,
-            timeout_seconds=float(self.template.spec.timeout),
+            timeouts=self.template.spec.timeouts,
             observe=self.latency.observe,
         )
         proxy.start()
