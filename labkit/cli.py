@@ -7,6 +7,7 @@ function pair and a line here. `run` returns the exit code: 0 ok, 1 runtime fail
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import subprocess
@@ -15,13 +16,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import labkit
 from labkit.doctor import add_doctor_arguments, add_ps_arguments, run_doctor, run_ps
-from labkit.grading.gradebook import add_grade_arguments, run_grade
-from labkit.grading.release import add_release_arguments, run_release
-from labkit.load import add_load_arguments, run_load
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster, ObjectStatus
@@ -45,6 +43,16 @@ COMMANDS: list[Command] = []
 def register_command(command: Command) -> None:
     """Add a subcommand (later parts of labkit: release, grade)."""
     COMMANDS.append(command)
+
+
+def _deferred(module: str, name: str) -> Callable[..., Any]:
+    """`module.name`, imported when first called: grading imports nbformat and jsonschema
+    (seconds), which `labkit ps` and `labkit doctor` should not wait for."""
+
+    def call(*args: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args)
+
+    return call
 
 
 def _err(message: str) -> None:
@@ -72,13 +80,17 @@ class _Interrupted(BaseException):
 
 def _run_up(args: argparse.Namespace) -> int:
     from labkit.cluster import ApplyError, LocalCluster
-    from labkit.manifests import ManifestError, load
+    from labkit.manifests import ManifestError, ManifestIssue, load
 
+    warnings: list[ManifestIssue] = []
     try:
-        objects = load(args.files)  # validate everything before starting anything
+        objects = load(args.files, warnings)  # validate everything before starting anything
     except ManifestError as exc:
         print(exc, file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
+    finally:
+        for warning in warnings:  # file:line: Kind/name: field.path: warning: why it is ignored
+            print(warning, file=sys.stderr, flush=True)
 
     stop = threading.Event()
     starting = True
@@ -151,6 +163,10 @@ def _watch(cluster: LocalCluster, stop: threading.Event, reported: list[ObjectSt
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="Kubernetes YAML manifests")
+    parser.add_argument(
+        "-o", "--out", type=Path, metavar="DIR",
+        help="write YAML for a real cluster into DIR (one file per object, README.txt) instead "
+             "of printing the normalised manifests")
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -161,8 +177,18 @@ def _run_export(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(exc, file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    sys.stdout.write(export(objects))
-    sys.stdout.flush()
+    if args.out is None:
+        sys.stdout.write(export(objects))
+        sys.stdout.flush()
+        return EXIT_OK
+    from labkit.export import export_objects, write_export
+
+    if args.out.exists() and not args.out.is_dir():
+        _err(f"-o {args.out}: exists and is not a folder")
+        return EXIT_BAD_INPUT
+    written = write_export(export_objects(objects), args.out)
+    print(f"labkit: wrote {len(written)} file(s) to {args.out}; read {args.out / 'README.txt'}",
+          file=sys.stderr, flush=True)
     return EXIT_OK
 
 
@@ -240,12 +266,16 @@ def _run_lab(args: argparse.Namespace) -> int:
 for _command in (
     Command("lab", "start JupyterLab on the labs", _lab_arguments, _run_lab),
     Command("up", "run Kubernetes manifests locally until Ctrl-C", _up_arguments, _run_up),
-    Command(
-        "export", "validate manifests and print them normalised", _export_arguments, _run_export
-    ),
-    Command("release", "write student copies of lab notebooks", add_release_arguments, run_release),
-    Command("grade", "grade submitted notebooks into a CSV gradebook", add_grade_arguments, run_grade),
-    Command("load", "send HTTP load (like fortio) and report status codes and latency", add_load_arguments, run_load),
+    Command("export", "validate manifests and print them normalised, or with -o DIR write them "
+            "for a real cluster", _export_arguments, _run_export),
+    Command("release", "write student copies of lab notebooks",
+            _deferred("labkit.grading.release", "add_release_arguments"),
+            _deferred("labkit.grading.release", "run_release")),
+    Command("grade", "grade submitted notebooks into a CSV gradebook",
+            _deferred("labkit.grading.gradebook", "add_grade_arguments"),
+            _deferred("labkit.grading.gradebook", "run_grade")),
+    Command("load", "send HTTP load (like fortio) and report status codes and latency",
+            _deferred("labkit.load", "add_load_arguments"), _deferred("labkit.load", "run_load")),
     Command("ps", "list the processes labkit runs, by owner (lab) and kind, with ports", add_ps_arguments, run_ps),
     Command("doctor", "stop processes left over from earlier runs and free their ports",
             add_doctor_arguments, run_doctor),
@@ -253,7 +283,9 @@ for _command in (
     register_command(_command)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `labkit` parser; with `only`, just that subcommand gets its arguments (the others
+    keep their names and help), so running one command imports nothing for the rest."""
     parser = argparse.ArgumentParser(
         prog="labkit",
         description="labkit: local, faithful Knative, Istio and KServe for teaching.",
@@ -262,13 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         sub_parser = sub.add_parser(command.name, help=command.help, description=command.help)
-        command.add_arguments(sub_parser)
+        if only is None or command.name == only:
+            command.add_arguments(sub_parser)
         sub_parser.set_defaults(run=command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in given if not a.startswith("-")), None)
+    args = build_parser(chosen).parse_args(given)
     return int(args.run(args))
 
 

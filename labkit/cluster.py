@@ -8,8 +8,10 @@ left as it was. Components plug in with `register_controller()`; the core knows 
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from labkit import manifests
@@ -314,6 +316,14 @@ class LocalCluster:
         """The applied objects in apply order (e.g. to export() them)."""
         with self._lock:
             return [entry.obj.model_copy(deep=True) for entry in self._objects.values()]
+
+    def export(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write every applied object as YAML for a real cluster into `directory` (one file per
+        object, a README.txt saying what to apply in which order and what was changed); see
+        `labkit.export`. Returns the files written."""
+        from labkit.export import export_objects, write_export
+
+        return write_export(export_objects(self.objects()), directory)
 
     def pods_of(self, selector: Mapping[str, str], namespace: str = "default") -> list[Pod]:
         """Ready pods whose labels match `selector`."""

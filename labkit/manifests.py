@@ -46,6 +46,9 @@ __all__ = [
     "load_text",
     "export",
     "format_path",
+    "CONTAINER_IGNORED",
+    "POD_IGNORED",
+    "DEPLOYMENT_IGNORED",
 ]
 
 KindKey = tuple[str, str]
@@ -74,6 +77,39 @@ class KubeModel(BaseModel):
         validate_by_alias=True,
         validate_by_name=True,  # Python code may say container_port=...; YAML may not.
     )
+
+    ignored_fields: ClassVar[Mapping[str, str]] = {}
+    """Real fields labkit accepts but does not act on, each with why that is harmless here.
+    `load()` drops them with a warning; every other unknown field stays an error."""
+
+
+# Kubernetes fields that only matter to a scheduler, a container runtime or an image registry:
+# on one laptop without containers they change nothing a lab measures, so copied manifests keep
+# them (https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/).
+_NO_SCHEDULER = "labkit runs every pod on this machine (there is no scheduler)"
+_NO_RUNTIME = "labkit runs a process as your user, not a container"
+CONTAINER_IGNORED: Mapping[str, str] = {
+    "resources": "labkit does not reserve or limit CPU and memory",
+    "imagePullPolicy": "labkit pulls no image: the image names a built-in app",
+    "securityContext": _NO_RUNTIME,
+    "terminationMessagePath": _NO_RUNTIME,
+    "terminationMessagePolicy": _NO_RUNTIME,
+    "livenessProbe": "labkit restarts a pod when its process exits, not on a failed liveness probe",
+}
+POD_IGNORED: Mapping[str, str] = {
+    "nodeSelector": _NO_SCHEDULER,
+    "affinity": _NO_SCHEDULER,
+    "tolerations": _NO_SCHEDULER,
+    "topologySpreadConstraints": _NO_SCHEDULER,
+    "priorityClassName": _NO_SCHEDULER,
+    "securityContext": _NO_RUNTIME,
+    "imagePullSecrets": "labkit pulls no image: the image names a built-in app",
+}
+DEPLOYMENT_IGNORED: Mapping[str, str] = {
+    "revisionHistoryLimit": "labkit keeps no old ReplicaSets to roll back to",
+    "progressDeadlineSeconds": "it only sets the Progressing condition; labkit fails a rollout "
+                               "whose pods do not start in time",
+}
 
 
 def _int_or_string(value: Any) -> int | str:
@@ -240,6 +276,8 @@ class ManifestIssue:
     kind: str | None = None
     name: str | None = None
     path: str = ""
+    severity: str = "error"
+    """"error" (nothing is applied) or "warning" (a field labkit ignores; see ignored_fields)."""
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
@@ -248,6 +286,8 @@ class ManifestIssue:
             parts.append(f"{self.kind}/{self.name}" if self.name else self.kind)
         if self.path:
             parts.append(self.path)
+        if self.severity == "warning":
+            parts.append("warning")
         parts.append(self.message)
         return ": ".join(parts)
 
@@ -288,6 +328,7 @@ class _Document:
     scalars: dict[FieldPath, str] = field(default_factory=dict)
     duplicates: list[tuple[FieldPath, int]] = field(default_factory=list)
     issues: list[ManifestIssue] = field(default_factory=list)
+    warnings: list[ManifestIssue] = field(default_factory=list)
 
     def line_of(self, path: FieldPath) -> int | None:
         """The line of `path`, or of its nearest ancestor written in the file."""
@@ -471,6 +512,31 @@ def _message(model: type[KubeObject], err: Mapping[str, Any], raw: str | None) -
     return f"{err['msg']}, got {_describe(value)}"
 
 
+def _drop_ignored(tp: Any, data: Any, path: FieldPath, found: list[tuple[FieldPath, str]]) -> Any:
+    """`data` without the fields its models list in `ignored_fields`; each one dropped is added
+    to `found` as (field path, why it is harmless). Walks the data beside its model type."""
+    tp = _unwrap(tp)
+    origin = typing.get_origin(tp)
+    if origin is list and isinstance(data, list):
+        item = typing.get_args(tp)[0]
+        return [_drop_ignored(item, value, path + (i,), found) for i, value in enumerate(data)]
+    if origin is dict and isinstance(data, Mapping):
+        item = typing.get_args(tp)[-1]
+        return {key: _drop_ignored(item, value, path + (key,), found) for key, value in data.items()}
+    if not (isinstance(tp, type) and issubclass(tp, KubeModel) and isinstance(data, Mapping)):
+        return data
+    fields = {(f.alias or n): f.annotation for n, f in tp.model_fields.items()}
+    kept = {}
+    for key, value in data.items():
+        if key in fields:
+            kept[key] = _drop_ignored(fields[key], value, path + (key,), found)
+        elif key in tp.ignored_fields:
+            found.append((path + (key,), tp.ignored_fields[key]))
+        else:
+            kept[key] = value  # unknown: validation reports it
+    return kept
+
+
 def _validate(doc: _Document) -> KubeObject | None:
     """Validate one document; its problems are appended to doc.issues."""
     data = doc.data
@@ -509,6 +575,13 @@ def _validate(doc: _Document) -> KubeObject | None:
         where = "apiVersion" if any(k == kind for _, k in _KINDS) else "kind"
         issue((where,), _unknown_kind_message(api_version, kind))
         return None
+    ignored: list[tuple[FieldPath, str]] = []
+    data = _drop_ignored(model, data, (), ignored)
+    for path, why in ignored:
+        doc.warnings.append(
+            ManifestIssue(doc.file, doc.line_of(path), f"ignored: {why}", label, name,
+                          format_path(path), severity="warning")
+        )
     try:
         obj = model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
@@ -565,11 +638,15 @@ def _looks_like_yaml(text: str) -> bool:
     return isinstance(text, _YamlText) or "\n" in text or text.lstrip().startswith("{")
 
 
-def load(source: Source | Iterable[Source]) -> list[KubeObject]:
+def load(
+    source: Source | Iterable[Source], warnings: list[ManifestIssue] | None = None
+) -> list[KubeObject]:
     """Validate manifests from paths, YAML text, mappings or models (or a list of them).
 
     Returns the objects in document order, or raises ManifestError listing every problem in
-    every document; so either all of them are usable or none is.
+    every document; so either all of them are usable or none is. Fields labkit accepts but
+    ignores (a model's `ignored_fields`, e.g. `resources`) are dropped; pass a list as
+    `warnings` to collect one warning per dropped field (filled even when loading fails).
     """
     _load_components()
     issues: list[ManifestIssue] = []
@@ -589,6 +666,8 @@ def load(source: Source | Iterable[Source]) -> list[KubeObject]:
         elif entry.data is not None:  # None: an empty document, e.g. a trailing '---'
             obj = _validate(entry)
             issues += sorted(entry.issues, key=lambda i: i.line or 0)
+            if warnings is not None:
+                warnings += entry.warnings
             if obj is not None:
                 objects.append((obj, entry.file, entry.line_of(("metadata", "name"))))
     first_seen: dict[tuple[str, str, str, str], str] = {}

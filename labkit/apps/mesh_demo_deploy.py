@@ -1,8 +1,7 @@
-"""How the mesh-demo app is deployed: its built-in image and its manifest, with variations.
+"""How the mesh-demo app is deployed: its manifest, with variations.
 
-`labkit/mesh-demo` runs `python -m labkit.apps.mesh_demo` (kept apart from the app so the
-app's process imports nothing of labkit's machinery); `labkit.manifests.COMPONENTS` names this
-module so the image is known before any manifest is applied.
+`labkit/mesh-demo` runs `python -m labkit.apps.mesh_demo` (a row of `labkit.core.images.IMAGES`;
+kept apart from the app so the app's process imports nothing of labkit's machinery).
 
 `demo_manifest()` reads data/manifests/mesh-demo.yaml and returns its documents as dicts, with
 the changes a lab makes: without the namespace's `istio-injection` label (no sidecars), some
@@ -20,15 +19,10 @@ from typing import Any
 
 import yaml
 
-from labkit.core.images import register_image
-from labkit.net import python_command
 
 __all__ = ["MANIFEST", "demo_manifest"]
 
 MANIFEST = Path(__file__).resolve().parents[2] / "data" / "manifests" / "mesh-demo.yaml"
-
-register_image("labkit/mesh-demo", lambda: python_command("labkit.apps.mesh_demo"))
-
 
 def demo_manifest(*, sidecars: bool = True, names: Iterable[str] | None = None,
                   env: Mapping[str, Mapping[str, str]] | None = None,

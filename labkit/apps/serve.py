@@ -13,10 +13,12 @@ import asyncio
 import json
 import os
 import signal
+from typing import Awaitable, Callable
 
 from labkit import http1
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "read_head", "serve_until_signalled", "signalled"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "Answer", "read_head", "answering", "serve_until_signalled",
+           "signalled"]
 
 MAX_HEAD = http1.MAX_HEAD
 """Longest request head (request line and headers) an app reads, in bytes (431 beyond)."""
@@ -59,6 +61,30 @@ async def read_head(reader: asyncio.StreamReader) -> list[str] | None:
                                        f"{MAX_BODY} accepted")
         fields.append(f"Content-Length: {head.framing.length}")
     return [f"{head.method} {head.target} {head.version}", *fields, "", ""]
+
+
+Answer = Callable[[http1.Request], Awaitable[tuple[int, str, bytes]]]
+"""What an app does with one whole request: (status, content type, body)."""
+
+
+def answering(answer: Answer) -> http1.Connection:
+    """A connection that reads whole requests (labkit.http1 framing, bodies up to MAX_BODY) and
+    writes `answer`'s response to each, on one keep-alive connection while the client allows.
+    Each response carries `x-labkit-pod: <pid>`, so a student sees which replica answered."""
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await http1.read_request(reader, max_body=MAX_BODY, writer=writer)):
+            status, content_type, body = await answer(request)
+            head = (f"HTTP/1.1 {status} {http1.reason(status)}\r\n"
+                    f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                    f"x-labkit-pod: {os.getpid()}\r\n"
+                    f"Connection: {'keep-alive' if request.keep_alive else 'close'}\r\n\r\n")
+            writer.write(head.encode("latin-1") + (b"" if request.method == "HEAD" else body))
+            await writer.drain()
+            if not request.keep_alive:
+                return
+
+    return connection
 
 
 def _refusal(err: http1.HttpError) -> bytes:

@@ -2,19 +2,91 @@
 
 A Deployment container normally runs its `command`. When it names only an `image`, labkit looks
 the image up here and runs the local program registered for it, so the same manifest works on a
-laptop and (with a real image) on a cluster. Components add their apps with `register_image`.
+laptop and on a cluster. `IMAGES` is the one table between labkit's built-in images and the
+public images of the projects' own samples, read both ways: running (a public image, or labkit's
+own name, runs the built-in program) and export (`labkit export` writes the canonical public
+image in place of labkit's name, or says what to build when there is none). Components may add
+other images with `register_image`.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from labkit.commands import python_command
 
-__all__ = ["register_image", "image_command", "known_images", "image_name", "container_command"]
+__all__ = ["BuiltinImage", "IMAGES", "register_image", "image_command", "known_images",
+           "image_name", "builtin_image", "container_command"]
 
 CommandFactory = Callable[[], list[str]]
+
+
+@dataclass(frozen=True)
+class BuiltinImage:
+    """One row: labkit's image `name` runs `python -m module`; `public` is what export writes
+    (None: no public image behaves the same, build it from labkit); `aliases` are other public
+    images that also run it; `port` is the port the public image listens on; `source` says
+    where the public image is documented. `run=False`: export only, the image is never run bare
+    (its controller starts the program with the arguments it needs)."""
+
+    name: str
+    module: str
+    public: str | None
+    aliases: tuple[str, ...] = ()
+    port: int = 8080
+    source: str = ""
+    run: bool = True
+
+    @property
+    def command(self) -> list[str]:
+        return python_command(self.module)
+
+
+IMAGES: tuple[BuiltinImage, ...] = (
+    BuiltinImage(
+        "labkit/hello", "labkit.apps.hello", "ghcr.io/knative/helloworld-go:latest",
+        aliases=("gcr.io/knative-samples/helloworld-go",),
+        source="https://knative.dev/docs/getting-started/first-service/"),
+    BuiltinImage(
+        "labkit/httpbin", "labkit.apps.httpbin", "docker.io/mccutchen/go-httpbin:v2.15.0",
+        aliases=("docker.io/kennethreitz/httpbin", "docker.io/kong/httpbin"),
+        source="istio/istio samples/httpbin/httpbin.yaml (older releases: kennethreitz/httpbin)"),
+    BuiltinImage(
+        "labkit/event-display", "labkit.apps.event_display",
+        "gcr.io/knative-releases/knative.dev/eventing/cmd/event_display",
+        source="https://knative.dev/docs/eventing/getting-started/"),
+    BuiltinImage(
+        "labkit/podinfo", "labkit.apps.podinfo", "ghcr.io/stefanprodan/podinfo:6.5.4",
+        aliases=("docker.io/stefanprodan/podinfo",), port=9898,
+        source="https://docs.flagger.app/tutorials/istio-progressive-delivery"),
+    BuiltinImage(
+        "labkit/autoscale", "labkit.apps.autoscale", "ghcr.io/knative/autoscale-go:latest",
+        aliases=("gcr.io/knative-samples/autoscale-go",),
+        source="https://knative.dev/docs/serving/autoscaling/autoscale-go/"),
+    BuiltinImage(
+        "labkit/flagger-loadtester", "labkit.flagger.loadtester",
+        "ghcr.io/fluxcd/flagger-loadtester:0.34.0",
+        source="fluxcd/flagger kustomize/tester/deployment.yaml"),
+    # The model servers of KServe's ClusterServingRuntimes (kserve/kserve config/runtimes/):
+    # the InferenceService controller starts them with their arguments.
+    BuiltinImage(
+        "labkit/kserve-sklearnserver", "labkit.inference.server", "docker.io/kserve/sklearnserver",
+        source="kserve/kserve config/runtimes/kserve-sklearnserver.yaml", run=False),
+    BuiltinImage(
+        "labkit/kserve-xgbserver", "labkit.inference.server", "docker.io/kserve/xgbserver",
+        source="kserve/kserve config/runtimes/kserve-xgbserver.yaml", run=False),
+    BuiltinImage(
+        "labkit/kserve-lgbserver", "labkit.inference.server", "docker.io/kserve/lgbserver",
+        source="kserve/kserve config/runtimes/kserve-lgbserver.yaml", run=False),
+    # labkit's own programs: no public image answers the same way; export says how to build one.
+    BuiltinImage("labkit/mesh-demo", "labkit.apps.mesh_demo", None),
+    BuiltinImage("labkit/model-monitor", "labkit.apps.model_monitor", None),
+    BuiltinImage("labkit/feature-transformer", "labkit.inference.transformer", None),
+    BuiltinImage("labkit/digits-function", "labkit.apps.function", None),
+    BuiltinImage("labkit/directory-watcher", "labkit.eventing.sources", None, run=False),
+)
 
 _IMAGES: dict[str, CommandFactory] = {}
 
@@ -25,10 +97,26 @@ def register_image(name: str, command_factory: CommandFactory) -> None:
 
 
 def image_name(image: str) -> str:
-    """The image without tag or digest: "ghcr.io/x/app:1.0" -> "ghcr.io/x/app"."""
+    """The image without tag, digest or Docker Hub prefix: "ghcr.io/x/app:1.0" -> "ghcr.io/x/app",
+    "docker.io/kennethreitz/httpbin" -> "kennethreitz/httpbin" (the same image to a container
+    runtime, which reads a name without a registry as Docker Hub's)."""
     name = image.split("@", 1)[0]
     repo, colon, tag = name.rpartition(":")
-    return repo if colon and "/" not in tag else name
+    name = repo if colon and "/" not in tag else name
+    for prefix in ("docker.io/", "index.docker.io/"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name.removeprefix("library/")
+
+
+_ROWS: dict[str, BuiltinImage] = {
+    image_name(alias): row for row in IMAGES
+    for alias in (row.name, *([row.public] if row.public else []), *row.aliases)}
+
+
+def builtin_image(image: str) -> BuiltinImage | None:
+    """The table's row for an image named by labkit's name, its public image or an alias."""
+    return _ROWS.get(image_name(image))
 
 
 def image_command(image: str) -> list[str] | None:
@@ -72,7 +160,12 @@ def container_command(
     return [expand(part, env) for part in [*base, *(args or [])]]
 
 
-_HELLO = lambda: python_command("labkit.apps.hello")  # noqa: E731
-register_image("labkit/hello", _HELLO)
-# Knative's own sample answers the same way, so its manifests run unchanged.
-register_image("ghcr.io/knative/helloworld-go", _HELLO)
+def _register_table() -> None:
+    """Each runnable row runs under labkit's name, its public image and its aliases."""
+    for row in IMAGES:
+        if row.run:
+            for name in (row.name, *([row.public] if row.public else []), *row.aliases):
+                register_image(name, lambda row=row: row.command)
+
+
+_register_table()

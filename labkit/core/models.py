@@ -15,6 +15,9 @@ from pydantic import Field
 
 from labkit.core.images import image_command, known_images
 from labkit.manifests import (
+    CONTAINER_IGNORED,
+    DEPLOYMENT_IGNORED,
+    POD_IGNORED,
     IntOrString,
     KubeModel,
     KubeObject,
@@ -87,6 +90,8 @@ class Probe(KubeModel):
 
 
 class Container(KubeModel):
+    ignored_fields = CONTAINER_IGNORED
+
     name: str
     image: str
     command: list[str] | None = None
@@ -140,6 +145,8 @@ class PodSpec(KubeModel):
     and the Docker-links variables for every Service in the namespace when a container starts.
     """
 
+    ignored_fields = POD_IGNORED
+
     containers: list[Container] = Field(min_length=1)
     service_account_name: str | None = None
     automount_service_account_token: bool | None = None
@@ -163,6 +170,8 @@ class PodTemplateSpec(KubeModel):
 
 
 class DeploymentSpec(KubeModel):
+    ignored_fields = DEPLOYMENT_IGNORED
+
     replicas: int = Field(default=1, ge=0)
     selector: LabelSelector
     template: PodTemplateSpec

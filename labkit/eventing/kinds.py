@@ -1,4 +1,5 @@
-"""Registers the eventing kinds, their controllers and the event-display image.
+"""Registers the eventing kinds, their controllers (the event-display image is
+a row of labkit.core.images.IMAGES).
 
 Listed in labkit.manifests.COMPONENTS, so loading any manifest imports it.
 """
@@ -6,13 +7,11 @@ Listed in labkit.manifests.COMPONENTS, so loading any manifest imports it.
 from __future__ import annotations
 
 from labkit.core.controller import register_controller
-from labkit.core.images import register_image
 from labkit.eventing import models
 from labkit.eventing.broker_control import BrokerController, TriggerController
 from labkit.eventing.channel import ChannelController, SubscriptionController
 from labkit.eventing.sources import SourceController
 from labkit.manifests import register_kind
-from labkit.net import python_command
 
 __all__: list[str] = []
 
@@ -29,7 +28,3 @@ register_controller("messaging.knative.dev/v1", "Subscription", SubscriptionCont
 register_controller("sources.knative.dev/v1", "PingSource", SourceController)
 register_controller("sources.labkit.dev/v1alpha1", "DirectorySource", SourceController)
 
-register_image("labkit/event-display", lambda: python_command("labkit.apps.event_display"))
-# Knative's own sample image answers the same way, so its manifests run unchanged.
-register_image("gcr.io/knative-releases/knative.dev/eventing/cmd/event_display",
-               lambda: python_command("labkit.apps.event_display"))

@@ -1,0 +1,410 @@
+"""Export: what labkit runs on a laptop, as YAML a real cluster runs.
+
+`labkit export FILE... -o DIR` and `LocalCluster.export(DIR)` write one file per object, named
+so that `kubectl apply -f DIR` (which reads a folder's files in name order) creates what an
+object needs before the object, plus a README.txt saying what to run and what was changed.
+Every change is also a comment at the top of the object's file. The changes:
+
+- built-in images (labkit/hello, a `python -m labkit...` command) -> the public image of the
+  same program (the table `labkit.core.images.IMAGES`), or, for labkit's own programs, an image
+  to build with the Dockerfile written beside them;
+- local-only kinds -> their documented real equivalent (DirectorySource -> a watcher
+  Deployment + SinkBinding, the ContainerSource pattern: `eventing.sources.export_directory_source`);
+- `file://` and plain-path storage URIs -> `pvc://` on a claim the export creates, with the
+  commands that copy the model into it (KServe's "Deploy InferenceService with a saved model on
+  PVC": https://kserve.github.io/website/latest/modelserving/storage/pvc/pvc/);
+- annotations under labkit.dev/ (labkit's own knobs) -> removed;
+- namespaces whose objects use the mesh -> labelled `istio-injection: enabled`
+  (https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/).
+
+`export_objects` is pure (objects in, documents and notes out); `write_export` writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from labkit import __version__, manifests
+from labkit.core.images import BuiltinImage, builtin_image, image_name
+from labkit.manifests import KubeObject
+
+__all__ = ["Document", "Export", "ModelUpload", "export_objects", "write_export", "build_image",
+           "MODEL_CLAIM", "MESH_LABEL"]
+
+MESH_LABEL = "istio-injection"
+MODEL_CLAIM = "labkit-models"
+"""The PersistentVolumeClaim the export creates for models whose storageUri is local."""
+
+# A local registry name: Knative resolves image tags to digests except for these registries
+# (config-deployment `registries-skipping-tag-resolving`, default "kind.local,ko.local,dev.local":
+# https://knative.dev/docs/serving/configuration/deployment/), so a built image loaded into kind
+# or minikube runs without a registry.
+BUILD_REGISTRY = "dev.local"
+
+_MESH_GROUPS = ("networking.istio.io", "security.istio.io", "telemetry.istio.io")
+
+# Apply order: what an object refers to comes first (namespaces, claims; workloads before the
+# routing, triggers and canaries that name them).
+_ORDER = {
+    "Namespace": 0, "PersistentVolumeClaim": 1, "ServiceAccount": 1, "ConfigMap": 1, "Secret": 1,
+    "Pod": 2, "Deployment": 3, "Service": 3, "MetricTemplate": 3,
+    "Broker": 4, "Channel": 4, "InMemoryChannel": 4, "InferenceService": 5,
+    "Trigger": 6, "Subscription": 6, "PingSource": 6, "SinkBinding": 6,
+    "DestinationRule": 7, "VirtualService": 7, "Gateway": 7, "ServiceEntry": 7,
+    "PeerAuthentication": 7, "AuthorizationPolicy": 7, "Canary": 8,
+}
+
+
+@dataclass
+class Document:
+    """One object to apply, with what the export changed in it."""
+
+    body: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    folder: str = ""
+    """A subfolder for documents `kubectl apply -f DIR/` must not apply (it does not recurse)."""
+
+    @property
+    def kind(self) -> str:
+        return str(self.body["kind"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str | None:
+        return self.body["metadata"].get("namespace")
+
+    @property
+    def filename(self) -> str:
+        where = f"{self.namespace}-" if self.namespace else ""
+        name = f"{_ORDER.get(self.kind, 5):02d}-{self.kind.lower()}-{where}{self.name}.yaml"
+        return f"{self.folder}/{name}" if self.folder else name
+
+    def yaml(self) -> str:
+        head = "".join(f"# {line}\n" for line in
+                       ["Exported by labkit for a real cluster.",
+                        *(["Changed:"] + [f"- {n}" for n in self.notes] if self.notes else [])])
+        return head + yaml.safe_dump(self.body, sort_keys=False, allow_unicode=True)
+
+
+@dataclass(frozen=True)
+class ModelUpload:
+    """A model folder or file on this machine that must be copied into MODEL_CLAIM."""
+
+    local: str
+    namespace: str
+    subpath: str
+
+    @property
+    def uri(self) -> str:
+        return f"pvc://{MODEL_CLAIM}/{self.subpath}"
+
+
+@dataclass
+class Export:
+    documents: list[Document]
+    builds: list[BuiltinImage]
+    uploads: list[ModelUpload]
+
+    def readme(self, directory: str | Path) -> str:
+        """What to run, in order, for the export written to `directory`."""
+        return _readme(self, str(directory))
+
+
+def build_image(row: BuiltinImage) -> str:
+    """The image name to build a labkit program into (see BUILD_REGISTRY)."""
+    return f"{BUILD_REGISTRY}/{row.name}:{__version__}"
+
+
+def export_objects(objects: Iterable[KubeObject]) -> Export:
+    """The documents a real cluster takes for `objects`, with notes on every change."""
+    out = Export([], [], [])
+    for obj in objects:
+        for document in _real_documents(obj):
+            _walk(document.body, (), document, out)
+            out.documents.append(document)
+    _label_mesh_namespaces(out.documents)
+    _add_model_claims(out)
+    out.documents.sort(key=lambda d: d.filename)
+    return out
+
+
+def write_export(export: Export, directory: str | Path) -> list[Path]:
+    """Write each document, README.txt and (when something must be built) a Dockerfile."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for document in export.documents:
+        path = folder / document.filename
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(document.yaml(), encoding="utf-8")
+        written.append(path)
+    if export.builds:
+        path = folder / "Dockerfile"
+        path.write_text(_DOCKERFILE, encoding="utf-8")
+        written.append(path)
+    readme = folder / "README.txt"
+    readme.write_text(export.readme(directory), encoding="utf-8")
+    return [*written, readme]
+
+
+# -- one object -------------------------------------------------------------------------------
+
+
+def _body(obj: KubeObject) -> dict[str, Any]:
+    body = yaml.safe_load(manifests.export(obj))
+    body.setdefault("metadata", {}).setdefault("namespace", obj.metadata.namespace)
+    if obj.kind == "Namespace":
+        body["metadata"].pop("namespace")
+    return body
+
+
+def _real_documents(obj: KubeObject) -> list[Document]:
+    """The object itself, or, for a local-only kind, its documented real equivalent."""
+    if obj.api_version == "sources.labkit.dev/v1alpha1" and obj.kind == "DirectorySource":
+        return _directory_source(obj)
+    return [Document(_body(obj))]
+
+
+def _directory_source(obj: KubeObject) -> list[Document]:
+    from labkit.eventing.sources import export_directory_source
+
+    watcher = builtin_image("labkit/directory-watcher")
+    assert watcher is not None  # a row of the table
+    claim = f"{obj.metadata.name}-uploads"
+    docs = [Document(body) for body in yaml.safe_load_all(
+        export_directory_source(obj, image=build_image(watcher), claim_name=claim))]  # type: ignore[arg-type]
+    why = (f"replaces sources.labkit.dev/v1alpha1 DirectorySource/{obj.metadata.name}, which "
+           "exists only in labkit: a watcher Deployment with a SinkBinding is Knative's "
+           "ContainerSource pattern (https://knative.dev/docs/eventing/custom-event-source/"
+           "sinkbinding/); in production a storage notification source (S3/MinIO/GCS) "
+           "emits the equivalent event")
+    for doc in docs:
+        doc.notes.append(why)
+    docs.append(Document(_claim(claim, obj.metadata.namespace, "1Gi"),
+                         [f"the folder DirectorySource/{obj.metadata.name} watched "
+                          f"({obj.spec.directory}); upload files into it"]))  # type: ignore[attr-defined]
+    return docs
+
+
+def _claim(name: str, namespace: str, size: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": size}}}}
+
+
+# -- fields anywhere in an object -------------------------------------------------------------
+
+
+def _walk(node: Any, path: tuple[str | int, ...], doc: Document, out: Export) -> None:
+    if isinstance(node, dict):
+        for key in list(node):
+            if key in ("containers", "initContainers") and isinstance(node[key], list):
+                for i, container in enumerate(node[key]):
+                    if isinstance(container, dict):
+                        _container(container, (*path, key, i), doc, out)
+            elif key == "storageUri" and isinstance(node[key], str):
+                _storage_uri(node, (*path, key), doc, out)
+            elif key == "annotations":
+                _annotations(node[key], (*path, key), doc)
+            _walk(node[key], (*path, key), doc, out)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _walk(item, (*path, i), doc, out)
+
+
+def _module_of(command: list[str]) -> tuple[str, list[str]] | None:
+    """`python -m module args...` (labkit's own command for a program) -> (module, args)."""
+    if len(command) >= 3 and PurePosixPath(command[0]).name.startswith("python") \
+            and command[1] == "-m":
+        return command[2], command[3:]
+    return None
+
+
+def _row_for_module(module: str) -> BuiltinImage | None:
+    from labkit.core.images import IMAGES
+
+    return next((row for row in IMAGES if row.module == module), None)
+
+
+def _container(container: dict[str, Any], path: tuple[str | int, ...], doc: Document,
+               out: Export) -> None:
+    where = manifests.format_path(path)
+    image = str(container.get("image", ""))
+    row = builtin_image(image) if image else None
+    command = container.get("command")
+    started = _module_of(command) if isinstance(command, list) else None
+    if started and (by_module := _row_for_module(started[0])) is not None:
+        row = by_module
+        container.pop("command")
+        if started[1] or container.get("args"):
+            container["args"] = [*started[1], *container.get("args", [])]
+        doc.notes.append(f"{where}.command: {' '.join(command)} is labkit's way to start "
+                         f"{row.name}; the image's own entrypoint runs it")
+    elif row is None or (row.public and image_name(image) != image_name(row.name)):
+        return  # a public image already
+    new = row.public or build_image(row)
+    container["image"] = new
+    if not row.run:
+        doc.notes.append(f"{where}: {new} is started by its controller, with its own arguments "
+                         f"(not labkit's {container.get('args', [])}) and the model copied in "
+                         "for it: on a cluster write a KServe InferenceService instead")
+    if row.public:
+        doc.notes.append(f"{where}.image: {image or '(none)'} -> {new}, the public image "
+                         f"labkit's {row.name} stands for ({row.source})")
+        declared = [p.get("containerPort") for p in container.get("ports", [])]
+        if declared and row.port not in declared:
+            doc.notes.append(f"{where}.ports: {new} listens on {row.port}, not "
+                             f"{', '.join(map(str, declared))}: change the port")
+    else:
+        doc.notes.append(f"{where}.image: {image or '(none)'} -> {new}: labkit's own program "
+                         f"(python -m {row.module}), no public image does the same; build it "
+                         "with the Dockerfile here (README.txt step 1)")
+        if row not in out.builds:
+            out.builds.append(row)
+
+
+def _storage_uri(node: dict[str, Any], path: tuple[str | int, ...], doc: Document,
+                 out: Export) -> None:
+    uri = node["storageUri"]
+    parts = urlsplit(uri)
+    if parts.scheme not in ("", "file"):
+        return  # gs://, s3://, pvc://, https://...: a cluster downloads these itself
+    local = unquote(parts.path) if parts.scheme == "file" else uri
+    upload = ModelUpload(local, doc.namespace or "default",
+                         f"{doc.name}/{PurePosixPath(local).name}")
+    node["storageUri"] = upload.uri
+    out.uploads.append(upload)
+    doc.notes.append(f"{manifests.format_path(path)}: {uri} is a folder on this machine -> "
+                     f"{upload.uri}: copy the model into the claim first (README.txt), or "
+                     f"upload it to object storage (aws s3 cp --recursive {local} "
+                     f"s3://BUCKET/{doc.name}/) and use s3://BUCKET/{doc.name}/{PurePosixPath(local).name}"
+                     " with a service account holding the credentials")
+
+
+def _annotations(annotations: Any, path: tuple[str | int, ...], doc: Document) -> None:
+    if not isinstance(annotations, dict):
+        return
+    for key in [k for k in annotations if str(k).startswith("labkit.dev/")]:
+        del annotations[key]
+        doc.notes.append(f"{manifests.format_path(path)}.{key}: removed, a labkit-only setting "
+                         "a real cluster ignores")
+
+
+# -- whole export -----------------------------------------------------------------------------
+
+
+def _uses_mesh(doc: Document) -> bool:
+    group = str(doc.body["apiVersion"]).split("/")[0]
+    flagger_on_istio = doc.kind == "Canary" and doc.body.get("spec", {}).get(
+        "provider", "istio") == "istio"
+    return group in _MESH_GROUPS or flagger_on_istio
+
+
+def _label_mesh_namespaces(documents: list[Document]) -> None:
+    """Every namespace gets a Namespace object; those whose objects use Istio (or that asked
+    for sidecars locally) get `istio-injection: enabled`, which Istio's injector reads when a
+    pod is created: label first, then create the workloads (or restart them)."""
+    namespaces = {d.name: d for d in documents if d.kind == "Namespace"}
+    mesh = {d.namespace for d in documents if d.namespace and _uses_mesh(d)}
+    mesh |= {n for n, d in namespaces.items()
+             if d.body["metadata"].get("labels", {}).get(MESH_LABEL) == "enabled"}
+    for name in sorted({d.namespace for d in documents if d.namespace} - set(namespaces)):
+        namespaces[name] = Document({"apiVersion": "v1", "kind": "Namespace",
+                                     "metadata": {"name": name}},
+                                    [f"added: the objects here live in namespace {name}"])
+        documents.append(namespaces[name])
+    for name in sorted(mesh):
+        labels = namespaces[name].body["metadata"].setdefault("labels", {})
+        if labels.get(MESH_LABEL) != "enabled":
+            labels[MESH_LABEL] = "enabled"
+            namespaces[name].notes.append(
+                f"metadata.labels.{MESH_LABEL}: enabled, so Istio injects a sidecar into every "
+                "pod created here (objects in this namespace use the mesh)")
+
+
+def _add_model_claims(out: Export) -> None:
+    for namespace in sorted({u.namespace for u in out.uploads}):
+        out.documents.append(Document(
+            _claim(MODEL_CLAIM, namespace, "1Gi"),
+            ["added: holds the models whose storageUri was a folder on this machine"]))
+        out.documents.append(Document(_model_store_pod(namespace), [
+            "added: a pod that mounts the claim so `kubectl cp` can copy models into it; "
+            "delete it once the models are copied"], folder="upload"))
+
+
+def _model_store_pod(namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "model-store", "namespace": namespace},
+            "spec": {"containers": [{"name": "model-store", "image": "busybox:1.36",
+                                     "command": ["sleep", "infinity"],
+                                     "volumeMounts": [{"name": "models", "mountPath": "/pv"}]}],
+                     "volumes": [{"name": "models", "persistentVolumeClaim": {
+                         "claimName": MODEL_CLAIM}}]}}
+
+
+_DOCKERFILE = """\
+# labkit's own programs, one image each: build from the labkit checkout (the folder that holds
+# pyproject.toml), for example
+#   docker build -f DIR/Dockerfile --build-arg MODULE=labkit.apps.mesh_demo -t IMAGE .
+# README.txt lists the MODULE and IMAGE of each program this export needs.
+FROM python:3.11-slim
+COPY . /src
+RUN pip install --no-cache-dir /src
+ARG MODULE
+ENV LABKIT_MODULE=${MODULE}
+ENTRYPOINT ["sh", "-c", "exec python -m \\"$LABKIT_MODULE\\" \\"$@\\"", "--"]
+"""
+
+
+def _readme(export: Export, folder: str) -> str:
+    step = iter(range(1, 100))
+    lines = [f"labkit {__version__} export: YAML for a real Kubernetes cluster with Knative "
+             "Serving and Eventing, Istio, KServe and Flagger installed",
+             "(tools/real-cluster.sh installs them on kind or minikube at pinned versions).", ""]
+    if export.builds:
+        lines += [f"{next(step)}. Build labkit's own programs (no public image does the same) "
+                  "from the labkit checkout and load them into the cluster:"]
+        for row in export.builds:
+            image = build_image(row)
+            lines += [f"     docker build -f DIR/Dockerfile --build-arg MODULE={row.module} "
+                      f"-t {image} .",
+                      f"     kind load docker-image {image}    # minikube: minikube image load "
+                      f"{image}"]
+        lines += ["   They listen on $PORT (8080 by default).", ""]
+    if export.uploads:
+        lines += [f"{next(step)}. Copy the models into the claim {MODEL_CLAIM} (KServe, "
+                  "https://kserve.github.io/website/latest/modelserving/storage/pvc/pvc/):"]
+        for namespace in sorted({u.namespace for u in export.uploads}):
+            files = [d.filename for d in export.documents if d.namespace == namespace
+                     and d.name in (MODEL_CLAIM, "model-store")] + \
+                    [d.filename for d in export.documents if d.kind == "Namespace"
+                     and d.name == namespace]
+            lines += [f"     kubectl apply " + " ".join(f"-f DIR/{f}" for f in sorted(files)),
+                      f"     kubectl wait -n {namespace} --for=condition=Ready pod/model-store"]
+            for upload in (u for u in export.uploads if u.namespace == namespace):
+                lines += [f"     kubectl exec -n {namespace} model-store -- mkdir -p "
+                          f"/pv/{PurePosixPath(upload.subpath).parent}",
+                          f"     kubectl cp {upload.local} {namespace}/model-store:/pv/"
+                          f"{upload.subpath}    # storageUri {upload.uri}"]
+            lines += [f"     kubectl delete -n {namespace} pod/model-store", ""]
+    lines += [f"{next(step)}. Apply everything (kubectl reads a folder's files in name order, "
+              "namespaces and claims first; it does not read the subfolder upload/):",
+              "     kubectl apply -f DIR/", "",
+              "   The files, in order:"]
+    lines += [f"     {d.filename}" for d in export.documents if not d.folder]
+    lines += ["", f"{next(step)}. Pods created before their namespace got the "
+              f"{MESH_LABEL} label have no sidecar: restart them",
+              "     kubectl rollout restart deployment -n NAMESPACE", "",
+              "What the export changed (also at the top of each file):"]
+    for d in export.documents:
+        lines += [f"  {d.filename}:"] + [f"    - {n}" for n in d.notes] if d.notes else []
+    return "\n".join(lines).replace("DIR/", folder.rstrip("/") + "/") + "\n"
