@@ -116,7 +116,7 @@ def test_remote_storage_fails_the_apply_naming_the_field(cluster: LocalCluster,
                                                          child_pids) -> None:  # type: ignore[no-untyped-def]
     before = child_pids()
     with pytest.raises(ApplyError, match=r"spec\.predictor\.model\.storageUri: .*offline"):
-        cluster.apply(isvc("gs://kfserving-examples/models/sklearn/1.0/model"))
+        cluster.apply(isvc("gs://my-team-bucket/models/sklearn/iris"))
     assert child_pids() <= before
 
 

@@ -109,8 +109,8 @@ MODEL = "model: {modelFormat: {name: sklearn}, storageUri: /m}"
 @pytest.mark.parametrize(
     ("predictor", "expected"),
     [
-        ("minReplicas: 1", "spec.predictor: exactly one of [model, sklearn]"),
-        (MODEL + "\nsklearn: {storageUri: /m}", "exactly one of [model, sklearn] must be specified in PredictorSpec (got model, sklearn)"),
+        ("minReplicas: 1", "spec.predictor: exactly one of [model, sklearn, containers]"),
+        (MODEL + "\nsklearn: {storageUri: /m}", "exactly one of [model, sklearn, containers] must be specified in PredictorSpec (got model, sklearn)"),
         (MODEL + "\nminReplicas: 4\nmaxReplicas: 2", "spec.predictor.minReplicas: minReplicas (4) must not exceed maxReplicas (2)"),
         (MODEL + "\nminReplicas: -1", "spec.predictor.minReplicas"),
         (MODEL + "\ncanaryTrafficPercent: 150", "spec.predictor.canaryTrafficPercent"),

@@ -275,7 +275,7 @@ def test_a_model_that_fails_to_load_leaves_the_server_live_but_not_ready(tmp_pat
 
 
 def test_remote_storage_is_a_clear_not_ready_reason() -> None:
-    with model_server("gcs", "gs://kfserving-examples/models/sklearn/1.0/model", ready=False) as server:
+    with model_server("gcs", "gs://my-team-bucket/models/sklearn/iris", ready=False) as server:
         status, doc, _ = call(server.port, "GET", "/v2/health/ready")
         while "still loading" in doc.get("error", ""):
             status, doc, _ = call(server.port, "GET", "/v2/health/ready")

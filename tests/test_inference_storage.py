@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.inference.storage import PVC_ROOT_ENV, StorageError, resolve_storage_uri
+from labkit.inference.storage import PVC_ROOT_ENV, SAMPLE_MODELS, StorageError, resolve_storage_uri
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_pvc_missing_claim_and_escape(tmp_path: Path, model_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["gs://kfserving-examples/models/sklearn/1.0/model", "s3://bucket/model",
+    ["gs://kfserving-examples/models/sklearn/1.0/other-model", "s3://bucket/model",
      "https://example.com/model.joblib", "hf://org/model"],
 )
 def test_remote_schemes_fail_offline_naming_the_field(uri: str) -> None:
@@ -65,6 +65,12 @@ def test_remote_schemes_fail_offline_naming_the_field(uri: str) -> None:
     message = str(err.value)
     assert message.startswith("spec.predictor.model.storageUri: ")
     assert "offline" in message and uri in message
+
+
+def test_the_guides_sample_models_resolve_to_local_copies() -> None:
+    for uri, local in SAMPLE_MODELS.items():
+        assert resolve_storage_uri(uri) == resolve_storage_uri(uri + "/") == local
+        assert any(local.iterdir()), f"{local} (for {uri}) holds no model"
 
 
 def test_unknown_scheme_and_missing_path(tmp_path: Path) -> None:

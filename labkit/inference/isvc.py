@@ -13,6 +13,11 @@ Applying an InferenceService `<name>`:
   a new revision; a model that fails to load fails its revision (the server exits, as KServe's
   do) and the previously rolled-out revision keeps serving.
 
+A custom predictor (`spec.predictor.containers`, one container) runs its own command and args
+instead, readiness `/v2/health/ready` unless it sets a readinessProbe; `python` in its command
+is labkit's interpreter, so `python model.py --model_name=...` (KServe's way of starting a
+kserve.Model file) runs it on labkit.inference.custom here and on the SDK in a real image.
+
 Status is KServe's: url, address, conditions (PredictorReady, IngressReady, Ready, ...),
 components.predictor (latest created / ready / rolled-out / previous rolled-out revisions,
 traffic), modelStatus. The local URL (no path prefix) is the predictor's ingress;
@@ -29,6 +34,7 @@ latest revision).
 
 from __future__ import annotations
 
+import sys
 import urllib.request
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -39,6 +45,7 @@ from labkit.core.controller import ObjectStatus
 from labkit.core.models import Container
 from labkit.inference.models import InferenceService, PredictorSpec, TransformerSpec
 from labkit.inference.rollout import Rollout, TrafficEntry, after_routing, traffic_block
+from labkit.inference.runtimes import FORMATS
 from labkit.inference.storage import resolve_storage_uri
 from labkit.manifests import ObjectMeta
 from labkit.net import python_command
@@ -124,9 +131,11 @@ class InferenceServiceController:
     def apply(self, obj: InferenceService) -> None:
         _refuse_unsupported(obj)
         predictor = obj.spec.predictor
-        assert predictor.storage_uri is not None  # the kind requires it
-        model_path = str(resolve_storage_uri(predictor.storage_uri,
-                                             field=predictor.storage_uri_field))
+        model_path = None  # a custom container finds its model itself
+        if predictor.containers is None:
+            assert predictor.storage_uri is not None  # the kind requires it
+            model_path = str(resolve_storage_uri(predictor.storage_uri,
+                                                 field=predictor.storage_uri_field))
         template = _template(obj, model_path)
         existing = self.predictor
         new_revision = existing is None or existing.obj is None or (
@@ -272,11 +281,12 @@ class InferenceServiceController:
         )
 
 
-def predictor_knative_service(obj: InferenceService, model_path: str,
+def predictor_knative_service(obj: InferenceService, model_path: str | None,
                               entries: list[TrafficEntry]) -> KnativeService:
     """The Knative Service `<name>-predictor` that KServe's serverless mode makes for `obj`,
-    serving the model at `model_path` (a resolved storageUri) with the traffic `entries`
-    (from :func:`labkit.inference.rollout.traffic_block`). Pure: no cluster needed."""
+    serving the model at `model_path` (a resolved storageUri; None for a custom container)
+    with the traffic `entries` (from :func:`labkit.inference.rollout.traffic_block`). Pure: no
+    cluster needed."""
     return KnativeService(
         metadata=ObjectMeta(name=f"{obj.metadata.name}-predictor", namespace=obj.metadata.namespace),
         spec=ServiceSpec(template=_template(obj, model_path), traffic=[
@@ -337,21 +347,49 @@ def _transformer_template(obj: InferenceService, spec: TransformerSpec,
     )
 
 
-def _template(obj: InferenceService, model_path: str) -> RevisionTemplate:
+def _template(obj: InferenceService, model_path: str | None) -> RevisionTemplate:
     predictor = obj.spec.predictor
     annotations = _annotations(obj, predictor)
-    container = KnativeContainer(
-        name="kserve-container",
-        image=f"labkit/{(predictor.model and predictor.model.runtime) or 'kserve-sklearnserver'}",
-        command=python_command("labkit.inference.server",
-                               *_server_args(obj, predictor, model_path)),
-        env=list((predictor.model or predictor.sklearn).env),  # type: ignore[union-attr]
-        readiness_probe=KnativeProbe(http_get=KnativeHTTPGet(path=READY_PATH)),
-    )
+    if model_path is None:
+        container = _custom_container(predictor)
+    else:
+        container = _model_server_container(obj, predictor, model_path)
     return RevisionTemplate(
         metadata=TemplateMetadata(labels=dict(predictor.labels), annotations=annotations),
         spec=RevisionSpec(container_concurrency=predictor.container_concurrency,
                           timeout_seconds=predictor.timeout, containers=[container]),
+    )
+
+
+def _custom_container(predictor: PredictorSpec) -> KnativeContainer:
+    """A custom predictor (spec.predictor.containers): its own command and args, as KServe
+    runs it; `python` is this interpreter, so `python model.py` sees labkit (and
+    labkit.inference.custom) the way the image's python sees the kserve SDK on a cluster."""
+    assert predictor.containers is not None
+    given = predictor.containers[0]
+    command = given.command
+    if command and command[0] in ("python", "python3"):
+        command = [sys.executable, *command[1:]]
+    probe = given.readiness_probe
+    return KnativeContainer(
+        name=given.name, image=given.image, command=command, args=given.args,
+        working_dir=given.working_dir, env=list(given.env),
+        readiness_probe=KnativeProbe(http_get=KnativeHTTPGet(
+            path=probe.http_get.path if probe and probe.http_get else READY_PATH)),
+    )
+
+
+def _model_server_container(obj: InferenceService, predictor: PredictorSpec,
+                            model_path: str) -> KnativeContainer:
+    return KnativeContainer(
+        name="kserve-container",
+        # The ServingRuntime KServe would pick for the format (runtimes.FORMATS), unless named.
+        image="labkit/" + ((predictor.model and predictor.model.runtime)
+                           or FORMATS[predictor.model_format.lower()].serving_runtime),
+        command=python_command("labkit.inference.server",
+                               *_server_args(obj, predictor, model_path)),
+        env=list((predictor.model or predictor.sklearn).env),  # type: ignore[union-attr]
+        readiness_probe=KnativeProbe(http_get=KnativeHTTPGet(path=READY_PATH)),
     )
 
 

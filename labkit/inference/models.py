@@ -1,7 +1,8 @@
 """KServe's InferenceService (serving.kserve.io/v1beta1), the subset labkit runs faithfully.
 
-A predictor is a model (format + storageUri, run by labkit's model server) or the legacy
-`sklearn:` spec; around it the component fields KServe shares between predictor and transformer:
+A predictor is a model (format + storageUri, run by labkit's model server; the formats are
+labkit.inference.runtimes.FORMATS), the legacy `sklearn:` spec, or a custom container
+(`containers:`, e.g. a kserve.Model class on labkit.inference.custom); around it the component fields KServe shares between predictor and transformer:
 replicas and autoscaling (minReplicas 0 = scale to zero), containerConcurrency, timeout,
 canaryTrafficPercent, batcher and logger. A transformer is a container (a Python program) in
 front of the predictor.
@@ -19,14 +20,15 @@ the messages are labkit's own.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import Field
 
 from labkit.core.models import Container, EnvVar
+from labkit.inference.runtimes import format_problem
 from labkit.manifests import (
+    CONTAINER_IGNORED,
     FieldPath,
     KubeModel,
     KubeObject,
@@ -47,7 +49,6 @@ __all__ = [
     "ModelSpec",
     "PredictorSpec",
     "TransformerSpec",
-    "served_formats",
 ]
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -57,14 +58,6 @@ STORAGE_PREFIXES = ("gs://", "s3://", "pvc://", "file://", "https://", "http://"
                     "webhdfs://", "oci://", "oci+native://", "oci+fetch://", "hf://")
 """KServe's SupportedStorageURIPrefixList (plus local paths)."""
 
-# modelFormat name -> the package that must be importable to serve it here.
-_FORMAT_PACKAGES = {"sklearn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm"}
-
-
-def served_formats() -> list[str]:
-    """modelFormat names this machine can serve (xgboost/lightgbm only if installed)."""
-    return [name for name, pkg in _FORMAT_PACKAGES.items() if importlib.util.find_spec(pkg)]
-
 
 class ModelFormat(KubeModel):
     name: str
@@ -73,6 +66,8 @@ class ModelFormat(KubeModel):
 
 class ModelSpec(KubeModel):
     """predictor.model: what to serve and from where (container fields: env, args)."""
+
+    ignored_fields = CONTAINER_IGNORED
 
     model_format: ModelFormat
     runtime: str | None = None
@@ -132,9 +127,14 @@ class _Component(KubeModel):
 
 
 class PredictorSpec(_Component):
+    """`model` (a format served by labkit's model server), the legacy `sklearn`, or
+    `containers`: a custom predictor (KServe's PodSpec inline; labkit runs one container, e.g.
+    a kserve.Model class served by labkit.inference.custom)."""
+
     name: str | None = None
     model: ModelSpec | None = None
     sklearn: LegacySklearnSpec | None = None
+    containers: list[Container] | None = None
 
     @property
     def model_format(self) -> str:
@@ -158,20 +158,23 @@ class PredictorSpec(_Component):
         yield from self.component_problems(path)
         if self.name is not None and (problem := dns_label_problem(self.name, rfc1035=True)):
             yield path + ("name",), problem
-        given = [k for k in ("model", "sklearn") if getattr(self, k) is not None]
+        given = [k for k in ("model", "sklearn", "containers") if getattr(self, k) is not None]
         if len(given) != 1:
-            yield (path, "exactly one of [model, sklearn] must be specified in PredictorSpec"
-                   + (f" (got {', '.join(given)})" if given else ""))
+            yield (path, "exactly one of [model, sklearn, containers] must be specified in "
+                   "PredictorSpec" + (f" (got {', '.join(given)})" if given else ""))
             return
         spec_path = path + (given[0],)
+        if self.containers is not None:
+            if len(self.containers) != 1:
+                yield spec_path, "a custom predictor runs exactly one container here"
+            for index, container in enumerate(self.containers):
+                yield from container.problems(spec_path + (index,))
+            return
         if self.model is not None:
             name = self.model.model_format.name
-            if name not in served_formats():
-                known = ", ".join(served_formats())
-                why = (f"the {_FORMAT_PACKAGES[name]} package is not installed"
-                       if name in _FORMAT_PACKAGES else "labkit has no runtime for it")
+            if (why := format_problem(name)) is not None:
                 yield (spec_path + ("modelFormat", "name"),
-                       f"modelFormat {name!r} cannot be served here: {why} (served: {known})")
+                       f"modelFormat {name!r} cannot be served here: {why}")
         protocol = (self.model or self.sklearn).protocol_version  # type: ignore[union-attr]
         if protocol and protocol.startswith("grpc"):
             yield (spec_path + ("protocolVersion",),

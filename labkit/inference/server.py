@@ -23,7 +23,8 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +48,8 @@ from labkit.inference.storage import StorageError, resolve_storage_uri
 if TYPE_CHECKING:
     from labkit.inference.payload_logger import PayloadLogger
 
-__all__ = ["ModelServer", "main", "process_age_seconds"]
+__all__ = ["ModelServer", "Route", "main", "parse_route", "process_age_seconds", "run",
+           "stop_on_signals"]
 
 SERVER_NAME = "labkit-inference"
 SERVER_VERSION = "0.1.0"
@@ -150,50 +152,24 @@ class ModelServer:
         return response
 
     def _route(self, request: Request) -> Response | Awaitable[Response]:
-        path, method = request.path, request.method
-        if path.startswith("/v2/models/"):
-            return self._v2_model(request, path[len("/v2/models/") :].split("/"))
-        if path.startswith("/v1/models/"):
-            return self._v1_model(request, path[len("/v1/models/") :])
-        simple = {
-            "/v2/health/live": self._live,
-            "/v2/health/ready": self._ready,
-            "/v2": self._server_metadata,
-            "/v2/": self._server_metadata,
-            "/": self._alive,
-            "/v1/models": self._model_list,
-            "/v2/models": self._model_list,
-        }.get(path)
-        if simple is None:
-            raise ProtocolError(f"no route for {method} {path}", 404)
-        _require(method, "GET", path)
-        return simple()
-
-    def _v2_model(self, request: Request, parts: list[str]) -> Response | Awaitable[Response]:
-        name, rest = parts[0], parts[1:]
-        version = None
-        if len(rest) >= 2 and rest[0] == "versions":
-            version, rest = rest[1], rest[2:]
-        self._check_model(name, version)
-        action = rest[0] if rest else ""
-        if len(rest) > 1 or action not in ("", "ready", "infer"):
-            raise ProtocolError(f"no route for {request.method} {request.path}", 404)
-        if action == "infer":
-            _require(request.method, "POST", request.path)
+        route = parse_route(request.method, request.path)
+        if route.model is not None:
+            self._check_model(route.model, route.version)
+        if route.action == "infer":
             return self._infer(request)
-        _require(request.method, "GET", request.path)
-        return self._model_ready() if action == "ready" else self._model_metadata()
-
-    def _v1_model(self, request: Request, rest: str) -> Response | Awaitable[Response]:
-        name, colon, verb = rest.partition(":")
-        if "/" in name or (colon and verb != "predict"):
-            raise ProtocolError(f"no route for {request.method} {request.path}", 404)
-        self._check_model(name, None)
-        if colon:
-            _require(request.method, "POST", request.path)
+        if route.action == "v1_predict":
             return self._v1_predict(request)
-        _require(request.method, "GET", request.path)
-        return _json(200, {"name": self.model_name, "ready": self.model is not None})
+        if route.action == "v1_model":
+            return _json(200, {"name": self.model_name, "ready": self.model is not None})
+        return {
+            "live": self._live,
+            "ready": self._ready,
+            "server": self._server_metadata,
+            "alive": self._alive,
+            "models": self._model_list,
+            "model": self._model_metadata,
+            "model_ready": self._model_ready,
+        }[route.action]()
 
     def _check_model(self, name: str, version: str | None) -> None:
         if name != self.model_name:
@@ -378,6 +354,46 @@ def _require(method: str, wanted: str, path: str) -> None:
         raise ProtocolError(f"{path} takes {wanted}, not {method}", 405)
 
 
+@dataclass(frozen=True)
+class Route:
+    """What a request asks for: `action`, and the model (and version) its path names."""
+
+    action: str
+    model: str | None = None
+    version: str | None = None
+
+
+_SIMPLE_ROUTES = {"/v2/health/live": "live", "/v2/health/ready": "ready", "/v2": "server",
+                  "/v2/": "server", "/": "alive", "/v1/models": "models", "/v2/models": "models"}
+_V2_ACTIONS = {"": "model", "ready": "model_ready", "infer": "infer"}
+
+
+def parse_route(method: str, path: str) -> Route:
+    """The V1/V2 route of `method path` (the routes KServe's model servers answer);
+    ProtocolError 404 (no such route) or 405 (wrong method). Shared by the built-in model
+    server and labkit.inference.custom."""
+    if path.startswith("/v2/models/"):
+        name, *rest = path[len("/v2/models/"):].split("/")
+        version = None
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if rest else ""
+        if len(rest) > 1 or action not in _V2_ACTIONS:
+            raise ProtocolError(f"no route for {method} {path}", 404)
+        route = Route(_V2_ACTIONS[action], name, version)
+    elif path.startswith("/v1/models/"):
+        name, colon, verb = path[len("/v1/models/"):].partition(":")
+        if "/" in name or (colon and verb != "predict"):
+            raise ProtocolError(f"no route for {method} {path}", 404)
+        route = Route("v1_predict" if colon else "v1_model", name)
+    elif path in _SIMPLE_ROUTES:
+        route = Route(_SIMPLE_ROUTES[path])
+    else:
+        raise ProtocolError(f"no route for {method} {path}", 404)
+    _require(method, "POST" if route.action in ("infer", "v1_predict") else "GET", path)
+    return route
+
+
 def _server_timing(parts: list[tuple[str, float]]) -> str:
     return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in parts)
 
@@ -434,14 +450,7 @@ async def _run(args: argparse.Namespace) -> None:
     age = process_age_seconds()
     server.startup["process_start_seconds"] = round(age, 3) if age is not None else None
     loop = asyncio.get_running_loop()
-    stop = loop.create_future()
-
-    def request_stop() -> None:
-        if not stop.done():
-            stop.set_result(None)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, request_stop)
+    stop = stop_on_signals()
     await loop.run_in_executor(None, server.load)
     if server.model is None and args.exit_on_load_failure:
         listener.close()
@@ -461,14 +470,32 @@ async def _run(args: argparse.Namespace) -> None:
         await logger.close()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse(argv)
+def stop_on_signals() -> asyncio.Future[None]:
+    """A future that SIGTERM (how the kubelet stops a pod) or SIGINT completes."""
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop)
+    return stop
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server's `main` on uvloop when it is installed, else on asyncio's own loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_run(args))
+        asyncio.run(main)
     else:
-        uvloop.run(_run(args))
+        uvloop.run(main)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run(_run(_parse(argv)))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ KServe's storage initializer copies the model named by `storageUri` into `/mnt/m
 the server starts. labkit has no network for models, so it resolves the URI to a local folder
 or file instead: `file://` and plain paths directly, `pvc://<claim>/<path>` inside a folder that
 stands in for the claim, and remote schemes (gs://, s3://, https://, ...) with an error that
-says why they cannot work offline and what to write instead.
+says why they cannot work offline and what to write instead. The few remote URIs KServe's own
+guides use are the exception: SAMPLE_MODELS maps each to a local copy in data/models, so the
+guides' manifests run unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +15,20 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["PVC_ROOT_ENV", "StorageError", "resolve_storage_uri"]
+__all__ = ["PVC_ROOT_ENV", "SAMPLE_MODELS", "StorageError", "resolve_storage_uri"]
+
+_REPO_MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
+SAMPLE_MODELS: dict[str, Path] = {
+    # KServe's sklearn iris (first InferenceService, V2 protocol and canary rollout guides,
+    # https://kserve.github.io/website/docs/model-serving/predictive-inference/rollout-strategies/canary-example):
+    # an iris classifier saved with joblib; data/models/iris is one (data/models/train.py), and
+    # "model-2", the canary's "new/updated model", is the same classifier in skops' format.
+    # Older guides name the bucket kfserving-examples, newer ones kserve-examples.
+    **{f"gs://{bucket}/models/sklearn/1.0/{name}": _REPO_MODELS / folder
+       for bucket in ("kfserving-examples", "kserve-examples")
+       for name, folder in (("model", "iris"), ("model-2", "iris-skops"))},
+}
+"""Remote storageUris of the projects' samples -> the local copy labkit serves instead."""
 
 PVC_ROOT_ENV = "LABKIT_PVC_ROOT"
 """Environment variable naming the folder whose subfolders stand in for PersistentVolumeClaims."""
@@ -45,7 +60,9 @@ def resolve_storage_uri(
         raise StorageError(f"{field}: must be a non-empty string, got {uri!r}")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
-    if scheme == "file":
+    if uri.rstrip("/") in SAMPLE_MODELS:
+        path = SAMPLE_MODELS[uri.rstrip("/")]
+    elif scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise StorageError(
                 f"{field}: {uri!r} names host {parts.netloc!r}; a file:// URI must be "

@@ -78,10 +78,13 @@ from labkit.serving.autoscaler_config import (
 )
 from labkit.serving.constants import (
     ACTIVATOR_QUEUE_DEPTH,
+    HPA_SYNC_SECONDS,
     QUEUE_PROXY_QUEUE_FACTOR,
     SCRAPE_SECONDS,
     TICK_SECONDS,
 )
+from labkit.serving.hpa import HPASpec, cpu_readings, knative_hpa_spec
+from labkit.serving.hpa_sync import HPADecision, HPAHistory, hpa_sync
 from labkit.serving.kpa import Autoscaler, DeciderSpec, initial_excess_burst_capacity
 from labkit.serving.kpa_scaler import SCALE_UNKNOWN
 from labkit.serving.metrics_window import RevisionMetrics
@@ -131,6 +134,10 @@ class _Level:
         self.since = t
         self.value += delta
 
+    def total(self, t: float) -> float:
+        """The area so far (since the last `integral`), without restarting it."""
+        return self.area + self.value * (t - self.since)
+
     def integral(self, t: float) -> float:
         """The area up to `t` (and the area restarts from there)."""
         area = self.area + self.value * (t - self.since)
@@ -153,11 +160,13 @@ class _Request:
 class _Pod:
     """A replica: its queue-proxy's counters and queue, and where it is in its life."""
 
-    __slots__ = ("busy", "in_flight", "queue", "ready", "removed")
+    __slots__ = ("busy", "cpu", "in_flight", "name", "queue", "ready", "removed")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.in_flight = 0  # what the queue-proxy counts: in service + queued
         self.busy = 0
+        self.cpu = _Level()  # requests in service over time: the app's CPU seconds (HPA class)
         self.queue: deque[_Request] = deque()
         self.ready = False
         self.removed = False  # out of the endpoints, draining
@@ -180,18 +189,31 @@ class _Draws:
         return value
 
 
+@dataclass(eq=False)
+class _HPAModel:
+    """The HPA class: Kubernetes' HPA, what it remembers, and how the app uses CPU."""
+
+    spec: HPASpec
+    request_millis: int  # the container's resources.requests.cpu
+    cpu_per_request: float  # cores one request in service keeps busy
+    sync_seconds: float
+    history: HPAHistory = field(default_factory=HPAHistory)
+    marks: dict[str, tuple[float, float]] = field(default_factory=dict)
+    decisions: list[HPADecision] = field(default_factory=list)
+
+
 class _Revision:
     """The model: a revision, its pods, the activator and the autoscaler, on one simpy env."""
 
     def __init__(self, env: simpy.Environment, settings: RevisionAutoscaling,
                  container_concurrency: int, pod_parallelism: int | None,
                  service: _Draws, startup: _Draws, route: random.Random,
-                 timeout: float, initially_ready: bool) -> None:
+                 timeout: float, initially_ready: bool, hpa: _HPAModel | None = None) -> None:
         self.env = env
         self.clock = SimClock(env)
         self.settings = settings
-        self.spec: DeciderSpec = settings.decider_spec()
-        self.metric = self.spec.scaling_metric
+        self.hpa = hpa
+        self.spec: DeciderSpec | None = None if hpa else settings.decider_spec()
         cc = container_concurrency
         self.activator_room = cc if cc > 0 else math.inf  # what the activator sends a pod
         self.slots = cc if cc > 0 else (pod_parallelism or math.inf)  # what a pod serves at once
@@ -200,7 +222,7 @@ class _Revision:
         self.startup = startup
         self.route = route
         self.timeout = timeout
-        self.has_scrape_target = self.spec.target_burst_capacity != -1
+        self.has_scrape_target = settings.target_burst_capacity != -1
         self.metrics = RevisionMetrics(settings.stable_window, settings.panic_window,
                                        settings.aggregation_algorithm,  # type: ignore[arg-type]
                                        has_scrape_target=self.has_scrape_target)
@@ -237,7 +259,7 @@ class _Revision:
 
         # autoscaler and PodAutoscaler state
         self.desired = SCALE_UNKNOWN
-        self.ebc = initial_excess_burst_capacity(self.spec, settings.initial_scale)
+        self.ebc = initial_excess_burst_capacity(self.spec, settings.initial_scale) if self.spec else 0
         self._recheck: Cancellable | None = None
         self.reconciles: list[ReconcileRecord] = []
         self.ticks: dict[str, array] = {k: array("d") for k in (
@@ -253,7 +275,7 @@ class _Revision:
             else:
                 env.process(self._pod_starts(pod))
         self.status = initial_status(settings, len(self.ready), 0.0)
-        self.autoscaler = Autoscaler(self.spec, len(self.ready), now=0.0)
+        self.autoscaler = Autoscaler(self.spec, len(self.ready), now=0.0) if self.spec else None
         self.reconcile()
 
     # --- processes: the story ---------------------------------------------------------------
@@ -275,9 +297,23 @@ class _Revision:
             now = self.env.now
             scrapes += 1
             self.scrape(now)
-            if scrapes % TICK_EVERY_SCRAPES == 0:
+            if self.autoscaler is not None and scrapes % TICK_EVERY_SCRAPES == 0:
                 self.decide(now)
             self._note_second(now)
+
+    def hpa_loop(self, hpa: _HPAModel) -> Process:
+        """HPA class: every sync period, Kubernetes' HPA sync over the pods' CPU use."""
+        while True:
+            yield self.env.timeout(hpa.sync_seconds)
+            now = self.env.now
+            pods = [(pod.name, pod.ready, pod.cpu.total(now) * hpa.cpu_per_request if pod.ready else None)
+                    for pod in self.pods]
+            readings, hpa.marks = cpu_readings(pods, hpa.marks, now, hpa.request_millis)
+            decision = hpa_sync(hpa.spec, hpa.history, self.replicas, readings, now)
+            hpa.history = decision.history
+            hpa.decisions.append(decision)
+            self.desired = decision.desired
+            self.reconcile()
 
     def _pod_starts(self, pod: _Pod) -> Process:
         """A new pod: schedule, pull, start the container, pass the readiness probe."""
@@ -290,7 +326,8 @@ class _Revision:
         self.reconcile()
 
     def activator_timeouts(self) -> Process:
-        """Buffered requests older than the revision timeout get a 503 (oldest first)."""
+        """Buffered requests older than the revision timeout get a 504 (oldest first), as the
+        live activator answers them ("activator request timeout")."""
         env = self.env
         while True:
             if not self.buffer:
@@ -366,6 +403,7 @@ class _Revision:
     def _start(self, pod: _Pod, request: _Request, now: float) -> None:
         request.start = now
         pod.busy += 1
+        pod.cpu.change(now, 1)
         self.env.timeout(self.service(), request).callbacks.append(self._done)
 
     def _done(self, event: simpy.Event) -> None:
@@ -374,6 +412,7 @@ class _Revision:
         pod = request.pod
         assert pod is not None
         pod.busy -= 1
+        pod.cpu.change(now, -1)
         pod.in_flight -= 1
         (self.proxied if request.proxied else self.direct).change(now, -1)
         self.arrival.append(request.arrival)
@@ -398,7 +437,7 @@ class _Revision:
     # --- pods -------------------------------------------------------------------------------
 
     def _new_pod(self) -> _Pod:
-        pod = _Pod()
+        pod = _Pod(f"pod-{self.pods_started + 1}")
         self.pods.append(pod)
         self.alive.change(self.env.now, 1)
         self.pods_started += 1
@@ -468,10 +507,11 @@ class _Revision:
 
     def _poke(self, now: float, concurrency: float) -> None:
         """A revision the decider wants at zero has traffic again: decide now, not next tick."""
-        if should_poke(self.desired, concurrency):
+        if self.autoscaler is not None and should_poke(self.desired, concurrency):
             self.decide(now)
 
     def decide(self, now: float) -> None:
+        assert self.autoscaler is not None
         ready = len(self.ready)
         self.desired, self.ebc, stable, panic = decide(
             self.autoscaler, self.metrics, now, ready, self.desired, self.ebc)
@@ -506,7 +546,7 @@ class _Revision:
         s["desired"].append(self.desired)
         s["replicas"].append(self.replicas)
         s["ready"].append(len(self.ready))
-        s["in_panic"].append(self.autoscaler.in_panic)
+        s["in_panic"].append(bool(self.autoscaler and self.autoscaler.in_panic))
         s["activator_in_path"].append(not self.serve)
 
 
@@ -541,7 +581,7 @@ class AutoscalingResult:
     """
 
     settings: RevisionAutoscaling
-    spec: DeciderSpec
+    spec: DeciderSpec | None
     container_concurrency: int
     duration: float
     seed: int | None
@@ -563,6 +603,9 @@ class AutoscalingResult:
     prices: Prices = field(default_factory=Prices, repr=False)
     metric_records: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     reconciles: list[ReconcileRecord] = field(default_factory=list, repr=False)
+    hpa_decisions: list[HPADecision] = field(default_factory=list, repr=False)
+    """HPA class: every sync of Kubernetes' HPA (`labkit.serving.hpa_sync.HPADecision`); `spec`
+    is then None (no KPA decider) and ``ticks`` stay empty."""
 
     @property
     def requests_cold(self) -> int:
@@ -678,8 +721,12 @@ def simulate_autoscaling(
     timeout: float = 300.0,
     initially_ready: bool = True,
     prices: Prices | None = None,
+    cpu_request: float = 1.0,
+    cpu_per_request: float = 1.0,
+    hpa_sync_seconds: float = HPA_SYNC_SECONDS,
 ) -> AutoscalingResult:
-    """Simulate one revision scaled by the KPA for `duration` seconds.
+    """Simulate one revision scaled by the KPA (or, with the HPA class, by Kubernetes' HPA on
+    CPU) for `duration` seconds.
 
     workload: the arrivals (Poisson, Bursty, Diurnal, TraceReplay, or `burst_workload`).
     annotations: the revision's ``autoscaling.knative.dev/*`` annotations, exactly as in a
@@ -696,14 +743,23 @@ def simulate_autoscaling(
         was deployed before the run; its decider, like Knative's, starts in panic if created
         with more than one pod); False: they start at t = 0, like a fresh deployment.
     seed: an int; the same seed gives the same run. prices: to price the pod-seconds.
+    cpu_request, cpu_per_request, hpa_sync_seconds: HPA class only
+        (``autoscaling.knative.dev/class: hpa.autoscaling.knative.dev``): the container's
+        ``resources.requests.cpu`` in cores, the cores one request in service keeps busy
+        (1.0: a CPU-bound request; use `pod_parallelism` for the app's threads), and the HPA
+        sync period. Utilisation is CPU used over CPU requested, against the ``target``
+        annotation (percent, default 80).
     """
     if not isinstance(workload, Workload):
         raise TypeError(f"workload must be a labkit.sim.workloads.Workload, got {type(workload).__name__}")
     settings = RevisionAutoscaling.resolve(_check_annotations(annotations), config,
                                            container_concurrency=container_concurrency)
+    hpa = None
     if settings.autoscaler_class == HPA_CLASS:
-        raise ValueError(f"autoscaling.knative.dev/class: {HPA_CLASS} scales on CPU; this "
-                         "simulator models the KPA (kpa.autoscaling.knative.dev)")
+        hpa = _HPAModel(knative_hpa_spec(settings, _check_annotations(annotations)),
+                        request_millis=round(_positive("cpu_request", cpu_request) * 1000),
+                        cpu_per_request=_positive("cpu_per_request", cpu_per_request),
+                        sync_seconds=_positive("hpa_sync_seconds", hpa_sync_seconds))
     duration = _positive("duration", duration)
     service_time = _positive("service_time", service_time)
     cold_start = _positive("cold_start", cold_start, allow_zero=True)
@@ -723,10 +779,12 @@ def simulate_autoscaling(
         service=_draws(service_rng, service_distribution, service_time, service_cv, "service"),
         startup=_draws(startup_rng, cold_start_distribution, cold_start, cold_start_cv, "cold_start"),
         route=random.Random(int(route_rng.integers(2**63))),
-        timeout=timeout, initially_ready=initially_ready,
+        timeout=timeout, initially_ready=initially_ready, hpa=hpa,
     )
     env.process(revision.traffic(workload.arrival_chunks(arrival_rng, duration)))
     env.process(revision.autoscaler_loop())
+    if hpa is not None:
+        env.process(revision.hpa_loop(hpa))
     env.process(revision.activator_timeouts())
     env.run(until=duration)
     while env.peek() == duration:  # the scrape and decision at t = duration belong to the run
@@ -758,6 +816,7 @@ def simulate_autoscaling(
         prices=prices or Prices(),
         metric_records={k: np.frombuffer(v, dtype=float).copy() for k, v in revision.records.items()},
         reconciles=revision.reconciles,
+        hpa_decisions=hpa.decisions if hpa else [],
     )
 
 
