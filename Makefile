@@ -25,7 +25,7 @@ lab: $(STAMP)
 
 # The peer venv needs the network, so only `make test` builds it; `make unit` runs without it
 # (the one `peer` test then skips and says how to build it).
-test: $(KSERVE_PEER) unit labs
+test: $(KSERVE_PEER) unit labs browser
 
 $(KSERVE_PEER): bench/bench_inference.py | $(STAMP)
 	$(BIN)/python bench/bench_inference.py --setup-peers --peer kserve > $(VENV)/peer.log 2>&1 || (cat $(VENV)/peer.log; exit 1)

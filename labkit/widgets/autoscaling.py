@@ -17,7 +17,7 @@ import ipywidgets as widgets
 import numpy as np
 from matplotlib.figure import Figure
 
-from labkit.serving.autoscaler_config import AutoscalerConfig
+from labkit.serving.autoscaler_config import AutoscalerConfig, RevisionAutoscaling
 from labkit.sim import Bursty, Diurnal, Poisson, Workload
 from labkit.sim.autoscaling import (
     AutoscalingResult,
@@ -69,8 +69,10 @@ def _controls() -> dict[str, widgets.Widget]:
                          readout_format=".3g"),
         "utilization": slider(widgets.IntSlider, "target utilisation %", 70, min=1, max=100),
         "window": slider(widgets.IntSlider, "stable window (s)", 60, min=6, max=600),
-        "panic_window_percentage": slider(widgets.FloatSlider, "panic window %", 10.0, min=1.0, max=100.0),
-        "panic_threshold_percentage": slider(widgets.IntSlider, "panic threshold %", 200, min=110, max=1000),
+        "panic_window_percentage": slider(widgets.FloatSlider, "panic window %", 10.0, min=1.0, max=100.0,
+                                          step=1.0),
+        "panic_threshold_percentage": slider(widgets.IntSlider, "panic threshold %", 200, min=110, max=1000,
+                                             step=10),
         "max_scale_up_rate": slider(widgets.FloatLogSlider, "max scale-up rate", 1000.0, base=10,
                                     min=math.log10(1.1), max=3, readout_format=".3g"),
         "max_scale_down_rate": slider(widgets.FloatSlider, "max scale-down rate", 2.0, min=1.1, max=10.0,
@@ -114,6 +116,24 @@ def config_for(settings: Mapping[str, Any]) -> AutoscalerConfig:
     return AutoscalerConfig(max_scale_up_rate=settings["max_scale_up_rate"],
                             max_scale_down_rate=settings["max_scale_down_rate"],
                             scale_to_zero_grace_period=float(settings["grace"]))
+
+
+def resolved_rows(resolved: RevisionAutoscaling, container_concurrency: int,
+                  asked_target: float) -> list[tuple[str, str]]:
+    """What the autoscaler made of the settings, as Knative resolves them: the per-pod target
+    (total x utilisation, capped by containerConcurrency), the windows and the limits. A setting
+    that changes none of the outcomes above still shows here that it was taken."""
+    unit = "concurrent requests" if resolved.metric == "concurrency" else "req/s"
+    target = f"{resolved.target:.3g} {unit} = {resolved.total:.3g} x {resolved.target / resolved.total:.0%}"
+    if resolved.metric == "concurrency" and container_concurrency and asked_target > container_concurrency:
+        target += f" (containerConcurrency {container_concurrency} caps the target {asked_target:.3g})"
+    config = resolved.config
+    return [
+        ("autoscaler's target per pod", target),
+        ("windows: stable / panic", f"{resolved.stable_window:g} s / {resolved.panic_window:g} s"),
+        ("panic when desired/ready pods reach", f"{resolved.panic_threshold:.0%}"),
+        ("scale rates: ready pods x up / ÷ down", f"{config.max_scale_up_rate:.3g} / {config.max_scale_down_rate:.3g}"),
+    ]
 
 
 class AutoscalingDashboard(Dashboard):
@@ -161,6 +181,7 @@ class AutoscalingDashboard(Dashboard):
             ("latency p50 / p95 / p99", " / ".join(f"{r.latency_percentile(q):.2f}" for q in (50, 95, 99)) + " s"),
             ("queueing delay p99", f"{r.queue_delay_percentile(99):.2f} s"),
             ("pod-seconds (cost)", f"{r.pod_seconds:,.0f} (${r.cost:.4f})"),
+            *resolved_rows(r.settings, r.container_concurrency, self.settings()["target"]),
         ])
 
     def draw(self) -> Figure:

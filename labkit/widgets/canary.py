@@ -28,10 +28,6 @@ from labkit.widgets.common import Dashboard, slider
 
 __all__ = ["CanaryDashboard", "canary_dashboard"]
 
-CONTROL_WIDTH = "410px"
-LABEL_WIDTH = "190px"
-"""Wide enough for the longest label ("min success rate (%)") at JupyterLab's font size."""
-
 CACHED_SETTINGS = 32
 """Settings whose results are kept, so moving a control back shows them at once."""
 
@@ -44,29 +40,27 @@ WHAT_FAILS = {
 }
 
 
-def _slider(kind: type, description: str, value: Any, **kwargs: Any) -> widgets.Widget:
-    control = slider(kind, description, value, **kwargs)
-    control.style.description_width = LABEL_WIDTH
-    control.layout.width = CONTROL_WIDTH
-    return control
-
-
 def _controls() -> dict[str, widgets.Widget]:
     return {
-        "rate": _slider(widgets.IntSlider, "requests per second", 10, min=1, max=200),
-        "failure": widgets.Dropdown(options=FAILURES, value="errors", description="new version's fault",
-                                    style={"description_width": LABEL_WIDTH},
-                                    layout=widgets.Layout(width=CONTROL_WIDTH)),
-        "interval_s": _slider(widgets.IntSlider, "interval (s)", 60, min=10, max=300, step=10),
-        "step_weight": _slider(widgets.IntSlider, "stepWeight (%)", 10, min=1, max=50),
-        "max_weight": _slider(widgets.IntSlider, "maxWeight (%)", 50, min=5, max=100, step=5),
-        "threshold": _slider(widgets.IntSlider, "threshold (failed checks)", 5, min=1, max=20),
-        "min_success_rate": _slider(widgets.FloatSlider, "min success rate (%)", 99.0, min=90.0, max=100.0,
+        "rate": slider(widgets.IntSlider, "requests per second", 10, min=1, max=200),
+        "failure": widgets.Dropdown(options=FAILURES, value="errors", description="new version's fault"),
+        "interval_s": slider(widgets.IntSlider, "interval (s)", 60, min=10, max=300, step=10),
+        "step_weight": slider(widgets.IntSlider, "stepWeight (%)", 10, min=1, max=50),
+        "max_weight": slider(widgets.IntSlider, "maxWeight (%)", 50, min=5, max=100, step=5),
+        "threshold": slider(widgets.IntSlider, "threshold (failed checks)", 5, min=1, max=20),
+        "min_success_rate": slider(widgets.FloatSlider, "min success rate (%)", 99.0, min=90.0, max=100.0,
                                     step=0.1),
-        "max_p99_ms": _slider(widgets.IntSlider, "max p99 (ms)", 500, min=50, max=3000, step=50),
-        "min_accuracy": _slider(widgets.FloatSlider, "min accuracy (%, 0 = off)", 0.0, min=0.0, max=100.0,
+        "max_p99_ms": slider(widgets.IntSlider, "max p99 (ms)", 500, min=50, max=3000, step=50),
+        "min_accuracy": slider(widgets.FloatSlider, "min accuracy (%, 0 = off)", 0.0, min=0.0, max=100.0,
                                 step=0.5),
     }
+
+
+SECTIONS = {
+    "traffic and the new version": ["rate", "failure"],
+    "the Canary's analysis": ["interval_s", "step_weight", "max_weight", "threshold", "min_success_rate",
+                              "max_p99_ms", "min_accuracy"],
+}
 
 
 class CanaryDashboard(Dashboard):
@@ -77,16 +71,17 @@ class CanaryDashboard(Dashboard):
     and ``widget``.
     """
 
+    title = "Lab 10: the canary dashboard"
+    about = ("one seeded Flagger rollout (canary weight and what the analysis read at each step, failed "
+             "checks marked) and a batch of rollouts (how often the worse version is rolled back, how much "
+             "traffic reached it), for the traffic, the fault and the Canary analysis settings you choose.")
+
     def __init__(self, *, seed: int = 1, batch: int = 100, traffic: Traffic | None = None,
                  settings: Mapping[str, Any] | None = None) -> None:
         self.seed, self.batch_size, self.traffic = seed, batch, traffic or Traffic()
         self.manifest: dict[str, Any] = {}
         self._cache: dict[tuple[Any, ...], tuple[CanaryRun, CanaryBatch]] = {}
-        super().__init__(_controls(), settings)
-        # 410 px of controls beside a 650 px figure is more than a 1366 px laptop leaves with
-        # JupyterLab's file browser open: let the figure wrap below, keep the tables in the column.
-        self.widget.layout.flex_flow = "row wrap"
-        self.summary.layout.max_width = CONTROL_WIDTH
+        super().__init__(_controls(), settings, sections=SECTIONS)
 
     @property
     def run(self) -> CanaryRun:

@@ -51,6 +51,9 @@ OUTPUT_WIDTH_PX = 934
 COLUMN_WIDTH_PX = 450
 """One column of controls; two columns and their margins fit in OUTPUT_WIDTH_PX."""
 COLUMN_MARGIN_PX = 14
+ACCORDION_PADDING_PX = 30
+"""What an Accordion panel's padding and border take from its content's width (measured: a
+444-px control had 418 px inside a 450-px folded column in JupyterLab 4.6)."""
 FONT_PX = 13
 """ipywidgets' --jp-widgets-font-size (JupyterLab's --jp-ui-font-size1)."""
 LABEL_PADDING_PX = 14
@@ -187,12 +190,14 @@ class Dashboard:
         for title, names in sections.items():
             controls = [self.controls[name] for name in names]
             width = description_width_px([c.description for c in controls if not isinstance(c, widgets.Checkbox)])
+            # ipywidgets gives each control a 2-px margin on both sides: a 100% control would
+            # overflow its column by those margins and be cut at the right edge; an Accordion's
+            # panel pads its content too.
+            room = COLUMN_WIDTH_PX - 6 - (ACCORDION_PADDING_PX if title in folded else 0)
             for control in controls:
                 if hasattr(control.style, "description_width"):
                     control.style.description_width = f"{width}px"
-                # ipywidgets gives each control a 2-px margin on both sides: a 100% control
-                # would overflow its column by those margins and be cut at the right edge
-                control.layout.width = f"{COLUMN_WIDTH_PX - 6}px"
+                control.layout.width = f"{room}px"
             layout = widgets.Layout(width=f"{COLUMN_WIDTH_PX}px", margin=f"0 {COLUMN_MARGIN_PX}px 8px 0")
             if title in folded:
                 columns.append(widgets.Accordion([widgets.VBox(controls)], titles=(title,), layout=layout))

@@ -59,6 +59,12 @@ class DataflowDashboard(Dashboard):
         self.duration = duration
         self.seed = seed
         super().__init__(_controls(), settings, sections=SECTIONS)
+        self.controls["max_batch_size"].observe(self._batcher_switched, names="value")
+        self._batcher_switched()
+
+    def _batcher_switched(self, change: Any = None) -> None:
+        """maxLatency only matters once a batch can hold two requests: grey it out before."""
+        self.controls["max_latency_ms"].disabled = self.controls["max_batch_size"].value <= 1
 
     def compute(self, settings: dict[str, Any]) -> DataflowResult:
         return simulate_dataflow(duration=self.duration, seed=self.seed, **settings)

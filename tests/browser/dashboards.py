@@ -74,7 +74,7 @@ def _act(page: Page, kind: str, control: Locator, attempt: int) -> str:
         key = ("ArrowLeft" if at_max else "ArrowRight") if attempt == 0 else ("PageDown" if at_max else "PageUp")
         handle.focus()
         page.keyboard.press(key)
-        return key
+        return f"{key} ({value} -> {handle.get_attribute('aria-valuenow')})"
     if kind in ("dropdown", "select"):
         select = control.locator("select")
         count = select.locator("option").count()
@@ -186,7 +186,8 @@ def _restore(page: Page, dashboard: Dashboard, kind: str, control: Locator, stat
     if kind == "slider":
         # The steps back, then (a step clamped at an end is not undone so) the value typed in.
         handle = control.locator(".noUi-handle").first
-        steps += [lambda key=INVERSE[key]: (handle.focus(), page.keyboard.press(key)) for key in reversed(gestures)]
+        keys = [INVERSE[gesture.split()[0]] for gesture in reversed(gestures)]  # "ArrowRight (1 -> 2)"
+        steps += [lambda key=key: (handle.focus(), page.keyboard.press(key)) for key in keys]
         readout = control.locator(".widget-readout").first
         if readout.get_attribute("contenteditable") == "true":  # not a SelectionSlider's label
             steps.append(lambda: (readout.click(), page.keyboard.press("Control+A"),
@@ -218,11 +219,14 @@ SWITCHES = ("checkbox", "toggle-button", "toggle-buttons", "dropdown", "radio")
 
 def move_all(page: Page, dashboards: list[Dashboard], timeout_ms: float) -> list[Move]:
     """Move each control one step from the dashboard's own settings. One that changed nothing is
-    tried as a student would next: after switching on, one by one and keeping them on, the
-    switches that did change something (no sidecars, no retries); then with bigger steps."""
+    tried as a student would next: with bigger steps; after switching on, one by one and keeping
+    them on, the switches that did change something (no sidecars, no retries); and, if it is
+    greyed out, after moving the controls that enable it."""
     moves = []
     for d in dashboards:
-        tried = {c["id"]: move(page, d, c, timeout_ms, range(1)) for c in d.controls}
+        tried = {c["id"]: (move(page, d, c, timeout_ms, range(1)) if not _disabled(page, c)
+                           else Move(d.dashboard, d.cell, c["label"], c["kind"], note="disabled"))
+                 for c in d.controls}
 
         def retry(control: dict[str, str], attempts: range, how: str) -> None:
             again = move(page, d, control, timeout_ms, attempts)
@@ -231,6 +235,11 @@ def move_all(page: Page, dashboards: list[Dashboard], timeout_ms: float) -> list
                 again.note += how
             tried[control["id"]] = again
 
+        # Bigger steps first: a setting rounded by the model (a panic window in whole seconds)
+        # shows a change only after a larger move; switching first could leave the dashboard in
+        # a state where nothing else matters (a Poisson workload at a base rate of 0: an error).
+        for control in [c for c in d.controls if not tried[c["id"]].changed and not _disabled(page, c)]:
+            retry(control, range(1, ATTEMPTS), "; moved further")
         switches = [c for c in d.controls if c["kind"] in SWITCHES and tried[c["id"]].changed]
         for switch in switches:  # grows as switched-on features make more switches matter
             still = [c for c in d.controls if not tried[c["id"]].changed]
@@ -242,9 +251,30 @@ def move_all(page: Page, dashboards: list[Dashboard], timeout_ms: float) -> list
                 if tried[control["id"]].changed and control["kind"] in SWITCHES:
                     switches.append(control)
         for control in [c for c in d.controls if not tried[c["id"]].changed]:
-            retry(control, range(1, ATTEMPTS), "; moved further")
+            if _disabled(page, control):
+                _enable(page, d, control, [c for c in d.controls if tried[c["id"]].changed], timeout_ms)
+            if _disabled(page, control):
+                tried[control["id"]].note += "; still disabled after moving every other control"
+                continue
+            retry(control, range(1, ATTEMPTS), "; moved further after the switches")
         moves += tried.values()
     return moves
+
+
+def _disabled(page: Page, control: dict[str, str]) -> bool:
+    """A control a student cannot move now (e.g. a batcher's maxLatency while maxBatchSize is 1)."""
+    return _control(page, control["id"]).evaluate(
+        "el => el.matches('[disabled], .mod-disabled') || !!el.querySelector('[disabled]')")
+
+
+def _enable(page: Page, dashboard: Dashboard, control: dict[str, str], others: list[dict[str, str]],
+            timeout_ms: float) -> None:
+    """Move the other controls that mattered, one by one and keeping them moved, until `control`
+    is enabled, as a student does when a control is greyed out."""
+    for other in others:
+        _switch(page, dashboard, other, timeout_ms)
+        if not _disabled(page, control):
+            return
 
 
 def _switch(page: Page, dashboard: Dashboard, control: dict[str, str], timeout_ms: float) -> None:

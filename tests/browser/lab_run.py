@@ -5,6 +5,7 @@ one property each, so a run reports every broken property at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -83,6 +84,12 @@ def _watch(page: Page, run: LabRun) -> None:
     page.on("console", lambda msg: run.console_errors.append(msg.text) if msg.type == "error" else None)
 
 
+def _cells_with_outputs(path: Path) -> list[int]:
+    """Indexes of the cells saved with at least one output (what a student sees on opening)."""
+    cells = json.loads(path.read_text())["cells"]
+    return [i for i, cell in enumerate(cells) if cell.get("outputs")]
+
+
 def _show_file_browser(page: Page) -> bool:
     """A student works with the file browser open; make sure it is, as the layout check needs."""
     browser = page.locator("#filebrowser")
@@ -114,6 +121,7 @@ class LabDriver:
         try:
             self.nb.open(self.lab.notebook_url(self.notebook, workspace=f"lab-{Path(self.notebook).stem}"))
             run.file_browser_open = _show_file_browser(self.page)
+            self.nb.wait_outputs_shown(_cells_with_outputs(self.lab.root / self.notebook))
             run.before_run = self.nb.outputs()
             run.seconds["open"] = time.monotonic() - self.started
             self.run_started = time.monotonic()

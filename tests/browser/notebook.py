@@ -16,6 +16,7 @@ CELLS = f"{PANEL} .jp-Notebook .jp-Cell"
 # the dashboard gives a readable fallback (issue 11: "HBox(children=(VBox(children=(Dropdown(...").
 WIDGET_REPR = re.compile(r"\b\w+\((children|value|description|options)=")
 MENU_ATTEMPTS = 3
+OUTPUTS_SHOWN_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,24 @@ class Notebook:
         self.page.locator(".jp-Dialog button.jp-mod-accept").click()
         expect(self.page.locator(".jp-Dialog")).to_have_count(0, timeout=self.timeout_ms)
         self.wait_idle()
+
+    def wait_outputs_shown(self, cells: list[int]) -> None:
+        """Wait until each of `cells` (indexes of the cells saved with outputs) shows one.
+
+        JupyterLab renders saved outputs asynchronously (a widget view first waits for the widget
+        manager, then falls back to another mime type), so an output read right after the kernel
+        connects can still be missing on a loaded machine. A cell that never shows one is left
+        for the caller's checks to report."""
+        try:
+            self.page.wait_for_function(
+                """([cells, wanted]) => {
+                    const all = document.querySelectorAll(cells);
+                    return wanted.every(i => all[i] && Array.from(all[i].querySelectorAll(
+                        '.jp-Cell-outputArea .jp-OutputArea-output')).some(o => o.textContent.trim()
+                        || o.querySelector('img, svg, canvas')));
+                }""", arg=[CELLS, cells], timeout=OUTPUTS_SHOWN_TIMEOUT_MS, polling=250)
+        except PlaywrightTimeout:
+            pass
 
     def outputs(self) -> list[Output]:
         """Every output of every cell (textContent: offscreen cells are content-visibility:auto,

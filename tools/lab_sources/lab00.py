@@ -115,41 +115,29 @@ CELLS = [
     md("widgets-intro", """
         ## 3. A widget
 
-        Widgets put controls on a model. This one draws one minute of requests arriving at random
-        (a Poisson process, `labkit.sim.Poisson`) at the rate you pick. Move the slider: the model
-        reruns when you let go. Randomness is seeded, so the same rate always draws the same minute.
+        Widgets put controls on a model. This dashboard draws one minute of requests arriving at random
+        (a Poisson process, `labkit.sim.Poisson`) at the rate you pick. Move the slider: the model reruns
+        when you let go. Randomness is seeded, so the same rate always draws the same minute. Every lab's
+        dashboard works this way; this one is 50 lines you can read in `labkit/widgets/arrivals.py`
+        (a `compute` that runs the model, a summary table and a figure).
         """),
     code("widget", """
-        import ipywidgets as widgets
-        import matplotlib.pyplot as plt
+        from labkit.widgets.arrivals import arrivals_dashboard
 
-        from labkit.sim import Poisson
-
-
-        def one_minute(rate: float) -> int:
-            times = Poisson(rate).arrival_times(seed=0, horizon=60)
-            fig, ax = plt.subplots(figsize=(8, 1.5), layout="constrained")
-            ax.eventplot(times)
-            ax.set(xlim=(0, 60), xlabel="seconds", yticks=[], title=f"{len(times)} requests in one minute at {rate} req/s")
-            plt.show()
-            return len(times)
-
-
-        rate = widgets.FloatSlider(value=0.5, min=0.1, max=5.0, step=0.1, continuous_update=False, description="req/s")
-        demo = widgets.interactive(one_minute, rate=rate)
+        demo = arrivals_dashboard(rate=0.5)
         demo
         """, IGNORE),
     md("widget-drive-intro", """
-        A notebook cell can move the slider too, exactly as your mouse does; the widget keeps the
-        model's latest answer in `demo.result`.
+        A notebook cell can move the slider too, exactly as your mouse does (`demo.controls` are the
+        controls by name); the dashboard keeps the model's latest answer, the arrival times, in `demo.result`.
         """),
     code("widget-drive", """
-        slow = demo.result
-        rate.value = 4.0
-        assert demo.result > slow, "more requests per second should draw more requests"
+        slow = len(demo.result)
+        demo.controls["rate"].value = 4.0
+        assert len(demo.result) > slow, "more requests per second should draw more requests"
         """, IGNORE),
     code("widget-state", """
-        print(f"at 0.5 req/s the minute had {slow} requests; at {rate.value} req/s it had {demo.result}")
+        print(f"at 0.5 req/s the minute had {slow} requests; at {demo.controls['rate'].value} req/s it had {len(demo.result)}")
         """),
     md("exercises-intro", """
         ## 4. Exercises and checks

@@ -277,6 +277,270 @@ CELLS = [
         print(f"Poisson, keep-alive 600 s: {calm.cold_start_probability:.1%} cold, p99 {calm.response_time_p99:.2f} s")
         print(f"bursty,  keep-alive  60 s: {burst.cold_start_probability:.1%} cold, p99 {burst.response_time_p99:.2f} s")
         """),
+    md("limits-intro", """
+        ## How long may a request take?
+
+        A serverless platform runs your code *per request*, so it puts a limit on how long one
+        request may take: an instance that never answers would hold a slot (and your money)
+        forever, and the platform could never drain it to scale down.
+
+        | platform | limit | default | maximum |
+        | --- | --- | --- | --- |
+        | AWS Lambda | function `Timeout`: the whole run | 3 s | 900 s (**15 minutes**) |
+        | Knative `timeoutSeconds` | wait for the **first byte** of the answer | 300 s | 600 s (`max-revision-timeout-seconds`) |
+        | Knative `responseStartTimeoutSeconds` | the same, usually shorter | off (300 s when `timeoutSeconds` is longer) | `timeoutSeconds` |
+        | Knative `idleTimeoutSeconds` | a gap with no byte, once the answer has started | off | `timeoutSeconds` |
+
+        (AWS: [Configure Lambda function timeout](https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html),
+        [Lambda quotas](https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
+        Knative: [config-defaults](https://knative.dev/docs/serving/configuration/config-defaults/).)
+
+        Lambda stops your *code* after its timeout, whatever it is doing. Knative limits the
+        *request*: its queue-proxy, in front of every pod, answers **504** `request timeout`
+        when the first byte of the answer has not come in time. Once the answer has started,
+        `timeoutSeconds` no longer applies: a stream may run on, and only `idleTimeoutSeconds`
+        ends one that goes quiet (Knative's `pkg/http/handler/timeout.go`). On a cluster the
+        operator can raise `max-revision-timeout-seconds`; on Lambda 15 minutes is a hard limit.
+
+        labkit reads the defaults and maxima from one module, `labkit.serving.timeouts`, the same
+        code that validates your YAML and that the queue-proxy uses to cut requests:
+        """),
+    code("limits-defaults", """
+        from labkit.serving.timeouts import KNATIVE_DEFAULTS, revision_timeouts
+
+        print("config-defaults as Knative ships them:")
+        print(f"  revision-timeout-seconds                {KNATIVE_DEFAULTS.revision_timeout_seconds:>4} s")
+        print(f"  max-revision-timeout-seconds            {KNATIVE_DEFAULTS.max_revision_timeout_seconds:>4} s")
+        print(f"  revision-response-start-timeout-seconds {KNATIVE_DEFAULTS.response_start:>4} s")
+        print(f"  revision-idle-timeout-seconds           {KNATIVE_DEFAULTS.revision_idle_timeout_seconds:>4} s (0 = none)")
+        print()
+        print("what a Revision gets (timeoutSeconds, responseStartTimeoutSeconds, idleTimeoutSeconds):")
+        for timeout, start, idle in [(None, None, None), (600, None, None), (60, 5, 10)]:
+            limits = revision_timeouts(timeout, start, idle)
+            print(f"  spec {timeout, start, idle!s:<18} -> {limits.timeout:g} s, "
+                  f"{limits.response_start:g} s, {limits.idle:g} s")
+        """),
+    # Output:
+    #   revision-timeout-seconds                 300 s
+    #   max-revision-timeout-seconds             600 s
+    #   revision-response-start-timeout-seconds  300 s
+    #   revision-idle-timeout-seconds              0 s (0 = none)
+    #   spec (None, None, None) -> 300 s, 0 s, 0 s
+    #   spec (600, None, None)  -> 600 s, 300 s, 0 s
+    #   spec (60, 5, 10)        -> 60 s, 5 s, 10 s
+    md("limits-defaults-explain", """
+        The second line is a trap worth knowing: raise `timeoutSeconds` to 600 and Knative's
+        defaulting gives the revision `responseStartTimeoutSeconds: 300` (the cluster default,
+        because it is below your timeout), so a request whose answer has not *started* is still
+        cut after 5 minutes. Set both when you need long answers.
+
+        ### A long request, cut live
+
+        A Knative Service running `labkit/httpbin` with `timeoutSeconds: 2`. Its `/delay/N`
+        answers after N seconds.
+        """),
+    code("limits-live", """
+        import time
+        from contextlib import ExitStack
+
+        import httpx
+
+        from labkit.cluster import LocalCluster
+        from labkit.serving.service import knative_service
+
+        limits_lab = ExitStack()
+        limits_cluster = limits_lab.enter_context(LocalCluster())
+        limits_cluster.apply('''
+        apiVersion: serving.knative.dev/v1
+        kind: Service
+        metadata:
+          name: report
+        spec:
+          template:
+            metadata:
+              annotations:
+                autoscaling.knative.dev/min-scale: "1"
+            spec:
+              timeoutSeconds: 2
+              containers:
+                - image: labkit/httpbin
+        ''')
+        report = knative_service(limits_cluster, "report")
+        for seconds in (1, 5):
+            began = time.perf_counter()
+            answer = httpx.get(f"{report.url}/delay/{seconds}", timeout=30)
+            print(f"a {seconds} s report: {answer.status_code} {answer.text[:30]!r} after "
+                  f"{time.perf_counter() - began:.1f} s (limit that fired: "
+                  f"{answer.headers.get('x-labkit-timeout')})")
+        """, IGNORE),
+    # Output:
+    #   a 1 s report: 200 '{\n  "args": {},\n  "delay": 1.0,' after 1.1 s (limit that fired: None)
+    #   a 5 s report: 504 'request timeout' after 2.1 s (limit that fired: timeoutSeconds=2)
+    md("limits-stream-intro", """
+        The 5-second report got `504 request timeout` after 2 s: the body Knative's queue-proxy
+        sends (labkit adds the header `x-labkit-timeout` to say which of the three limits fired;
+        Knative's answer is the same for all three). Now an answer that *starts* at once and
+        streams one byte a second for 4 s, twice the limit:
+        """),
+    code("limits-stream", """
+        answer = httpx.get(f"{report.url}/drip?duration=4&numbytes=4", timeout=30)
+        print("a 4 s stream, one byte a second:", answer.status_code, answer.text)
+        """),
+    # Output:
+    #   a 4 s stream, one byte a second: 200 ****
+    code("limits-check", """
+        slow = httpx.get(f"{report.url}/delay/5", timeout=30)
+        assert (slow.status_code, slow.text) == (504, "request timeout")
+        assert httpx.get(f"{report.url}/delay/1", timeout=30).status_code == 200
+        assert httpx.get(f"{report.url}/drip?duration=4&numbytes=4", timeout=30).text == "****"
+        """),
+    md("async-intro", """
+        The stream was not cut: `timeoutSeconds` bounds the wait for the first byte, not the
+        whole answer. (Add `idleTimeoutSeconds: 1` and a stream with 2-second gaps ends with
+        `request timeout` appended to what it sent.)
+
+        ### Long jobs: do not make the caller wait
+
+        Whatever the limit, a job that takes minutes should not hold an HTTP request open: the
+        caller's connection, a proxy or a scale-down can end it, and a retry starts the job
+        again. The serverless answer is **asynchronous**: the caller hands over an *event* and
+        gets `202 Accepted` at once; a subscriber does the work; its result is another event.
+        Lambda has the same split: an `Event` invocation answers 202 and runs the function later
+        ([asynchronous invocation](https://docs.aws.amazon.com/lambda/latest/dg/invocation-async.html)).
+
+        ```mermaid
+        sequenceDiagram
+            participant C as caller (shop)
+            participant B as Broker "jobs"
+            participant W as report-worker (Knative Service)
+            participant I as inbox
+            C->>B: POST CloudEvent com.example.report.requested
+            B-->>C: 202 Accepted (in ms)
+            B->>W: Trigger make-report: deliver the event
+            Note over W: 5 s of work
+            W-->>B: 200 + reply event com.example.report.ready
+            B->>I: Trigger report-ready: deliver the result
+        ```
+
+        The worker is your own code: a few lines of Python written to a file and run as a
+        Knative Service (`command:` instead of a built-in image).
+        """),
+    code("async-worker", """
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        from labkit.eventing.broker_control import broker_handle
+        from labkit.eventing.sink import event_display_manifest, wait_received
+
+        WORKER = '''
+        \"\"\"A report worker: takes report.requested, works 5 s, answers with report.ready.\"\"\"
+        import http.server, json, os, time, uuid
+
+        class Worker(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # readiness
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def do_POST(self):
+                request = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                time.sleep(5)  # the long job
+                body = json.dumps({"month": request["month"], "rows": 1234}).encode()
+                self.send_response(200)
+                for name, value in {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()),
+                                    "ce-source": "/report-worker",
+                                    "ce-type": "com.example.report.ready",
+                                    "ce-subject": self.headers["ce-id"],
+                                    "content-type": "application/json",
+                                    "content-length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Worker).serve_forever()
+        '''
+        workdir = Path(limits_lab.enter_context(tempfile.TemporaryDirectory(prefix="lab01-")))
+        worker_file = workdir / "worker.py"
+        worker_file.write_text(WORKER)
+
+        limits_cluster.apply([event_display_manifest("inbox"), f'''
+        apiVersion: serving.knative.dev/v1
+        kind: Service
+        metadata:
+          name: report-worker
+        spec:
+          template:
+            spec:
+              timeoutSeconds: 60
+              containers:
+                - image: python
+                  command: ["{sys.executable}", "{worker_file}"]
+        ---
+        apiVersion: eventing.knative.dev/v1
+        kind: Broker
+        metadata:
+          name: jobs
+        ---
+        apiVersion: eventing.knative.dev/v1
+        kind: Trigger
+        metadata:
+          name: make-report
+        spec:
+          broker: jobs
+          filter:
+            attributes: {{type: com.example.report.requested}}
+          subscriber:
+            ref: {{apiVersion: serving.knative.dev/v1, kind: Service, name: report-worker}}
+        ---
+        apiVersion: eventing.knative.dev/v1
+        kind: Trigger
+        metadata:
+          name: report-ready
+        spec:
+          broker: jobs
+          filter:
+            attributes: {{type: com.example.report.ready}}
+          subscriber:
+            ref: {{apiVersion: v1, kind: Service, name: inbox}}
+        '''])
+        jobs = broker_handle(limits_cluster, "jobs")
+        """),
+    code("async-send", """
+        began = time.perf_counter()
+        accepted = httpx.post(jobs.url, headers={
+            "ce-specversion": "1.0", "ce-id": "report-42", "ce-source": "/shop",
+            "ce-type": "com.example.report.requested", "content-type": "application/json"},
+            content=b'{"month": "2026-11"}')
+        print(f"the caller got {accepted.status_code} {accepted.reason_phrase} after "
+              f"{time.perf_counter() - began:.3f} s and is free to go")
+        """, IGNORE),
+    # Output:
+    #   the caller got 202 Accepted after 0.106 s and is free to go
+    code("async-done", """
+        [ready] = wait_received(limits_cluster.url("Service", "inbox"), 1, timeout=60)
+        print(f"{time.perf_counter() - began:.1f} s later the inbox got "
+              f"{ready['attributes']['type']} for {ready['attributes']['subject']}: {ready['data']}")
+        assert accepted.status_code == 202 and ready["attributes"]["subject"] == "report-42"
+        """, IGNORE),
+    # Output:
+    #   5.1 s later the inbox got com.example.report.ready for report-42: {"month": "2026-11", "rows": 1234}
+    md("async-explain", """
+        The caller waited a tenth of a second; the 5-second job ran in the worker, and its result
+        came back as an event. The worker's own request (the broker's delivery) is still bound
+        by the worker's `timeoutSeconds` (60 s here, at most 600 s by default), and a failed
+        delivery is retried by the Trigger's `delivery` policy (lab 06). For work longer than any
+        request should last, Knative Eventing has **JobSink**: each event starts a Kubernetes
+        `Job`, which runs to completion with no HTTP request open
+        ([JobSink](https://knative.dev/docs/eventing/sinks/job-sink/)).
+
+        **Take-away.** Serverless limits the length of a request (Lambda: 15 minutes of code;
+        Knative: 5 minutes by default to start answering, 10 at most unless the operator raises
+        it). Long work goes asynchronous: an event in, `202` out, the work done by a subscriber.
+        """),
+    code("limits-cleanup", """
+        limits_lab.close()
+        """),
     md("cost-intro", """
         ## Cost: pay-per-use against always-on
 
