@@ -6,7 +6,7 @@ Ported (own code, same inputs and expected outputs) from knative/serving:
 - ``pkg/reconciler/autoscaling/kpa/scaler_test.go``: ``TestScaler`` and
   ``TestDisableScaleToZero``;
 plus the worked example of /work/shared/reference/knative-kpa.md (commit
-98e5ef90aa7033797aa0a61ef97f3ff7e49a3944) and Kubernetes' HPA rule.
+98e5ef90aa7033797aa0a61ef97f3ff7e49a3944). Kubernetes' HPA rule: tests/test_hpa.py.
 
 Knative's tests build their decider with a 75 % utilisation (total = target / 0.75), panic at
 200 %, rates x10, activator capacity 150 and a 60 s window; `knative_spec` does the same.
@@ -25,7 +25,6 @@ from labkit.serving.autoscaler_config import (
     RevisionAutoscaling,
     panic_window_seconds,
 )
-from labkit.serving.hpa import hpa_desired_replicas
 from labkit.serving.kpa import (
     INVALID_SCALE_RESULT,
     Autoscaler,
@@ -444,20 +443,6 @@ def test_min_ready_pods_uses_initial_scale_until_reached():
     assert min_ready_pods(s, scale_target_initialized=False) == 5
     assert min_ready_pods(s, scale_target_initialized=True) == 2
     assert min_ready_pods(settings(), scale_target_initialized=True) == 1
-
-
-# --- the HPA class ------------------------------------------------------------------------
-
-@pytest.mark.parametrize("replicas,current,target,bounds,want", [
-    (4, 160, 80, (1, 0), 8),       # twice the target: twice the pods
-    (4, 85, 80, (1, 0), 4),        # within 10 % tolerance: unchanged
-    (4, 100, 80, (1, 0), 5),       # ceil(4 * 1.25)
-    (4, 20, 80, (1, 0), 1),        # ceil(4 * 0.25)
-    (4, 20, 80, (2, 0), 2),        # min replicas
-    (4, 400, 80, (1, 10), 10),     # max replicas
-])
-def test_hpa_desired_replicas(replicas, current, target, bounds, want):
-    assert hpa_desired_replicas(replicas, current, target, *bounds) == want
 
 
 # --- windows and decider together, Knative defaults ----------------------------------------

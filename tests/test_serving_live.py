@@ -278,32 +278,3 @@ def test_cluster_dependent_annotation_rules_are_checked_at_apply(cluster: LocalC
                                          r"0: autoscaling.knative.dev/initial-scale"):
         cluster.apply(service(annotations={"autoscaling.knative.dev/initial-scale": "0"}))
     assert cluster.objects() == []
-
-
-def test_the_hpa_class_scales_on_cpu(cluster: LocalCluster, wait_for) -> None:
-    # CPU-bound requests keep the single-threaded replica busy (~100 % of a core); with a
-    # 40 % target Kubernetes' rule asks for ceil(100 / 40) = 3 pods at the next sync.
-    configure_serving(cluster, hpa_sync_seconds=2.0)
-    cluster.apply(service(annotations={
-        "autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
-        "autoscaling.knative.dev/metric": "cpu",
-        "autoscaling.knative.dev/target": "40"}))
-    svc = knative_service(cluster, "web")
-    revision = svc.revision()
-    stop = threading.Event()
-
-    def burn() -> None:
-        while not stop.is_set():
-            fetch(svc.url + "/burn?ms=150")
-
-    with ThreadPoolExecutor(2) as pool:
-        for _ in range(2):
-            pool.submit(burn)
-        try:
-            wait_for(lambda: revision.ready_count >= 2, 30, "the HPA to add a replica")
-        finally:
-            stop.set()
-    utilization = svc.autoscalers[revision.name].cpu_utilization
-    assert utilization is not None and utilization > 40
-    assert revision.mode == "Serve" and not revision.in_panic
-    assert min(s.desired for s in revision.history()) >= 1

@@ -201,8 +201,6 @@ def test_bad_input_is_named():
         simulate_autoscaling(Poisson(1.0), {TARGET: "lots"}, duration=10.0)
     with pytest.raises(TypeError, match=r"annotations\['autoscaling.knative.dev/target'\].*quote"):
         simulate_autoscaling(Poisson(1.0), {TARGET: 10}, duration=10.0)  # type: ignore[dict-item]
-    with pytest.raises(ValueError, match="hpa.autoscaling.knative.dev"):
-        simulate_autoscaling(Poisson(1.0), {"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev"})
     with pytest.raises(ValueError, match="service_distribution"):
         simulate_autoscaling(Poisson(1.0), service_distribution="pareto", duration=10.0)
     with pytest.raises(ValueError, match="burst"):

@@ -2,6 +2,7 @@
 
 `kpa` decides pod counts, `metrics_window` averages metrics as Knative's collector does,
 `autoscaler_config` holds the config-autoscaler defaults and the revision annotations,
-`kpa_scaler` turns a decision into replicas (bounds, scale to zero) and `hpa` is the
-CPU-utilisation policy of the HPA class. All of them are pure policy code.
+`kpa_scaler` turns a decision into replicas (bounds, scale to zero), and `hpa` (spec and
+replica calculator) with `hpa_sync` (stabilisation, scaling policies) are Kubernetes' HPA,
+which scales the HPA class on CPU. All of them are pure policy code.
 """

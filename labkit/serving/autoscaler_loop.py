@@ -28,11 +28,14 @@ moments; `reconciles` logs every reconcile (clock time, desired, want, replicas 
 pods, Active condition, SKS mode).
 
 A revision of the HPA class (``autoscaling.knative.dev/class: hpa.autoscaling.knative.dev``)
-is scaled on CPU instead, as Kubernetes' HorizontalPodAutoscaler does for it: every sync
-period (15 s in Kubernetes) the replicas' CPU use since the last sync, in percent of one core
-(labkit's stand-in for the container's CPU request), goes into `hpa.hpa_desired_replicas`
-against the ``target`` annotation (default 80 %); at least one pod (no scale to zero) and no
-panic mode. The activator only serves while no pod is ready.
+is scaled on CPU instead, by the HorizontalPodAutoscaler Knative creates for it
+(`labkit.serving.hpa.knative_hpa_spec`): every sync period (15 s in Kubernetes) each pod's
+real CPU use since the last sync (psutil, `labkit.serving.hpa_cpu`) against the container's
+``resources.requests.cpu`` goes into one HPA sync (`labkit.serving.hpa_sync.hpa_sync`:
+tolerance, stabilisation windows, scaling policies), whose replicas the PA reconcile then
+sets; `hpa_decisions` logs every sync. Without a CPU request the HPA cannot compute a
+utilisation and never scales, as on Kubernetes. At least one pod (no scale to zero), no
+panic mode; the activator only serves while no pod is ready.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ from collections.abc import Callable
 from labkit.clock import Cancellable, Clock
 from labkit.serving.autoscaler_config import HPA_CLASS, RevisionAutoscaling
 from labkit.serving.constants import HPA_SYNC_SECONDS, SCRAPE_SECONDS, TICK_SECONDS
-from labkit.serving.hpa import hpa_desired_replicas
+from labkit.serving.hpa import cpu_readings, knative_hpa_spec
+from labkit.serving.hpa_cpu import process_cpu_seconds
+from labkit.serving.hpa_sync import HPADecision, HPAHistory, hpa_sync
 from labkit.serving.kpa import Autoscaler, initial_excess_burst_capacity
 from labkit.serving.kpa_scaler import SCALE_UNKNOWN, Activity
 from labkit.serving.metrics_window import NoData, RevisionMetrics, scrape_sample_size
@@ -56,11 +61,18 @@ from labkit.serving.reconcile import (
     record,
     should_poke,
 )
-from labkit.serving.revision import LiveRevision, Sample
+from labkit.serving.revision import LiveRevision, PodState, Sample, ServingPod
 
 __all__ = ["AutoscalerLoop"]
 
 ActivatorStats = Callable[[float], "Stat | None"]
+CpuSeconds = Callable[[ServingPod], "float | None"]
+"""HPA class: the CPU seconds a pod has used so far (default: its processes', from the OS)."""
+
+
+def _process_cpu(pod: ServingPod) -> float | None:
+    return process_cpu_seconds(pod.pid)
+
 _SCRAPES_PER_TICK = round(TICK_SECONDS / SCRAPE_SECONDS)
 
 
@@ -73,7 +85,8 @@ class AutoscalerLoop:
 
     def __init__(self, revision: LiveRevision, clock: Clock,
                  activator_stats: ActivatorStats,
-                 hpa_sync_seconds: float = HPA_SYNC_SECONDS) -> None:
+                 hpa_sync_seconds: float = HPA_SYNC_SECONDS,
+                 cpu_seconds: CpuSeconds = _process_cpu) -> None:
         self.revision = revision
         self.clock = clock
         self._activator_stats = activator_stats
@@ -83,10 +96,16 @@ class AutoscalerLoop:
         kpa = settings.autoscaler_class != HPA_CLASS
         self.decider = Autoscaler(settings.decider_spec(), revision.ready_count, now) if kpa else None
         self.hpa_sync_seconds = hpa_sync_seconds
-        self._hpa_due = now + hpa_sync_seconds
+        self._cpu_seconds = cpu_seconds
+        self.hpa_spec = None if kpa else knative_hpa_spec(settings, revision.template.metadata.annotations)
+        self.hpa_history = HPAHistory()
+        self.hpa_decisions: list[HPADecision] = []
+        """HPA class: every sync, in order (times on `clock`)."""
+        self._hpa_timer: Cancellable | None = None
+        self._hpa_due = now
         self._cpu_marks: dict[str, tuple[float, float]] = {}
-        self.cpu_utilization: float | None = None
-        """HPA class: the replicas' average CPU use in % of one core at the last sync."""
+        self.cpu_utilization: int | None = None
+        """HPA class: the pods' CPU use in % of their CPU request at the last sync that had one."""
         self.metrics = RevisionMetrics(
             settings.stable_window, settings.panic_window, settings.aggregation_algorithm,  # type: ignore[arg-type]
             has_scrape_target=settings.target_burst_capacity != -1)
@@ -110,11 +129,14 @@ class AutoscalerLoop:
     def start(self) -> None:
         self._due = self.clock.now() + SCRAPE_SECONDS
         self._timer = self.clock.call_later(SCRAPE_SECONDS, self._every_second)
+        if self.hpa_spec is not None:
+            self._hpa_due = self.clock.now() + self.hpa_sync_seconds
+            self._hpa_timer = self.clock.call_later(self.hpa_sync_seconds, self._every_sync)
         self.pods_changed()  # Knative reconciles a new PA at once
 
     def stop(self) -> None:
         self._stopped = True
-        for timer in (self._timer, self._recheck):
+        for timer in (self._timer, self._recheck, self._hpa_timer):
             if timer is not None:
                 timer.cancel()
 
@@ -124,6 +146,8 @@ class AutoscalerLoop:
         self.revision.settings = settings
         if self.decider is not None:
             self.decider.update(settings.decider_spec())
+        else:
+            self.hpa_spec = knative_hpa_spec(settings, self.revision.template.metadata.annotations)
 
     def pods_changed(self) -> None:
         """From any thread: the revision's pods changed (its endpoints): reconcile soon."""
@@ -191,29 +215,34 @@ class AutoscalerLoop:
         if should_poke(self.desired_scale, 1.0):
             self.decide(now)
 
-    def _hpa_desired(self, now: float, ready: int) -> int:
-        """Kubernetes' HPA rule on the CPU used since the last sync; held between syncs."""
-        floor = max(self.settings.min_scale, 1)
-        current = max(self.revision.replica_count, floor)
-        if now < self._hpa_due:
-            return current
-        self._hpa_due = now + self.hpa_sync_seconds
-        samples, marks = [], {}
-        for pod in self.revision.ready_pods():
-            cpu = pod.cpu_seconds()
-            if cpu is None:
-                continue
-            marks[pod.name] = (cpu, now)
-            if pod.name in self._cpu_marks:
-                before, then = self._cpu_marks[pod.name]
-                if now > then:
-                    samples.append((cpu - before) / (now - then) * 100)
-        self._cpu_marks = marks
-        if not samples:
-            return current
-        self.cpu_utilization = sum(samples) / len(samples)
-        return hpa_desired_replicas(ready, self.cpu_utilization, self.settings.target,
-                                    min_replicas=floor, max_replicas=self.settings.max_scale)
+    def _every_sync(self) -> None:
+        if self._stopped:
+            return
+        self.hpa_sync(self.clock.now())
+        self._hpa_due += self.hpa_sync_seconds  # as `_every_second`: no catching up
+        later = self.clock.now()
+        if self._hpa_due <= later:
+            self._hpa_due = later + self.hpa_sync_seconds
+        self._hpa_timer = self.clock.call_later(self._hpa_due - later, self._every_sync)
+
+    def hpa_sync(self, now: float) -> HPADecision:
+        """HPA class: one sync of Kubernetes' HPA over the pods' CPU use since the last one,
+        then a reconcile with the replicas it wants."""
+        assert self.hpa_spec is not None
+        revision = self.revision
+        resources = revision.template.spec.container.resources
+        request = resources.cpu_request_millis() if resources else None
+        pods = [(pod.name, pod.ready, self._cpu_seconds(pod) if pod.ready else None)
+                for pod in list(revision.pods) if pod.state != PodState.TERMINATING]
+        readings, self._cpu_marks = cpu_readings(pods, self._cpu_marks, now, request)
+        decision = hpa_sync(self.hpa_spec, self.hpa_history, revision.replica_count, readings, now)
+        self.hpa_history = decision.history
+        self.hpa_decisions.append(decision)
+        if decision.utilization is not None:
+            self.cpu_utilization = decision.utilization
+        self.desired_scale = decision.desired
+        self.reconcile(now)
+        return decision
 
     def decide(self, now: float) -> None:
         """A decider tick (or a poke) at `now`, then a reconcile."""
@@ -227,8 +256,7 @@ class AutoscalerLoop:
             stable, panic = decision.stable, decision.panic
             self.desired_scale = decision.desired
             self.excess_burst_capacity = decision.excess_burst_capacity
-        else:
-            self.desired_scale = self._hpa_desired(now, ready)
+        else:  # the HPA sets desired_scale on its own period (`hpa_sync`)
             self.excess_burst_capacity = 0  # no burst rule: the activator serves only at zero
         revision.in_panic = bool(self.decider and self.decider.in_panic)
         self.reconcile(now)

@@ -1,4 +1,4 @@
-"""One Knative revision under load, scaled by the KPA: the same decider code, simulated time.
+"""One Knative revision under load, scaled by the KPA (or the HPA class): the same policy code, simulated time.
 
 The story the simulation tells, second by second, is Knative Serving's:
 
@@ -22,6 +22,12 @@ The story the simulation tells, second by second, is Knative Serving's:
   activator stays in the path.
 * A new pod becomes ready after a start-up delay drawn from a distribution (the cold start);
   a removed pod leaves the endpoints at once and finishes its in-flight requests.
+
+* With the HPA class (``autoscaling.knative.dev/class: hpa.autoscaling.knative.dev``) there
+  is no decider: every sync period (15 s) Kubernetes' HPA (`labkit.serving.hpa_sync`) reads
+  each pod's CPU use since the last sync (a request in service keeps ``cpu_per_request``
+  cores busy) against its CPU request (``cpu_request``) and sets the replicas; at least one
+  pod, so the activator is in the path only before the first pod is ready.
 
 Everything Knative decides is decided by the pure policy modules of `labkit.serving`, given
 a `labkit.clock.SimClock`: the decider tick and the PA reconcile (`labkit.serving.reconcile`,
@@ -200,6 +206,7 @@ class _HPAModel:
     history: HPAHistory = field(default_factory=HPAHistory)
     marks: dict[str, tuple[float, float]] = field(default_factory=dict)
     decisions: list[HPADecision] = field(default_factory=list)
+    cpu_seconds: list[dict[str, float]] = field(default_factory=list)  # per sync: ready pods' counters
 
 
 class _Revision:
@@ -308,6 +315,7 @@ class _Revision:
             now = self.env.now
             pods = [(pod.name, pod.ready, pod.cpu.total(now) * hpa.cpu_per_request if pod.ready else None)
                     for pod in self.pods]
+            hpa.cpu_seconds.append({name: cpu for name, _, cpu in pods if cpu is not None})
             readings, hpa.marks = cpu_readings(pods, hpa.marks, now, hpa.request_millis)
             decision = hpa_sync(hpa.spec, hpa.history, self.replicas, readings, now)
             hpa.history = decision.history
@@ -606,6 +614,9 @@ class AutoscalingResult:
     hpa_decisions: list[HPADecision] = field(default_factory=list, repr=False)
     """HPA class: every sync of Kubernetes' HPA (`labkit.serving.hpa_sync.HPADecision`); `spec`
     is then None (no KPA decider) and ``ticks`` stay empty."""
+    hpa_cpu_seconds: list[dict[str, float]] = field(default_factory=list, repr=False)
+    """HPA class: at each sync, the CPU seconds each ready pod ("pod-N", the N-th started)
+    had used so far: what the HPA's metrics were computed from."""
 
     @property
     def requests_cold(self) -> int:
@@ -817,6 +828,7 @@ def simulate_autoscaling(
         metric_records={k: np.frombuffer(v, dtype=float).copy() for k, v in revision.records.items()},
         reconciles=revision.reconciles,
         hpa_decisions=hpa.decisions if hpa else [],
+        hpa_cpu_seconds=hpa.cpu_seconds if hpa else [],
     )
 
 
