@@ -1,4 +1,4 @@
-"""The `labkit` command: lab | up | export | release | grade | load | ps | doctor.
+"""The `labkit` command: lab | up | export | logs | release | grade | load | ps | doctor.
 
 Each subcommand is one `Command` (name, help, add_arguments, run) in COMMANDS; adding one is a
 function pair and a line here. `run` returns the exit code: 0 ok, 1 runtime failure, 2 bad input.
@@ -192,6 +192,37 @@ def _run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- labkit logs ------------------------------------------------------------------------------
+
+
+def _logs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="KIND/NAME",
+                        help="pod/NAME, deployment/NAME or revision/NAME (a Knative revision)")
+    parser.add_argument("-n", "--namespace", default="default")
+    parser.add_argument("-p", "--previous", action="store_true",
+                        help="the output of the container before its last restart or crash")
+    parser.add_argument("--tail", type=int, default=-1, metavar="N",
+                        help="only the last N lines (-1, the default: all that is kept)")
+
+
+def _run_logs(args: argparse.Namespace) -> int:
+    from labkit.core.podlogs import KINDS, find_logs
+
+    kind, _, name = args.target.partition("/")
+    if kind.lower() not in KINDS or not name:
+        _err(f"{args.target}: say KIND/NAME, KIND one of pod, deployment, revision")
+        return EXIT_BAD_INPUT
+    try:
+        text = find_logs(KINDS[kind.lower()], name, args.namespace, previous=args.previous,
+                         tail=None if args.tail < 0 else args.tail)
+    except LookupError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
 # -- labkit lab -------------------------------------------------------------------------------
 
 
@@ -268,6 +299,8 @@ for _command in (
     Command("up", "run Kubernetes manifests locally until Ctrl-C", _up_arguments, _run_up),
     Command("export", "validate manifests and print them normalised, or with -o DIR write them "
             "for a real cluster", _export_arguments, _run_export),
+    Command("logs", "print a pod's stdout and stderr, like kubectl logs", _logs_arguments,
+            _run_logs),
     Command("release", "write student copies of lab notebooks",
             _deferred("labkit.grading.release", "add_release_arguments"),
             _deferred("labkit.grading.release", "run_release")),

@@ -23,6 +23,7 @@ from labkit.core.controller import (
     register_controller,
 )
 from labkit.core.loop import BackgroundLoop
+from labkit.core.podlogs import tail_lines
 from labkit.core.pods import Pod, PodRegistry
 from labkit.manifests import KindKey, KubeObject, ManifestError, Source
 
@@ -325,6 +326,17 @@ class LocalCluster:
 
         return write_export(export_objects(self.objects()), directory)
 
+    def logs(self, kind: str, name: str, namespace: str = "default", *, previous: bool = False,
+             tail: int | None = None) -> str:
+        """What a workload's pod wrote to stdout and stderr, like `kubectl logs KIND/NAME`
+        (one pod; `previous`: the container before its last restart or crash; `tail`: the last
+        lines only). At most the last 64 KiB of each container's output is kept."""
+        entry = self._entry(kind, name, namespace)
+        read = getattr(entry.controller, "logs", None)
+        if read is None:
+            raise ValueError(f"{entry.obj.kind}/{name} has no pods to show the logs of")
+        return tail_lines(read(previous), tail)
+
     def pods_of(self, selector: Mapping[str, str], namespace: str = "default") -> list[Pod]:
         """Ready pods whose labels match `selector`."""
         return self.pods.select(namespace, selector)
@@ -335,11 +347,8 @@ class LocalCluster:
 
     def _entry(self, kind: str, name: str, namespace: str) -> _Entry:
         candidates = self._resolve_kind(kind)
-        entries = [
-            self._objects[key]
-            for key in ((a, k, namespace, name) for a, k in candidates)
-            if key in self._objects
-        ]
+        keys = dict.fromkeys((manifests.api_group(a), k, namespace, name) for a, k in candidates)
+        entries = [self._objects[key] for key in keys if key in self._objects]
         if len(entries) > 1:  # e.g. a core Service and a Knative Service share a name
             entries = [e for e in entries if e.obj.api_version in CORE_API_VERSIONS] or entries
         if len(entries) == 1:

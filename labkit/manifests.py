@@ -33,6 +33,7 @@ __all__ = [
     "KubeModel",
     "ObjectMeta",
     "KubeObject",
+    "api_group",
     "IntOrString",
     "FieldPath",
     "ManifestIssue",
@@ -94,7 +95,6 @@ CONTAINER_IGNORED: Mapping[str, str] = {
     "securityContext": _NO_RUNTIME,
     "terminationMessagePath": _NO_RUNTIME,
     "terminationMessagePolicy": _NO_RUNTIME,
-    "livenessProbe": "labkit restarts a pod when its process exits, not on a failed liveness probe",
 }
 POD_IGNORED: Mapping[str, str] = {
     "nodeSelector": _NO_SCHEDULER,
@@ -181,6 +181,11 @@ class ObjectMeta(KubeModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+def api_group(api_version: str) -> str:
+    """The group of an apiVersion: "networking.istio.io/v1" -> "networking.istio.io", "v1" -> ""."""
+    return api_version.rpartition("/")[0]
+
+
 class KubeObject(KubeModel):
     """A top-level object. Subclasses fix api_version/kind with Literal defaults, add `spec`,
     and extend `problems()` with the cross-field rules the API server enforces."""
@@ -194,8 +199,12 @@ class KubeObject(KubeModel):
 
     @property
     def key(self) -> tuple[str, str, str, str]:
-        """(apiVersion, kind, namespace, name): identity in a cluster."""
-        return (self.api_version, self.kind, self.metadata.namespace, self.metadata.name)
+        """(API group, kind, namespace, name): identity in a cluster. The version is not part
+        of it: the API server serves one object at every version of its group, so a
+        `networking.istio.io/v1alpha3` VirtualService replaces the `v1` one of the same name
+        (the Istio guides mix both)."""
+        return (api_group(self.api_version), self.kind, self.metadata.namespace,
+                self.metadata.name)
 
     def problems(self) -> Iterator[tuple[FieldPath, str]]:
         """(field path, message) for every rule beyond types; empty when valid."""

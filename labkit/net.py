@@ -23,7 +23,7 @@ import time
 import urllib.parse
 import weakref
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from labkit import lifeline, runs
 from labkit.commands import python_command
@@ -33,6 +33,8 @@ __all__ = [
     "free_port",
     "process_alive",
     "wait_until_ready",
+    "wait_until",
+    "http_status",
     "ReplicaProcess",
     "ReplicaStartError",
     "python_command",
@@ -40,6 +42,8 @@ __all__ = [
 
 HOST = "127.0.0.1"
 _LOG_TAIL_BYTES = 64 * 1024
+_LOG_LIMIT_BYTES = 1024 * 1024
+"""A running replica's log file is cut back to its last _LOG_TAIL_BYTES past this size."""
 
 
 def free_port() -> int:
@@ -91,6 +95,28 @@ def wait_until_ready(
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    host, port = parts.hostname, parts.port or 80
+
+    def check(remaining: float) -> str | None:
+        status = http_status(host, port, path, min(remaining, 2.0))
+        if isinstance(status, int) and status < 500:
+            return None
+        return f"HTTP {status}" if isinstance(status, int) else status
+
+    return wait_until(check, url, timeout, process=process, interval=interval)
+
+
+def wait_until(
+    check: Callable[[float], str | None],
+    what: str,
+    timeout: float,
+    *,
+    process: _Watched | None = None,
+    interval: float = 0.01,
+) -> float:
+    """Call `check(seconds_left)` until it returns None (success, anything else is the reason
+    it failed); return the seconds waited. Fails at once if `process` exits first, and with
+    TimeoutError naming `what` and the last reason (and the process's log tail) at `timeout`."""
     start = time.monotonic()
     deadline = start + timeout
     last_problem = "no attempt made"
@@ -99,24 +125,24 @@ def wait_until_ready(
         if process is not None:
             code = process.poll()
             if code is not None:
-                raise ReplicaStartError(_exit_message(url, code, process))
+                raise ReplicaStartError(_exit_message(what, code, process))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(
-                f"{url} did not answer within {timeout:g} s (last attempt: {last_problem})"
+                f"{what} did not answer within {timeout:g} s (last attempt: {last_problem})"
                 + _log_suffix(process)
             )
-        status = _probe(parts.hostname, parts.port or 80, path, min(remaining, 2.0))
-        if isinstance(status, int) and status < 500:
+        problem = check(remaining)
+        if problem is None:
             return time.monotonic() - start
-        last_problem = f"HTTP {status}" if isinstance(status, int) else status
+        last_problem = problem
         # Back off gently: fast first polls keep cold-start measurements tight, later polls
         # keep a slow starter from being hammered.
         time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
         delay = min(delay * 1.5, 0.1)
 
 
-def _probe(host: str, port: int, path: str, timeout: float) -> int | str:
+def http_status(host: str, port: int, path: str, timeout: float) -> int | str:
     """One GET; the status code, or the reason there was none."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -165,7 +191,9 @@ class ReplicaProcess:
     The process gets `PORT` (and the user's env) like a Knative container, runs in its own
     process group (stop() signals the whole group, so forked workers die too), and writes
     stdout+stderr to a log file whose tail is shown when it fails. `workload` says what it
-    belongs to (a Deployment, a Revision...) in the run registry.
+    belongs to (a Deployment, a Revision...) in the run registry. `readiness(replica, timeout)`,
+    when given, is the wait start() does after spawning (a pod's readiness probe, see
+    labkit.core.prober) instead of waiting for an HTTP answer on `ready_path`.
     """
 
     def __init__(
@@ -178,6 +206,7 @@ class ReplicaProcess:
         name: str | None = None,
         port: int | None = None,
         workload: runs.Workload | None = None,
+        readiness: Callable[["ReplicaProcess", float], object] | None = None,
     ) -> None:
         if isinstance(command, str) or not command:
             raise ValueError(f"command must be a non-empty list of strings, got {command!r}")
@@ -188,7 +217,10 @@ class ReplicaProcess:
         self.name = name or Path(self.command[0]).name
         self.port = port if port is not None else free_port()
         self.workload = workload or runs.Workload(name=self.name)
+        self.readiness = readiness
         self.startup_seconds: float | None = None
+        self.spawned_at: float | None = None
+        """time.monotonic() at spawn: how long a container ran decides its restart back-off."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._final_log: str | None = None
@@ -204,6 +236,11 @@ class ReplicaProcess:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file stdout and stderr go to while the process runs (gone once stopped)."""
+        return self._log_path if self._final_log is None else None
 
     @property
     def running(self) -> bool:
@@ -241,7 +278,10 @@ class ReplicaProcess:
         """
         spawned_at = self.spawn()
         try:
-            wait_until_ready(self.url + self.ready_path, timeout, process=self)
+            if self.readiness is not None:
+                self.readiness(self, timeout)
+            else:
+                wait_until_ready(self.url + self.ready_path, timeout, process=self)
         except BaseException:
             self.stop(grace=1.0)
             raise
@@ -259,9 +299,12 @@ class ReplicaProcess:
                    **runs.owner_env()}
             self._check_runnable(env)
             fd, log = tempfile.mkstemp(prefix=f"labkit-{self.name}-", suffix=".log")
+            os.close(fd)
+            # Appending, so that trim_log() can cut the file while the process writes to it.
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND)
             self._log_path = Path(log)
             try:
-                spawned_at = time.monotonic()
+                spawned_at = self.spawned_at = time.monotonic()
                 self._proc = lifeline.spawn(self.command, env=env, cwd=self.cwd, stdout=fd)
             except OSError as exc:
                 self._log_path.unlink(missing_ok=True)
@@ -299,19 +342,38 @@ class ReplicaProcess:
             pid=self._proc.pid, started=self._started_at, command=self.command, pod=self.name,
             workload=self.workload, ports=[self.port], owner_pid=owner_pid,
             owner_started=owner_started, lab=os.environ.get("JPY_SESSION_NAME"),
-            cwd=os.getcwd()))
+            cwd=os.getcwd(), log=str(self.log_path or "")))
         if self._swept:  # it ended (and was swept by another thread) while being recorded
             runs.forget(self._proc.pid, self._started_at)
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last `lines` lines the process wrote to stdout/stderr."""
+    def log_tail(self, lines: int | None = 20) -> str:
+        """The last `lines` lines the process wrote to stdout/stderr (None: all that is kept,
+        the last 64 KiB)."""
         if self._final_log is not None:
             text = self._final_log
         elif self._log_path is not None and self._log_path.exists():
             text = _read_tail(self._log_path)
         else:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return text if lines is None else "\n".join(text.splitlines()[-lines:])
+
+    def trim_log(self) -> None:
+        """Cut a running replica's log file back to its last 64 KiB once it passes 1 MiB
+        (logrotate's copytruncate, as the kubelet rotates container logs), so a chatty app
+        cannot fill the disk. Output written between the copy and the cut is lost."""
+        with self._lock:
+            path = self._log_path
+            if path is None or self._final_log is not None:
+                return
+            try:
+                if path.stat().st_size <= _LOG_LIMIT_BYTES:
+                    return
+                kept = _read_tail(path).encode()
+                with open(path, "r+b") as f:
+                    f.write(kept)
+                    f.truncate()
+            except OSError:
+                return  # it ended and its file went meanwhile
 
     def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM the process group, SIGKILL what is left after `grace` s; reap; return code."""

@@ -62,6 +62,7 @@ class RunRecord:
     owner_started: float
     lab: str | None = None  # the notebook, when the owner is a Jupyter kernel
     cwd: str = ""  # the owner's working directory
+    log: str = ""  # the file the process's stdout and stderr go to (labkit logs)
     path: Path | None = field(default=None, compare=False)  # where the record was read from
 
     def to_json(self) -> str:

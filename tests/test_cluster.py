@@ -225,14 +225,6 @@ def test_an_exited_pod_is_restarted_and_rejoins_the_endpoints(wait_for, process_
         assert {pid_behind(url) for _ in range(4)} == {fresh, survivor}
 
 
-def test_restart_back_off_follows_the_kubelet() -> None:
-    from labkit.core.deployment import restart_delay
-
-    delays = [restart_delay(n, (10.0, 300.0)) for n in range(8)]
-    assert delays == [0.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]
-    assert restart_delay(3, None) is None
-
-
 def test_any_program_reading_port_can_be_a_workload(cluster: LocalCluster, tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("static page\n")
     manifest = f"""\

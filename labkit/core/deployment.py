@@ -5,10 +5,12 @@ set of pods, waiting until all answer, and only then switching the endpoints and
 old set; if any new pod fails, the new set is stopped and the old one keeps serving. (Kubernetes
 rolls pod by pod; all-at-once keeps "nothing half-applied" simple while never dropping service.)
 
-A pod whose process exits leaves the Service endpoints at once and is restarted as the kubelet
-does for restartPolicy Always: the first time at once, then after an exponential back-off
-(CrashLoopBackOff: 10 s doubling to 5 min by default). Unlike the kubelet, the back-off does
-not reset after 10 minutes of good running.
+A pod whose process exits (or is killed by its livenessProbe) leaves the Service endpoints at
+once and is restarted as the kubelet does for restartPolicy Always: the first time at once,
+then after an exponential back-off (CrashLoopBackOff: 10 s doubling to 5 min by default), reset
+once a container ran 10 minutes (labkit.core.probes.crash_backoff). Readiness and liveness
+probes run as labkit.core.prober describes; a pod failing its readinessProbe leaves the
+endpoints while its process keeps running.
 
 Each container starts with the kubelet's service environment variables for the Services in its
 namespace at that moment (unless the pod sets `enableServiceLinks: false`), and pods are only
@@ -22,12 +24,15 @@ import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from labkit.core.controller import ObjectStatus, register_controller
 from labkit.core.images import container_command
 from labkit.core.models import Deployment, PodTemplateSpec
+from labkit.core.podlogs import drop_previous, keep_previous
 from labkit.core.pods import Pod
+from labkit.core.prober import PodProber
+from labkit.core.probes import crash_backoff
 from labkit.core.service import service_links
 from labkit.core.serviceaccount import missing_service_account
 from labkit.net import ReplicaProcess, free_port
@@ -36,7 +41,7 @@ from labkit.runs import Workload
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
 
-__all__ = ["DeploymentController", "make_replica", "restart_delay", "template_hash"]
+__all__ = ["DeploymentController", "make_replica", "template_hash"]
 
 
 def template_hash(template: PodTemplateSpec) -> str:
@@ -45,11 +50,13 @@ def template_hash(template: PodTemplateSpec) -> str:
 
 
 def make_replica(
-    obj: Deployment, pod_name: str, service_env: Mapping[str, str] | None = None
+    obj: Deployment, pod_name: str, service_env: Mapping[str, str] | None = None,
+    on_probe_change: Callable[[], None] = lambda: None,
 ) -> ReplicaProcess:
-    """The process for one pod of `obj`: its container's command, env and probe path.
+    """The process for one pod of `obj`: its container's command, env and probes.
     `service_env` (the kubelet's Service variables) comes first, so the container's own env
-    wins on a clash, as in Kubernetes."""
+    wins on a clash, as in Kubernetes. `on_probe_change` is called when a probe changes the
+    pod's readiness or kills it after the start."""
     container = obj.container
     port = free_port()
     env = {**(service_env or {}), **{var.name: var.value for var in container.env}}
@@ -62,20 +69,13 @@ def make_replica(
         command,
         env=env,
         cwd=container.working_dir,
-        ready_path=container.ready_path,
         name=pod_name,
         port=port,
         workload=Workload("Deployment", obj.metadata.name, obj.metadata.namespace),
+        readiness=PodProber(container.readiness, container.liveness,
+                            periodic=container.readiness_probe is not None,
+                            on_change=on_probe_change),
     )
-
-
-def restart_delay(restarts: int, backoff: tuple[float, float] | None) -> float | None:
-    """Seconds before restart number `restarts + 1`, like the kubelet: the first at once,
-    then backoff[0], doubling up to backoff[1]. None when pods are not restarted."""
-    if backoff is None:
-        return None
-    first, cap = backoff
-    return 0.0 if restarts == 0 else float(min(first * 2.0 ** (restarts - 1), cap))
 
 
 class DeploymentController:
@@ -86,6 +86,7 @@ class DeploymentController:
         self._serial = itertools.count(1)
         self._made_by: dict[str, Deployment] = {}  # pod name -> the spec it runs
         self._restart_due: dict[str, float] = {}
+        self._backoff: dict[str, int] = {}  # pod name -> the kubelet's back-off count
         self._restarting: dict[str, ReplicaProcess] = {}
 
     def apply(self, obj: Deployment) -> None:
@@ -142,7 +143,7 @@ class DeploymentController:
                     obj.metadata.namespace,
                     dict(obj.spec.template.metadata.labels),
                     f"Deployment/{obj.metadata.name}",
-                    make_replica(obj, name, service_env),
+                    make_replica(obj, name, service_env, self.cluster.pods.changed),
                 )
             )
             self._made_by[name] = obj
@@ -172,8 +173,10 @@ class DeploymentController:
         self.cluster.pods.remove(*pods)
         replicas = [pod.replica for pod in pods]
         for pod in pods:
+            drop_previous(pod.namespace, pod.name)
             self._made_by.pop(pod.name, None)
             self._restart_due.pop(pod.name, None)
+            self._backoff.pop(pod.name, None)
             if (restarting := self._restarting.pop(pod.name, None)) is not None:
                 replicas.append(restarting)
         with ThreadPoolExecutor(
@@ -185,16 +188,19 @@ class DeploymentController:
         """Take exited pods out of the endpoints; restart each when its back-off is over."""
         now = time.monotonic()
         for pod in self.pods:
-            if pod.replica.returncode is None or pod.name in self._restarting:
+            code = pod.replica.returncode
+            if code is None:
+                pod.replica.trim_log()
+            if code is None or pod.name in self._restarting:
                 continue
             if self.cluster.pods.contains(pod):
                 self.cluster.pods.remove(pod)
-            delay = self._backoff(pod.restarts)
-            if delay is None:
-                continue
-            if now >= self._restart_due.setdefault(pod.name, now + delay):
+            if pod.name not in self._restart_due:
+                self._container_ended(pod, code, now)
+            if now >= self._restart_due[pod.name]:
                 made_by = self._made_by[pod.name]
-                replica = make_replica(made_by, pod.name, self._service_env(made_by))
+                replica = make_replica(made_by, pod.name, self._service_env(made_by),
+                                       self.cluster.pods.changed)
                 self._restarting[pod.name] = replica
                 threading.Thread(
                     target=self._restart,
@@ -203,8 +209,33 @@ class DeploymentController:
                     daemon=True,
                 ).start()
 
-    def _backoff(self, restarts: int) -> float | None:
-        return restart_delay(restarts, self.cluster.restart_backoff)
+    def _container_ended(self, pod: Pod, code: int, now: float) -> None:
+        """Record how the container ended and when the kubelet would start it again."""
+        replica = pod.replica
+        replica.stop()  # already ended: reaps it and keeps its log's tail, the file goes
+        pod.last_exit = code
+        pod.previous_log = replica.log_tail(None)
+        keep_previous(pod.namespace, pod.name, pod.previous_log)
+        prober = pod.prober
+        why = prober.killed if prober is not None and prober.killed else f"exited with code {code}"
+        if self.cluster.restart_backoff is None:  # left down: watch the failure
+            pod.waiting, pod.message = "Error", f"{why}; not restarted"
+            self._restart_due[pod.name] = float("inf")
+            return
+        ran = (now - replica.spawned_at
+               if replica.startup_seconds is not None and replica.spawned_at is not None
+               else None)
+        delay, self._backoff[pod.name] = crash_backoff(
+            self._backoff.get(pod.name, 0), ran, *self.cluster.restart_backoff)
+        self._restart_due[pod.name] = now + delay
+        if delay > 0:
+            # The kubelet's waiting state: reason CrashLoopBackOff, message "back-off 40s
+            # restarting failed container=NAME pod=POD" (pkg/kubelet/kuberuntime).
+            pod.waiting = "CrashLoopBackOff"
+            pod.message = (f"back-off {delay:g}s restarting failed container="
+                           f"{self._made_by[pod.name].container.name} pod={pod.name}: {why}")
+        else:
+            pod.waiting, pod.message = "ContainerCreating", why
 
     def _restart(self, pod: Pod, replica: ReplicaProcess) -> None:
         """Runs on its own thread so a slow start holds up nothing else."""
@@ -216,11 +247,24 @@ class DeploymentController:
             del self._restarting[pod.name]
             pod.restarts += 1
             pod.replica = replica  # even if it failed: status shows the latest exit and log
+            self._restart_due.pop(pod.name, None)  # on failure reconcile schedules the next
             if error is None:
-                self._restart_due.pop(pod.name, None)
+                pod.waiting = pod.message = None
                 self.cluster.pods.add(pod)
-            else:
-                self._restart_due.pop(pod.name, None)  # reconcile schedules the next try
+
+    def logs(self, previous: bool = False) -> str:
+        """What the first pod's container wrote (`previous`: the container before the last
+        restart), as `kubectl logs deployment/NAME` picks one pod."""
+        if not self.pods:
+            raise ValueError("the Deployment has no pods")
+        pod = self.pods[0]
+        if not previous:
+            return pod.replica.log_tail(None)
+        if pod.previous_log is None:
+            container = self._made_by[pod.name].container.name
+            raise ValueError(f'previous terminated container "{container}" in pod "{pod.name}" '
+                             "not found")
+        return pod.previous_log
 
     def delete(self) -> None:
         pods, self.pods = self.pods, []
@@ -230,13 +274,15 @@ class DeploymentController:
         assert self.obj is not None
         wanted = self.obj.spec.replicas
         ready = sum(pod.ready for pod in self.pods)
+        troubles = [f"pod {pod.name}: {pod.waiting} (restarts {pod.restarts}): {pod.message}"
+                    for pod in self.pods if pod.waiting]
         return ObjectStatus(
             kind="Deployment",
             name=self.obj.metadata.name,
             namespace=self.obj.metadata.namespace,
             ready=ready == wanted,
             urls=tuple(pod.url for pod in self.pods),
-            message=f"{ready}/{wanted} ready",
+            message="; ".join([f"{ready}/{wanted} ready", *troubles]),
             detail={
                 "replicas": wanted,
                 "readyReplicas": ready,

@@ -13,7 +13,9 @@ from typing import Iterator, Literal
 
 from pydantic import Field
 
-from labkit.core.images import image_command, known_images
+from labkit.core.images import image_command, known_images, program_problem
+from labkit.core.probes import TCP_READY, ProbeSpec, probe_spec
+from labkit.core.resources import ResourceRequirements
 from labkit.manifests import (
     CONTAINER_IGNORED,
     DEPLOYMENT_IGNORED,
@@ -34,6 +36,7 @@ __all__ = [
     "EnvVar",
     "ContainerPort",
     "HTTPGetAction",
+    "TCPSocketAction",
     "Probe",
     "Container",
     "PodSpec",
@@ -78,15 +81,32 @@ class HTTPGetAction(KubeModel):
     scheme: Literal["HTTP"] = "HTTP"
 
 
+class TCPSocketAction(KubeModel):
+    port: IntOrString
+
+
 class Probe(KubeModel):
-    """Locally only httpGet.path is used: the replica is probed on its $PORT until it answers."""
+    """httpGet or tcpSocket, run on the replica's $PORT whatever `port` says (a local pod has
+    that one port); the timing fields as in Kubernetes (see labkit.core.probes)."""
 
     http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
     initial_delay_seconds: int = Field(default=0, ge=0)
     period_seconds: int = Field(default=10, ge=1)
     timeout_seconds: int = Field(default=1, ge=1)
     success_threshold: int = Field(default=1, ge=1)
     failure_threshold: int = Field(default=3, ge=1)
+
+
+def handler_problem(probe: Probe | object) -> str | None:
+    """Kubernetes' rule: a probe names exactly one handler (validation.go, validateHandler)."""
+    handlers = [name for name, attr in (("httpGet", "http_get"), ("tcpSocket", "tcp_socket"))
+                if getattr(probe, attr, None) is not None]
+    if len(handlers) == 1:
+        return None
+    if not handlers:
+        return "must specify a handler type: httpGet or tcpSocket (exec and grpc are not run)"
+    return f"may not specify more than 1 handler type, got {' and '.join(handlers)}"
 
 
 class Container(KubeModel):
@@ -100,15 +120,25 @@ class Container(KubeModel):
     env: list[EnvVar] = Field(default_factory=list)
     ports: list[ContainerPort] = Field(default_factory=list)
     readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    resources: ResourceRequirements | None = None  # requests.cpu: a HorizontalPodAutoscaler's denominator
 
     @property
-    def ready_path(self) -> str:
-        probe = self.readiness_probe
-        return probe.http_get.path if probe and probe.http_get else "/"
+    def readiness(self) -> ProbeSpec:
+        """The readiness check: the readinessProbe, or a TCP connect to the port."""
+        return probe_spec(self.readiness_probe, TCP_READY) or TCP_READY
+
+    @property
+    def liveness(self) -> ProbeSpec | None:
+        return probe_spec(self.liveness_probe)
 
     def problems(self, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
         if problem := dns_label_problem(self.name):
             yield path + ("name",), problem
+        for field, probe in (("readinessProbe", self.readiness_probe),
+                             ("livenessProbe", self.liveness_probe)):
+            if probe is not None and (problem := handler_problem(probe)):
+                yield path + (field,), problem
         if not self.command and image_command(self.image) is None:
             yield (
                 path + ("image",),
@@ -118,6 +148,8 @@ class Container(KubeModel):
                     "command: [...] to run a local program"
                 ),
             )
+        elif problem := program_problem(self.image, self.command, self.args):
+            yield path + ("command",), problem
         for i, var in enumerate(self.env):
             if not _ENV_NAME.match(var.name):
                 yield (

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from labkit.core.prober import PodProber
 from labkit.net import ReplicaProcess
 
 __all__ = ["Pod", "PodRegistry", "matches"]
@@ -22,7 +23,12 @@ def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 
 @dataclass(eq=False)
 class Pod:
-    """One replica process with the identity Kubernetes would give it."""
+    """One replica process with the identity Kubernetes would give it.
+
+    `restarts` counts container restarts, as `kubectl get pods` shows them; `waiting` is the
+    reason the container is not running (CrashLoopBackOff) and `message` says more, as the
+    container status's state.waiting does; `previous_log` is what the last container wrote
+    (`kubectl logs --previous`)."""
 
     name: str
     namespace: str
@@ -30,6 +36,15 @@ class Pod:
     owner: str
     replica: ReplicaProcess
     restarts: int = 0
+    waiting: str | None = None
+    message: str | None = None
+    last_exit: int | None = None
+    previous_log: str | None = None
+
+    @property
+    def prober(self) -> PodProber | None:
+        hook = self.replica.readiness
+        return hook if isinstance(hook, PodProber) else None
 
     @property
     def url(self) -> str:
@@ -45,7 +60,9 @@ class Pod:
 
     @property
     def ready(self) -> bool:
-        return self.replica.startup_seconds is not None and self.replica.running
+        prober = self.prober
+        return (self.replica.startup_seconds is not None and self.replica.running
+                and (prober is None or prober.ready))
 
     @property
     def startup_seconds(self) -> float | None:
@@ -60,6 +77,9 @@ class Pod:
             "startSeconds": self.startup_seconds,
             "exitCode": self.replica.returncode,
             "restarts": self.restarts,
+            "state": self.waiting or ("Running" if self.replica.running else "Terminated"),
+            "message": self.message,
+            "lastExitCode": self.last_exit,
         }
 
 
@@ -90,6 +110,10 @@ class PodRegistry:
         return sorted(
             (p for p in pods if p.ready and matches(selector, p.labels)), key=lambda p: p.name
         )
+
+    def changed(self) -> None:
+        """A pod's readiness changed in place: listeners recompute what they select."""
+        self._notify()
 
     def contains(self, pod: Pod) -> bool:
         with self._lock:

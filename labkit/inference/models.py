@@ -67,7 +67,9 @@ class ModelFormat(KubeModel):
 class ModelSpec(KubeModel):
     """predictor.model: what to serve and from where (container fields: env, args)."""
 
-    ignored_fields = CONTAINER_IGNORED
+    # KServe starts the model server itself: a livenessProbe here changes nothing labkit runs.
+    ignored_fields = {**CONTAINER_IGNORED,
+                      "livenessProbe": "labkit's model server is not probed for liveness"}
 
     model_format: ModelFormat
     runtime: str | None = None

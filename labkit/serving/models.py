@@ -29,7 +29,8 @@ from typing import Final, Literal
 from pydantic import Field
 
 from labkit.core.images import image_command, known_images
-from labkit.core.models import EnvVar, PortProtocol
+from labkit.core.models import EnvVar, PortProtocol, handler_problem
+from labkit.core.probes import TCP_READY, ProbeSpec, probe_spec
 from labkit.manifests import (
     CONTAINER_IGNORED,
     POD_IGNORED,
@@ -41,6 +42,7 @@ from labkit.manifests import (
     label_problems,
 )
 from labkit.serving.autoscaler_config import AutoscalerConfig, annotation_errors
+from labkit.core.resources import ResourceRequirements
 from labkit.serving.timeouts import (
     KNATIVE_DEFAULTS,
     RequestTimeouts,
@@ -98,10 +100,15 @@ class KnativeHTTPGet(KubeModel):
     scheme: Literal["HTTP"] = "HTTP"
 
 
+class KnativeTCPSocket(KubeModel):
+    port: IntOrString | None = None
+
+
 class KnativeProbe(KubeModel):
-    """Locally only httpGet.path is used: a replica is ready once that path answers."""
+    """httpGet or tcpSocket on the user container's port, timed as labkit.core.probes says."""
 
     http_get: KnativeHTTPGet | None = None
+    tcp_socket: KnativeTCPSocket | None = None
     initial_delay_seconds: int = Field(default=0, ge=0)
     period_seconds: int = Field(default=0, ge=0)
     timeout_seconds: int = Field(default=1, ge=1)
@@ -128,6 +135,17 @@ class KnativeContainer(KubeModel):
     env: list[EnvVar] = Field(default_factory=list)
     ports: list[KnativePort] = Field(default_factory=list)
     readiness_probe: KnativeProbe | None = None
+    liveness_probe: KnativeProbe | None = None
+    resources: ResourceRequirements | None = None  # requests.cpu: the HPA class's denominator
+
+    @property
+    def readiness(self) -> ProbeSpec:
+        """The readiness check: the readinessProbe, or Knative's default TCP probe."""
+        return probe_spec(self.readiness_probe, TCP_READY) or TCP_READY
+
+    @property
+    def liveness(self) -> ProbeSpec | None:
+        return probe_spec(self.liveness_probe)
 
     @property
     def ready_path(self) -> str:
@@ -166,13 +184,19 @@ class KnativeContainer(KubeModel):
                     f"port {port.container_port} is reserved for the queue-proxy "
                     f"(reserved: {', '.join(map(str, RESERVED_PORTS))})",
                 )
-        probe = self.readiness_probe
-        if probe and probe.http_get and probe.http_get.port not in (None, self.container_port):
-            yield (
-                path + ("readinessProbe", "httpGet", "port"),
-                f"may only probe the container port {self.container_port}, got "
-                f"{probe.http_get.port!r}",
-            )
+        for field, probe in (("readinessProbe", self.readiness_probe),
+                             ("livenessProbe", self.liveness_probe)):
+            if probe is None:
+                continue
+            if problem := handler_problem(probe):
+                yield path + (field,), problem
+            for handler, action in (("httpGet", probe.http_get), ("tcpSocket", probe.tcp_socket)):
+                if action is not None and action.port not in (None, self.container_port):
+                    yield (
+                        path + (field, handler, "port"),
+                        f"may only probe the container port {self.container_port}, got "
+                        f"{action.port!r}",
+                    )
 
 
 class RevisionSpec(KubeModel):

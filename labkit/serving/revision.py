@@ -22,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from labkit.core.deployment import restart_delay
 from labkit.core.images import container_command
+from labkit.core.podlogs import drop_previous, keep_previous
+from labkit.core.prober import PodProber
+from labkit.core.probes import crash_backoff
 from labkit.net import ReplicaProcess, free_port
 from labkit.runs import Workload
 from labkit.serving.autoscaler_config import RevisionAutoscaling
@@ -44,7 +46,9 @@ __all__ = ["ColdStart", "LiveRevision", "Sample", "ServingPod", "condition"]
 _DRAIN_CAP_SECONDS = 30.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _START_BACKOFF = (2.0, 30.0)
-"""After a failed start, wait this long (doubling) before trying again: a crash loop."""
+"""After a failed start, wait this long (doubling) before trying again: a crash loop. Shorter
+than the kubelet's 10 s .. 5 min because here each try is a new pod, which the autoscaler asks
+for again, not a container restart."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,9 @@ class ServingPod:
 
     @property
     def ready(self) -> bool:
-        return self.state == PodState.READY and self.replica.running
+        prober = self.replica.readiness
+        probe_ok = prober.ready if isinstance(prober, PodProber) else True
+        return self.state == PodState.READY and self.replica.running and probe_ok
 
     @property
     def url(self) -> str | None:
@@ -167,6 +173,9 @@ class LiveRevision:
         self.latency = LatencyHistogram()
         self.samples: list[Sample] = []
         self.failure: str | None = None
+        self.previous_log: str | None = None
+        """What the last pod that crashed or failed to start wrote (`kubectl logs --previous`)."""
+        self._previous_pods: list[str] = []  # whose kept logs go when the revision does
         # A revision allowed to start at zero is Ready with no pod, as in Knative.
         self.ever_ready = settings.initial_scale == 0
         self.reachable = True
@@ -281,8 +290,13 @@ class LiveRevision:
                     "K_CONFIGURATION": self.service, "K_REVISION": self.name})
         command = container_command(
             container.image, container.command, container.args, {**env, "PORT": str(port)})
-        replica = ReplicaProcess(command, env=env, cwd=container.working_dir,
-                                 ready_path=container.ready_path, name=pod_name, port=port,
+        # Knative's queue-proxy runs the readiness probe (the default one too); the kubelet
+        # runs the livenessProbe (https://knative.dev/docs/serving/services/configure-probing/).
+        prober = PodProber(container.readiness, container.liveness,
+                           periodic=container.readiness_probe is not None,
+                           on_change=self._on_change)
+        replica = ReplicaProcess(command, env=env, cwd=container.working_dir, name=pod_name,
+                                 port=port, readiness=prober,
                                  workload=Workload("Revision", self.name, self.namespace))
         pod = ServingPod(pod_name, replica, time.monotonic())
         self.pods.append(pod)
@@ -303,9 +317,10 @@ class LiveRevision:
                 return
             if error is not None:
                 self._failures += 1
-                delay = restart_delay(self._failures, _START_BACKOFF) or 0.0
+                delay, _ = crash_backoff(self._failures, None, *_START_BACKOFF)
                 self._next_start = time.monotonic() + delay
                 self.failure = f"pod {pod.name} failed to start: {error}"
+                self._keep_previous(pod)
                 self.cold_starts.append(ColdStart(self.name, pod.name, at, None, from_zero,
                                                   error))
                 self._forget(pod)
@@ -369,13 +384,18 @@ class LiveRevision:
         crashed = []
         with self._lock:
             for pod in self.pods:
+                pod.replica.trim_log()
                 if pod.state == PodState.READY and not pod.replica.running:
                     crashed.append(pod)
                     code = pod.replica.returncode
                     tail = pod.replica.log_tail(10)
+                    prober = pod.replica.readiness
+                    killed = prober.killed if isinstance(prober, PodProber) else None
                     self.failure = f"pod {pod.name} exited with code {code}" + (
+                        f" ({killed})" if killed else "") + (
                         f"\n--- last output lines ---\n{tail}" if tail.strip() else "")
                     pod.state = PodState.TERMINATING
+                    self._keep_previous(pod)
         for pod in crashed:
             if pod.proxy is not None:
                 pod.proxy.close()
@@ -385,6 +405,23 @@ class LiveRevision:
         if crashed:
             self._on_change()
         return bool(crashed)
+
+    def _keep_previous(self, pod: ServingPod) -> None:
+        self.previous_log = pod.replica.log_tail(None)
+        keep_previous(self.namespace, pod.name, self.previous_log)
+        self._previous_pods.append(pod.name)
+
+    def logs(self, previous: bool = False) -> str:
+        """The first running pod's output; `previous`: the last pod that crashed."""
+        if previous:
+            if self.previous_log is None:
+                raise ValueError(f"revision {self.name} has no crashed pod")
+            return self.previous_log
+        with self._lock:
+            pods = [p for p in self.pods if p.state != PodState.TERMINATING]
+        if not pods:
+            raise ValueError(f"revision {self.name} has no pods (scaled to zero?)")
+        return pods[0].replica.log_tail(None)
 
     def wait_settled(self, pods: int, timeout: float) -> bool:
         """Block until `pods` pods are ready or a start failed; True when ready."""
@@ -406,6 +443,8 @@ class LiveRevision:
         with self._lock:
             self._closed = True
             pods, self.pods = list(self.pods), []
+            for name in self._previous_pods:
+                drop_previous(self.namespace, name)
             for pod in pods:
                 pod.state = PodState.TERMINATING
         for pod in pods:

@@ -183,6 +183,10 @@ class KnativeServiceController:
         assert self.metrics_server is not None
         return self.metrics_server.url + "/metrics"
 
+    def logs(self, previous: bool = False) -> str:
+        """The latest revision's pod output (`kubectl logs` on its user-container)."""
+        return self.revision().logs(previous)
+
     def revision(self, name: str | None = None) -> LiveRevision:
         """A revision by name; the latest created one by default."""
         if name is None:
