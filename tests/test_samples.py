@@ -85,8 +85,8 @@ spec:
         "runs every pod on this machine (there is no scheduler)",
         "<string>:14: Deployment/web: spec.template.spec.containers[0].imagePullPolicy: warning: "
         "ignored: labkit pulls no image: the image names a built-in app",
-        "<string>:15: Deployment/web: spec.template.spec.containers[0].resources: warning: "
-        "ignored: labkit does not reserve or limit CPU and memory",
+        "<string>:15: Deployment/web: spec.template.spec.containers[0].resources.limits: warning: "
+        "ignored: labkit does not limit CPU and memory",
     ]
     assert deployment.spec.template.spec.containers[0].image == "labkit/httpbin"
     load_text(text)  # without a list the warnings are simply not collected
@@ -114,7 +114,7 @@ spec:
     # `resources` means nothing at the Deployment level: an error there, not a warning.
     with pytest.raises(ManifestError, match=r"spec\.resources: unknown field 'resources'"):
         load(text.replace("strategy: {type: Recreate}", "resources: {}"))
-    assert {w.path.rsplit(".", 1)[-1] for w in warnings} == {"imagePullPolicy", "resources"}
+    assert {w.path.rsplit(".", 1)[-1] for w in warnings} == {"imagePullPolicy"}  # resources are kept
 
 
 def test_labkit_up_prints_each_warning_as_file_line_path(

@@ -13,12 +13,12 @@ import asyncio
 import json
 import os
 import signal
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence, Union
 
 from labkit import http1
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "Answer", "read_head", "answering", "serve_until_signalled",
-           "signalled"]
+__all__ = ["MAX_BODY", "MAX_HEAD", "Answer", "Reply", "read_head", "answering",
+           "serve_until_signalled", "signalled"]
 
 MAX_HEAD = http1.MAX_HEAD
 """Longest request head (request line and headers) an app reads, in bytes (431 beyond)."""
@@ -63,8 +63,10 @@ async def read_head(reader: asyncio.StreamReader) -> list[str] | None:
     return [f"{head.method} {head.target} {head.version}", *fields, "", ""]
 
 
-Answer = Callable[[http1.Request], Awaitable[tuple[int, str, bytes]]]
-"""What an app does with one whole request: (status, content type, body)."""
+Reply = Union[tuple[int, str, bytes], tuple[int, str, bytes, Sequence[tuple[str, str]]]]
+"""(status, content type, body), optionally with more header fields (a Location, a Set-Cookie)."""
+Answer = Callable[[http1.Request], Awaitable[Reply]]
+"""What an app does with one whole request."""
 
 
 def answering(answer: Answer) -> http1.Connection:
@@ -74,9 +76,10 @@ def answering(answer: Answer) -> http1.Connection:
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while (request := await http1.read_request(reader, max_body=MAX_BODY, writer=writer)):
-            status, content_type, body = await answer(request)
+            status, content_type, body, *more = await answer(request)
+            fields = "".join(f"{name}: {value}\r\n" for name, value in (more[0] if more else ()))
             head = (f"HTTP/1.1 {status} {http1.reason(status)}\r\n"
-                    f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                    f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{fields}"
                     f"x-labkit-pod: {os.getpid()}\r\n"
                     f"Connection: {'keep-alive' if request.keep_alive else 'close'}\r\n\r\n")
             writer.write(head.encode("latin-1") + (b"" if request.method == "HEAD" else body))
