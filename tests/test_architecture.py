@@ -33,9 +33,10 @@ POLICY_FORBIDDEN = LIVE_MACHINERY + ("simpy",)
 POLICY = [f"labkit.mesh.{m}" for m in ("router", "routing", "retries", "pool", "outlier", "balancer",
                                         "destination", "faults", "hosts", "authz", "spec", "flags")] + \
          [f"labkit.serving.{m}" for m in ("kpa", "kpa_scaler", "reconcile", "pod_pick", "metrics_window",
-                                           "autoscaler_config", "hpa", "constants", "timeouts")] + \
+                                           "autoscaler_config", "hpa", "hpa_sync", "constants",
+                                           "timeouts")] + \
          [f"labkit.eventing.{m}" for m in ("filters", "delivery", "cron")] + \
-         ["labkit.flagger.analysis", "labkit.inference.rollout"] + \
+         ["labkit.core.probes", "labkit.flagger.analysis", "labkit.inference.rollout"] + \
          [f"labkit.quality.{m}" for m in ("gate", "ledger", "payloads", "abtest")]
 
 # Known breaks, each with its reason and the issue that removes it. test_known_violations_remain

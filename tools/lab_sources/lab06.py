@@ -315,6 +315,97 @@ CELLS = [
         print("channel answered", status, "| n-1 reached orders and audit:", all(len(g) == 1 for g in got))
         print(cluster.get("InMemoryChannel", "news").status.message)
         """),
+    md("flows-intro", """
+        ### Sources and flows: a PingSource feeding a Sequence
+
+        A **source** produces events on its own. The simplest is Knative's **PingSource**: a cron
+        `schedule` and fixed `data`; each tick it sends a `dev.knative.sources.ping` event to its
+        `sink`. (Knative's cron has minutes as its smallest unit; labkit also accepts a leading
+        seconds field, so here it fires every second instead of waiting a minute.)
+
+        A **Sequence** (`flows.knative.dev/v1`) calls functions one after the other: each step's
+        *reply* is the next step's input, and the last reply goes to `spec.reply`. Knative builds
+        it from the parts you just used: one channel per step (`<name>-kn-sequence-<i>`) and one
+        Subscription per step whose `reply` is the next channel. The steps below are Knative's own
+        sample function `appender`, which appends its `MESSAGE` to the event's `data.message`
+        (https://knative.dev/docs/eventing/flows/sequence/sequence-reply-to-event-display/).
+
+        ```mermaid
+        flowchart LR
+            P[PingSource<br/>every second] --> C0((channel 0))
+            C0 --> S0[step 0: appender] -.reply.-> C1((channel 1))
+            C1 --> S1[step 1: appender] -.reply.-> C2((channel 2))
+            C2 --> S2[step 2: appender] -.reply.-> N[notify display]
+        ```
+        """),
+    code("sequence", """
+        def appender(name, message):
+            return f'''
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: {name}}}
+        spec:
+          selector: {{matchLabels: {{app: {name}}}}}
+          template:
+            metadata: {{labels: {{app: {name}}}}}
+            spec:
+              containers:
+              - name: appender
+                image: gcr.io/knative-releases/knative.dev/eventing/cmd/appender
+                env: [{{name: MESSAGE, value: "{message}"}}]
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}}}
+        spec:
+          selector: {{app: {name}}}
+          ports: [{{port: 80}}]
+        '''
+
+        SEQUENCE_YAML = '''
+        apiVersion: flows.knative.dev/v1
+        kind: Sequence
+        metadata: {name: greeting}
+        spec:
+          channelTemplate: {apiVersion: messaging.knative.dev/v1, kind: InMemoryChannel}
+          steps:
+          - ref: {apiVersion: v1, kind: Service, name: first}
+          - ref: {apiVersion: v1, kind: Service, name: second}
+          - ref: {apiVersion: v1, kind: Service, name: third}
+          reply:
+            ref: {apiVersion: v1, kind: Service, name: notify}
+        ---
+        apiVersion: sources.knative.dev/v1
+        kind: PingSource
+        metadata: {name: ping}
+        spec:
+          schedule: "* * * * * *"
+          contentType: application/json
+          data: '{"message": "Hello world!"}'
+          sink:
+            ref: {apiVersion: flows.knative.dev/v1, kind: Sequence, name: greeting}
+        '''
+        cluster.apply([appender("first", " - Handled by 0"), appender("second", " - Handled by 1"),
+                       appender("third", " - Handled by 2"), SEQUENCE_YAML])
+        pings = wait_received(cluster.url("Service", "notify"), 2, timeout=30,
+                              match=lambda r: r["attributes"]["source"].endswith("/pingsources/ping"))
+        cluster.delete("PingSource", "ping")  # stop the ticks: the rest of the lab stays quiet
+        import json
+        for record in pings[:2]:
+            print(record["attributes"]["type"], "|", json.loads(record["data"])["message"])
+        """),
+    md("sequence-status", """
+        The Sequence's own address is its first channel's: a source or a producer sends there and
+        never needs to know the steps. Its status lists the channels and subscriptions Knative
+        would show with `kubectl get sequence greeting -o yaml`:
+        """),
+    code("sequence-status-show", """
+        status = cluster.get("Sequence", "greeting").status
+        print("address:", status.url)
+        for sub in status.detail["subscriptionStatuses"]:
+            p = sub["physicalSubscription"]
+            print(f'{sub["subscription"]["name"]:22} subscriber {p["subscriberUri"]:24} reply {p["replyUri"]}')
+        """, IGNORE),
     md("observe-intro", """
         ### Metrics and the event timeline
 
