@@ -42,14 +42,17 @@ from labkit.inference.storage import resolve_storage_uri
 from labkit.manifests import load
 from labkit.serving.expand import expand_revisions
 from labkit.serving.models import RouteTable
+from labkit.inference.runtimes import FORMATS as RUNTIMES
 from labkit.widgets.common import Dashboard, new_figure, slider
 
 __all__ = ["BASELINE", "IsvcDashboard", "IsvcPlan", "MODELS", "isvc_dashboard", "isvc_manifest"]
 
 NAME = "sklearn-iris"
-MODELS = {"iris (joblib)": "data/models/iris", "iris (skops)": "data/models/iris-skops"}
+MODELS = {"iris (joblib)": "data/models/iris", "iris (skops)": "data/models/iris-skops",
+          "iris (xgboost)": "data/models/iris-xgboost", "iris (lightgbm)": "data/models/iris-lightgbm",
+          "iris (onnx)": "data/models/iris-onnx"}
 """storageUri per choice, relative to the repository root (as lab 08 runs)."""
-FORMATS = ("sklearn", "xgboost", "lightgbm")
+FORMATS = tuple(RUNTIMES)
 PROTOCOLS = ("v1", "v2", "grpc-v2")
 SAMPLE = [[6.8, 2.8, 4.8, 1.4]]
 BASELINE = {"model": "iris (joblib)", "model_format": "sklearn", "protocol": "v2", "min_replicas": 1,

@@ -23,6 +23,7 @@ from processes import LabkitProcess, labkit_descendants, stop, wait_gone
 from server import JupyterLab
 
 VIEWPORT = {"width": 1366, "height": 768}
+WIDE_VIEWPORT = {"width": 1920, "height": 1080}
 """A common laptop screen, the smallest the dashboards must fit (issue 11)."""
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 OPEN_TIMEOUT_MS = 120_000
@@ -43,6 +44,9 @@ class LabRun:
     moves: list[Move] = field(default_factory=list)
     clipped: list[dict[str, Any]] = field(default_factory=list)
     plots: list[dict[str, Any]] = field(default_factory=list)
+    clipped_wide: list[dict[str, Any]] = field(default_factory=list)
+    plots_wide: list[dict[str, Any]] = field(default_factory=list)
+    """The same checks at WIDE_VIEWPORT."""
     page_errors: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     foreign_requests: list[str] = field(default_factory=list)
@@ -161,6 +165,15 @@ class LabDriver:
             for d in run.dashboards:
                 run.clipped += [dict(p, dashboard=d.dashboard) for p in dashboards.clipped(page, d)
                                 if (d.dashboard, p["kind"], p["name"]) not in seen]
+            # The other screen the issue names: a 1920x1080 desktop (wider columns side by side).
+            page.set_viewport_size(WIDE_VIEWPORT)
+            for d in run.dashboards:
+                page.locator(f'[data-labkit-dashboard="{d.dashboard}"]').scroll_into_view_if_needed()
+                run.clipped_wide += [dict(p, dashboard=d.dashboard) for p in dashboards.clipped(page, d)]
+                run.plots_wide += [dict(p, dashboard=d.dashboard) for p in dashboards.plot_sizes(page, d)]
+            if run.dashboards:
+                run.screenshots.append(self._screenshot(f"{stem}-1920.png"))
+            page.set_viewport_size(VIEWPORT)
             # A callback's traceback lands in the dashboard's Output widget.
             run.errors += [e for e in nb.error_outputs() if e not in run.errors]
             run.widget_failures = [o for o in nb.outputs() if WIDGET_FAILURE.search(o.text)]

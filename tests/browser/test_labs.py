@@ -8,6 +8,8 @@ table), not asserted: speed targets live in bench/.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest.importorskip("playwright.sync_api", reason="browser tests skipped: Python playwright not installed")
@@ -55,13 +57,23 @@ def test_every_control_changes_the_dashboard(lab_run: LabRun) -> None:
     assert not still, f"{lab_run.lab}: moving these changed neither summary nor plot:\n  {_lines(still)}"
 
 
+def _layout_problems(clipped: list[dict[str, Any]], plots: list[dict[str, Any]]) -> list[str]:
+    cut = [f"dashboard {p['dashboard']}: {p['kind']} {p['name']!r} {p['text']!r} needs {p['needed']} px, "
+           f"has {p['room']}" for p in clipped]
+    small = [f"dashboard {p['dashboard']}: plot shown {p['shownWidth']} px wide of its {p['naturalWidth']}"
+             for p in plots if p["naturalWidth"] and p["shownWidth"] < MIN_PLOT_SCALE * p["naturalWidth"]]
+    return cut + small
+
+
 def test_labels_and_readouts_fit_a_laptop_screen(lab_run: LabRun) -> None:
     assert lab_run.file_browser_open, "the layout is judged with the file browser open, as students have it"
-    cut = [f"dashboard {p['dashboard']}: {p['kind']} {p['name']!r} {p['text']!r} needs {p['needed']} px, "
-           f"has {p['room']}" for p in lab_run.clipped]
-    small = [f"dashboard {p['dashboard']}: plot shown {p['shownWidth']} px wide of its {p['naturalWidth']}"
-             for p in lab_run.plots if p["naturalWidth"] and p["shownWidth"] < MIN_PLOT_SCALE * p["naturalWidth"]]
-    assert not cut + small, f"{lab_run.lab} at 1366x768:\n  {_lines(cut + small)}"
+    problems = _layout_problems(lab_run.clipped, lab_run.plots)
+    assert not problems, f"{lab_run.lab} at 1366x768:\n  {_lines(problems)}"
+
+
+def test_labels_and_readouts_fit_a_desktop_screen(lab_run: LabRun) -> None:
+    problems = _layout_problems(lab_run.clipped_wide, lab_run.plots_wide)
+    assert not problems, f"{lab_run.lab} at 1920x1080:\n  {_lines(problems)}"
 
 
 def test_kernel_shutdown_leaves_no_labkit_process(lab_run: LabRun) -> None:

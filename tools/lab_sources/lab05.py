@@ -381,6 +381,55 @@ CELLS = [
         assert after_zero.cold_starts == 1 and after_zero.requests_cold > 1
         print("✓ zero after the window (+ grace when the activator was out of the path); min-scale keeps a pod")
         """),
+    md("hpa-intro", """
+        ## The other class: Kubernetes' HPA on CPU
+
+        `autoscaling.knative.dev/class: hpa.autoscaling.knative.dev` hands a revision to Kubernetes'
+        HorizontalPodAutoscaler instead of the KPA. Its rule is Kubernetes' (autoscaling/v2): every **15 s**
+        it sets `desired = ceil(ready pods x CPU utilisation / target)`, ignores a ratio within **10 %** of 1,
+        scales up by at most 100 % or 4 pods per 15 s, and scales down only to the highest recommendation of
+        the last **5 minutes** (its stabilisation window). Knative creates the HPA with at least one replica:
+        no scale to zero, no activator, no panic mode. labkit runs Kubernetes' algorithm as one piece of code
+        (`labkit.serving.hpa`, `labkit.serving.hpa_sync`): live on the replicas' measured CPU use, and here in
+        the simulator. The same burst for both classes, a CPU-bound single-threaded app (0.1 s of CPU per
+        request, `requests.cpu: 1`):
+        """),
+    code("hpa", """
+        HPA = {"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev", "autoscaling.knative.dev/target": "70"}
+        APP = dict(service_time=0.1, pod_parallelism=1, cold_start=2.0, cpu_request=1.0, cpu_per_request=1.0)
+        burst = burst_workload(0.0, 30.0, 180.0, 120.0, 900.0, seed=7)
+        classes = {"KPA, containerConcurrency 1": simulate_autoscaling(burst, {}, duration=900.0, seed=1,
+                                                                      container_concurrency=1, **APP),
+                   "HPA, 70 % CPU": simulate_autoscaling(burst, HPA, duration=900.0, seed=1, **APP)}
+        for name, r in classes.items():
+            t, ready = r.timeline["time"], r.timeline["ready"]
+            react = t[(t > 180) & (ready > ready[t <= 180][-1])][0] - 180
+            print(f"{name:<28} reacts after {react:4.0f} s, peak {r.max_ready_pods:3d} pods, fewest {int(ready.min())}, "
+                  f"p99 {r.latency_percentile(99):6.2f} s, {r.pod_seconds:6.0f} pod-seconds")
+
+        figure, ax = plt.subplots(figsize=(9, 2.6))
+        for name, r in classes.items():
+            ax.step(r.timeline["time"], r.timeline["ready"], where="post", label=name)
+        ax.axvspan(180, 300, color="tab:orange", alpha=0.1, lw=0, label="the burst")
+        ax.set(xlabel="time (s)", ylabel="ready pods", yscale="symlog")
+        ax.legend(fontsize="small")
+        plt.tight_layout()
+        plt.show()
+        """),
+    code("hpa-check", """
+        kpa, hpa = classes.values()
+        assert kpa.timeline["ready"].min() == 0 and hpa.timeline["ready"].min() >= 1
+        assert len(hpa.hpa_decisions) > 0 and hpa.latency_percentile(99) > kpa.latency_percentile(99)
+        print("✓ the KPA reacts within seconds and scales to zero; the HPA waits for its 15 s syncs, grows "
+              "slowly and keeps a pod")
+        """),
+    md("hpa-discuss", """
+        The KPA reacts to requests in flight within one 2 s tick (and overshoots in panic); the HPA sees CPU
+        only at its next sync, and a new pod has no CPU reading at its first sync, so it grows by steps while
+        requests queue. After the burst the HPA keeps its pods for its 5-minute window. It is the better class
+        for CPU-heavy work with no need to scale to zero and smooth load; the KPA for bursty request-driven
+        work. `bench/bench_hpa_vs_kpa.py` runs four variants of this comparison.
+        """),
     md("dashboard-intro", """
         ## Explore: the autoscaling dashboard
 

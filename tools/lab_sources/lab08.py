@@ -50,6 +50,13 @@ CELLS = [
         The fields are KServe's own: `modelFormat` chooses the runtime (scikit-learn), `storageUri` says where
         the model is (here a folder in this repository; on a cluster `gs://`, `s3://` or `pvc://`),
         `protocolVersion` the REST protocol the runtime declares, and the scaling bounds.
+
+        labkit serves the model formats whose runtimes install small: `sklearn`, `xgboost`, `lightgbm` and
+        `onnx` (a scikit-learn model converted with skl2onnx), from one table, `labkit.inference.runtimes.FORMATS`,
+        and a predictor that is your own Python class (KServe's custom-model contract, `kserve.Model`:
+        `labkit.inference.custom`). On a cluster, PyTorch and TensorFlow models are served by KServe's
+        TorchServe, Triton and TensorFlow Serving runtimes (`modelFormat` `pytorch`, `tensorflow`, `triton`):
+        images of several GB that this laptop lab does not install; the InferenceService YAML is the same.
         """),
     code("spec", """
         import os
@@ -340,8 +347,8 @@ CELLS = [
 
         The dashboard writes an InferenceService from a few choices — model file, `modelFormat`,
         `protocolVersion`, `minReplicas`/`maxReplicas`, `canaryTrafficPercent` — and shows what labkit's own code
-        makes of it: the YAML, validated by the manifest loader (try `grpc-v2`, `xgboost`, or minReplicas above
-        maxReplicas); the Knative objects it becomes (the controller's `predictor_knative_service`, expanded),
+        makes of it: the YAML, validated by the manifest loader (try `grpc-v2`, a format that does not match the
+        model file, or minReplicas above maxReplicas); the Knative objects it becomes (the controller's `predictor_knative_service`, expanded),
         with the route split KServe's canary rule gives; and a prediction for one flower. It shows the
         **second** apply of `sklearn-iris`: the first (iris joblib, V2, 1–3 replicas) is rolled out as revision
         00001, so a changed predictor makes 00002 and the canary percent splits between them. The prediction
