@@ -15,12 +15,21 @@ longer fail is noticed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import pytest
-
-from import_graph import (LIVE_MACHINERY, PACKAGE, Import, closure, external, imports_of, internal_edges, live_modules,
-                          read_package)
+from import_graph import (
+    LIVE_MACHINERY,
+    PACKAGE,
+    Import,
+    closure,
+    external,
+    imports_of,
+    internal_edges,
+    live_modules,
+    read_package,
+)
 
 GRAPH = read_package()
 EDGES = internal_edges(GRAPH)
@@ -34,7 +43,8 @@ POLICY = [f"labkit.mesh.{m}" for m in ("router", "routing", "retries", "pool", "
                                         "destination", "faults", "hosts", "authz", "spec", "flags")] + \
          [f"labkit.serving.{m}" for m in ("kpa", "kpa_scaler", "reconcile", "pod_pick", "metrics_window",
                                            "autoscaler_config", "hpa", "hpa_sync", "constants",
-                                           "timeouts")] + \
+                                           "timeouts", "progress_deadline", "rollout_duration",
+                                           "gc")] + \
          [f"labkit.eventing.{m}" for m in ("filters", "delivery", "cron")] + \
          ["labkit.core.probes", "labkit.flagger.analysis", "labkit.inference.rollout"] + \
          [f"labkit.quality.{m}" for m in ("gate", "ledger", "payloads", "abtest")]
@@ -51,7 +61,7 @@ def _without(edges: Mapping[str, Mapping[str, int]], known: Mapping[tuple[str, s
 def _chain(chain: list[str], edges: Mapping[str, Mapping[str, int]]) -> str:
     """labkit.a -> labkit.b (a.py line 12) -> ..., so the message says where to look."""
     steps = [chain[0]]
-    for before, after in zip(chain, chain[1:]):
+    for before, after in itertools.pairwise(chain):
         steps.append(f"{after} (line {edges[before][after]} of {before})")
     return " -> ".join(steps)
 

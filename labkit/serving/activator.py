@@ -30,9 +30,11 @@ when the revision was at zero) and ``activator;dur=`` the rest of its time here,
 pod excluded (milliseconds). A labkit addition, so a notebook sees the hop per request.
 
 It reports its own per-revision concurrency and request rate each second (what the autoscaler
-sees while the revision has no pods). One activator serves one Knative Service here (Knative
-runs a shared, replicated one); it listens on its own port, routing by the
-``Knative-Serving-Revision`` header as Knative's does.
+sees while the revision has no pods). As in Knative, one activator serves every revision of
+the cluster (Knative runs it as one Deployment in knative-serving, replicated for capacity;
+labkit runs one instance): it listens on its own port and finds the revision from the
+``Knative-Serving-Namespace`` and ``Knative-Serving-Revision`` headers the ingress appends
+(the KIngress splits' ``appendHeaders``). Its counts are kept per Service (`ActivatorView`).
 
 Followed: knative/serving ``pkg/activator/net/throttler.go``, ``pkg/activator/handler``
 (``concurrency_reporter.go`` for the immediate stat), per
@@ -44,7 +46,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from labkit.core.loop import BackgroundLoop
 from labkit.serving.constants import ACTIVATOR_QUEUE_DEPTH
@@ -70,6 +74,7 @@ __all__ = [
     "NAMESPACE_HEADER",
     "REVISION_HEADER",
     "Activator",
+    "ActivatorView",
     "Throttler",
 ]
 
@@ -134,27 +139,35 @@ class QueueFullError(Exception):
     pass
 
 
+RevisionKey = tuple[str, str]
+"""(namespace, revision name): how the activator tells revisions apart."""
+
+
 class Activator:
-    """Buffers and forwards requests for the revisions of one Service."""
+    """Buffers and forwards requests for every revision of a cluster."""
 
     def __init__(
         self,
         loop: BackgroundLoop,
-        revisions: Callable[[], Mapping[str, LiveRevision]],
-        poke: Callable[[str], None],
+        find: Callable[[str, str], LiveRevision | None],
+        poke: Callable[[str, str], None],
         *,
         queue_depth: int = ACTIVATOR_QUEUE_DEPTH,
         seed: int = 0,
     ) -> None:
+        """`find(namespace, revision)` looks a revision up; `poke(namespace, revision)` wakes
+        its autoscaler."""
         self._loop = loop
-        self._revisions = revisions
+        self._find = find
         self._poke = poke
         self.queue_depth = queue_depth
         self._rng = random.Random(seed)
-        self._throttlers: dict[str, Throttler] = {}
+        self._throttlers: dict[RevisionKey, Throttler] = {}
         self._pools: dict[int, UpstreamPool] = {}
-        self.forwarded = 0
-        self.rejected = 0
+        self.forwarded: Counter[RevisionKey] = Counter()
+        """Requests sent on to a pod, per (namespace, Service)."""
+        self.rejected: Counter[RevisionKey] = Counter()
+        """Requests answered 503 (queue full) or 504 (timed out waiting), per Service."""
         self._server = HttpServer(loop, self.handle)
 
     @property
@@ -174,21 +187,26 @@ class Activator:
             pool.close()
 
     def throttler(self, revision: LiveRevision) -> Throttler:
-        throttler = self._throttlers.get(revision.name)
+        key = (revision.namespace, revision.name)
+        throttler = self._throttlers.get(key)
         if throttler is None or throttler.revision is not revision:
             throttler = Throttler(revision, self.queue_depth, self._rng)
-            self._throttlers[revision.name] = throttler
+            self._throttlers[key] = throttler
         return throttler
 
-    def pods_changed(self, revision: str) -> None:
+    def forget(self, namespace: str, revision: str) -> None:
+        """The revision is gone (its Service deleted, or garbage-collected)."""
+        self._throttlers.pop((namespace, revision), None)
+
+    def pods_changed(self, namespace: str, revision: str) -> None:
         """Thread-safe: wake the requests waiting for `revision`."""
-        throttler = self._throttlers.get(revision)
+        throttler = self._throttlers.get((namespace, revision))
         if throttler is not None and self._loop.running:
             self._loop.loop.call_soon_threadsafe(throttler.notify)
 
-    def stats(self, revision: str, now: float) -> Stat | None:
+    def stats(self, namespace: str, revision: str, now: float) -> Stat | None:
         """The revision's stats for the last period, or None if it saw no request."""
-        throttler = self._throttlers.get(revision)
+        throttler = self._throttlers.get((namespace, revision))
         if throttler is None or throttler.stats.idle:
             return None
         stat = throttler.stats.report(now)
@@ -200,10 +218,13 @@ class Activator:
 
     async def handle(self, request: Request) -> Response:
         name = request.header(REVISION_HEADER)
-        revision = self._revisions().get(name or "")
+        namespace = request.header(NAMESPACE_HEADER)
+        revision = self._find(namespace or "", name or "")
         if revision is None:
             return error_response(
-                404, f"activator: no revision {name!r} (header {REVISION_HEADER} names it)")
+                404, f"activator: no revision {name!r} in namespace {namespace!r} (the "
+                f"headers {REVISION_HEADER} and {NAMESPACE_HEADER} name it)")
+        service = (revision.namespace, revision.service)
         throttler = self.throttler(revision)
         arrived = time.monotonic()
         first = throttler.stats.idle  # Knative's reporter has no entry for the revision yet
@@ -211,15 +232,15 @@ class Activator:
         try:
             if first:
                 throttler.poke_credit = 1.0
-                self._poke(revision.name)
+                self._poke(revision.namespace, revision.name)
             watch = RequestWatch(revision.spec.timeouts, arrived, time.monotonic)
             try:
                 pod = await watch.within(throttler.acquire())
             except QueueFullError as exc:
-                self.rejected += 1
+                self.rejected[service] += 1
                 return error_response(503, f"overload: {exc}")
             except LimitReached as cut:
-                self.rejected += 1
+                self.rejected[service] += 1
                 return watch.answer(cut.deadline, ACTIVATOR_TIMEOUT_BODY)
             acquired = time.monotonic()
             try:
@@ -227,7 +248,7 @@ class Activator:
                 pool = self._pools.get(pod.proxy.port)
                 if pool is None:
                     pool = self._pools[pod.proxy.port] = UpstreamPool(pod.proxy.port)
-                self.forwarded += 1
+                self.forwarded[service] += 1
                 sent = time.monotonic()
                 response = await pool.send(request, [(PROXY_HEADER, "activator")])
                 response.headers.append((SERVER_TIMING, (
@@ -240,3 +261,28 @@ class Activator:
                 throttler.release(pod)
         finally:
             throttler.stats.depart(time.monotonic())
+
+
+@dataclass(frozen=True)
+class ActivatorView:
+    """The cluster's activator as one Service sees it: its address and that Service's counts."""
+
+    activator: Activator
+    namespace: str
+    service: str
+
+    @property
+    def forwarded(self) -> int:
+        return self.activator.forwarded[(self.namespace, self.service)]
+
+    @property
+    def rejected(self) -> int:
+        return self.activator.rejected[(self.namespace, self.service)]
+
+    @property
+    def url(self) -> str:
+        return self.activator.url
+
+    @property
+    def port(self) -> int:
+        return self.activator.port

@@ -600,6 +600,9 @@ class RevisionAutoscaling:
     aggregation_algorithm: str
     reachable: bool
     config: AutoscalerConfig
+    progress_deadline: float
+    """Seconds the revision may take to reach its initial scale (the
+    ``serving.knative.dev/progress-deadline`` annotation, else config-deployment's)."""
 
     @classmethod
     def resolve(
@@ -650,6 +653,12 @@ class RevisionAutoscaling:
         if initial is not None and (int(initial[1]) > 0 or config.allow_zero_initial_scale):
             initial_scale = int(initial[1])
         algorithm = (_get(anns, METRIC_AGGREGATION_ALGORITHM) or ("", "linear"))[1] or "linear"
+        # Deferred: progress_deadline parses its duration with this module's parse_go_duration.
+        from labkit.serving.progress_deadline import revision_progress_deadline
+        try:
+            deadline = revision_progress_deadline(anns, config.progress_deadline)
+        except ValueError as exc:
+            raise AnnotationError([str(exc)]) from None
         return cls(
             autoscaler_class=klass,
             metric=metric,
@@ -671,6 +680,7 @@ class RevisionAutoscaling:
                 "weighted-exponential" if algorithm == "weightedExponential" else algorithm),
             reachable=reachable,
             config=config,
+            progress_deadline=deadline,
         )
 
     def decider_spec(self) -> DeciderSpec:

@@ -19,6 +19,16 @@ Ingress (KIngress)      <svc>                      Route: hosts and weighted spl
 Service (route)         <svc>, <tag>-<svc>         Route: DNS names pointing at the gateway
 ======================  =========================  ==========================================
 
+The KIngress (``networking.internal.knative.dev/v1alpha1`` Ingress) is Knative's own networking
+layer: one rule per host set (cluster-local names, the external domain; again per tag), each
+split naming a revision's public Service and appending the ``Knative-Serving-Revision`` and
+``-Namespace`` headers the activator routes by. Its ``networking.knative.dev/ingress.class``
+annotation picks the networking plugin that programs it (the Service's annotation, else
+config-network's ``ingress-class``, by default ``istio.ingress.networking.knative.dev``:
+net-istio turns it into Istio Gateways and VirtualServices; Kourier and Contour are the
+others). During a gradual rollout it also carries the rollout state
+(``networking.internal.knative.dev/rollout``, `labkit.serving.rollout_duration`).
+
 With a live service (`expand(service, live=knative_service(cluster, name))`) every revision
 that exists is expanded with its current replicas, routing state and SKS mode; otherwise the
 first revision is shown as Knative would create it. UIDs are derived from names, so the
@@ -40,6 +50,7 @@ import yaml
 
 from labkit.serving.autoscaler_config import RevisionAutoscaling
 from labkit.serving.models import API_VERSION, KnativeService, RevisionTemplate, RouteTable, resolve_traffic
+from labkit.serving.rollout_duration import Rollout
 
 if TYPE_CHECKING:
     from labkit.serving.service import KnativeServiceController
@@ -56,6 +67,12 @@ QUEUE_PORTS = {"queue-port": 8012, "http-queueadm": 8022, "http-autometric": 909
 user metrics (9091)."""
 USER_CONTAINER = "user-container"
 GATEWAY = "knative-local-gateway.istio-system.svc.cluster.local"
+INGRESS_CLASS = "networking.knative.dev/ingress.class"
+"""Knative's IngressClassAnnotationKey (knative.dev/networking pkg/apis/networking/register.go)."""
+DEFAULT_INGRESS_CLASS = "istio.ingress.networking.knative.dev"
+"""config-network's ingress-class default (net-istio)."""
+ROLLOUT_ANNOTATION = "networking.internal.knative.dev/rollout"
+"""Where the Route reconciler keeps the rollout state on the KIngress (RolloutAnnotationKey)."""
 
 
 def _uid(*parts: str) -> str:
@@ -160,7 +177,8 @@ def _revision_objects(svc: KnativeService, rev: _Rev, svc_uid: str, config_uid: 
         "metadata": _meta(f"{name}-deployment", ns, pod_labels, owner),
         "spec": {
             "replicas": replicas,
-            "progressDeadlineSeconds": int(settings.config.progress_deadline),
+            # The revision's progress-deadline annotation, else config-deployment's (deploy.go).
+            "progressDeadlineSeconds": int(settings.progress_deadline),
             "selector": {"matchLabels": {f"{SERVING}/revisionUID": rev_uid}},
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": annotations},
@@ -262,8 +280,19 @@ def _user_container(template: RevisionTemplate) -> dict[str, Any]:
     return out
 
 
+def _rollout_json(config: str, rollout: Rollout) -> str:
+    """The rollout state as Knative serialises it (rollout.go's JSON field names; times in
+    ns). labkit's clock is monotonic, so only the step pace is given, not the timestamps."""
+    step = {"stepDuration": int(rollout.step_duration * 1e9), "stepSize": rollout.step_size}
+    return json.dumps({"configurations": [{
+        "configurationName": config, "percent": rollout.percent,
+        "revisions": [{"revisionName": n, "percent": p} for n, p in rollout.revisions],
+        "stepParams": {k: v for k, v in step.items() if v}}]}, separators=(",", ":"))
+
+
 def _route_objects(svc: KnativeService, svc_uid: str, latest: str, domain: str,
-                   table: RouteTable | None) -> list[dict[str, Any]]:
+                   table: RouteTable | None, ingress_class: str,
+                   rollout: Rollout | None) -> list[dict[str, Any]]:
     name, ns = svc.metadata.name, svc.metadata.namespace
     labels = _service_labels(name, svc_uid)
     owner = _owner(API_VERSION, "Service", name, svc_uid)
@@ -302,10 +331,12 @@ def _route_objects(svc: KnativeService, svc_uid: str, latest: str, domain: str,
     tags = [(tag, rev) for tag, rev, _ in resolved if tag]
     for tag, rev in tags:
         all_rules += rules(f"{tag}-{name}", [(rev, 100)])
+    ingress_annotations = {INGRESS_CLASS: ingress_class}
+    if rollout is not None:
+        ingress_annotations[ROLLOUT_ANNOTATION] = _rollout_json(name, rollout)
     ingress = {"apiVersion": NETWORKING_INTERNAL, "kind": "Ingress",
                "metadata": _meta(name, ns, {**labels, f"{SERVING}/route": name}, route_owner,
-                                 {"networking.knative.dev/ingress.class":
-                                  "istio.ingress.networking.knative.dev"}),
+                                 ingress_annotations),
                "spec": {"httpOption": "Enabled", "rules": all_rules}}
     dns = [{"apiVersion": "v1", "kind": "Service",
             "metadata": _meta(host, ns, {**labels, f"{SERVING}/route": name}, route_owner),
@@ -328,14 +359,19 @@ def _configuration(service: KnativeService, svc_uid: str) -> dict[str, Any]:
 
 
 def _objects(service: KnativeService, revisions: list[_Rev], latest: str, domain: str,
-             table: RouteTable | None) -> list[dict[str, Any]]:
+             table: RouteTable | None, live: KnativeServiceController | None = None,
+             ) -> list[dict[str, Any]]:
     ns = service.metadata.namespace
     svc_uid = _uid(ns, "service", service.metadata.name)
     config_uid = _uid(ns, "configuration", service.metadata.name)
     objects = [_configuration(service, svc_uid)]
     for rev in revisions:
         objects += _revision_objects(service, rev, svc_uid, config_uid)
-    return objects + _route_objects(service, svc_uid, latest, domain, table)
+    default_class = live.config.ingress_class if live is not None else DEFAULT_INGRESS_CLASS
+    ingress_class = service.metadata.annotations.get(INGRESS_CLASS, default_class)
+    rollout = live.rollout if live is not None else None
+    return objects + _route_objects(service, svc_uid, latest, domain, table, ingress_class,
+                                    rollout)
 
 
 def expand(service: KnativeService, live: KnativeServiceController | None = None,
@@ -345,7 +381,7 @@ def expand(service: KnativeService, live: KnativeServiceController | None = None
     if live is None:
         return _objects(service, revisions, revisions[-1].name, domain, None)
     return _objects(service, revisions, live.latest_ready or revisions[-1].name, live.config.domain,
-                    live.table)
+                    live.table, live)
 
 
 def expand_revisions(service: KnativeService, templates: list[RevisionTemplate],

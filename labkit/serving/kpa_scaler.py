@@ -98,7 +98,7 @@ def _scale_to_zero(settings: RevisionAutoscaling, state: PodAutoscalerState) -> 
     if not config.enable_scale_to_zero:
         return ReplicaDecision(1, True)
     if state.activity is Activity.ACTIVATING:
-        timeout = config.progress_deadline + ACTIVATION_TIMEOUT_BUFFER
+        timeout = settings.progress_deadline + ACTIVATION_TIMEOUT_BUFFER
         if state.activity_for > timeout:
             return ReplicaDecision(0, True)  # it will never come up: stop trying
         return ReplicaDecision(SCALE_UNKNOWN, False, recheck_after=timeout)

@@ -31,6 +31,7 @@ from pydantic import Field
 from labkit.core.images import image_command, known_images
 from labkit.core.models import EnvVar, PortProtocol, handler_problem
 from labkit.core.probes import TCP_READY, ProbeSpec, probe_spec
+from labkit.core.resources import ResourceRequirements
 from labkit.manifests import (
     CONTAINER_IGNORED,
     POD_IGNORED,
@@ -42,7 +43,8 @@ from labkit.manifests import (
     label_problems,
 )
 from labkit.serving.autoscaler_config import AutoscalerConfig, annotation_errors
-from labkit.core.resources import ResourceRequirements
+from labkit.serving.progress_deadline import PROGRESS_DEADLINE, revision_progress_deadline
+from labkit.serving.rollout_duration import ROLLOUT_DURATION, rollout_duration
 from labkit.serving.timeouts import (
     KNATIVE_DEFAULTS,
     RequestTimeouts,
@@ -411,6 +413,14 @@ class KnativeService(KubeObject):
                 hint = did_you_mean(meta.annotations.get(key, ""), ("concurrency", "rps", "cpu", "memory"))
                 fixed = f"{message} ({hint})" if hint and key.endswith("/metric") else message
                 yield template_path + ("metadata", "annotations", key), fixed
+        try:
+            revision_progress_deadline(meta.annotations, _PERMISSIVE_CONFIG.progress_deadline)
+        except ValueError as exc:
+            yield template_path + ("metadata", "annotations", PROGRESS_DEADLINE), str(exc)
+        try:
+            rollout_duration(self.metadata.annotations, 0.0)
+        except ValueError as exc:
+            yield ("metadata", "annotations", ROLLOUT_DURATION), str(exc)
         yield from self.spec.template.spec.problems(template_path + ("spec",))
         if self.spec.traffic is not None:
             yield from _traffic_problems(self.spec.traffic, ("spec", "traffic"))

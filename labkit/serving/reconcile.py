@@ -70,6 +70,8 @@ def decide(decider: Autoscaler, metrics: RevisionMetrics, now: float, ready: int
            desired: int, excess_burst_capacity: int) -> Decision:
     """One decider tick at `now` with `ready` pods; `desired`/`excess_burst_capacity` are the
     previous decision, kept when this one is invalid (no data), as Knative's multiscaler does."""
+    stable: float | None
+    panic: float | None
     try:
         stable, panic = metrics.stable_and_panic(now, decider.spec.scaling_metric)
     except NoData:

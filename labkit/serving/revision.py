@@ -9,7 +9,10 @@ drains each (no new requests; in-flight ones finish, up to the revision timeout)
 process is stopped.
 
 A pod that fails to start marks the revision with its exit code and log tail; a revision
-that never became ready is not Ready, and the Route keeps sending traffic elsewhere.
+that never became ready is not Ready, and the Route keeps sending traffic elsewhere. One that
+has not reached its initial scale within its progress deadline (`labkit.serving.progress_deadline`)
+has failed with Knative's ``ProgressDeadlineExceeded``; its PodAutoscaler stops activating it 30 s
+later (`labkit.serving.kpa_scaler`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ from labkit.serving.models import (
     RevisionSpec,
     RevisionStatus,
     RevisionTemplate,
+)
+from labkit.serving.progress_deadline import (
+    PROGRESS_DEADLINE_MESSAGE,
+    PROGRESS_DEADLINE_REASON,
+    deadline_exceeded,
 )
 from labkit.serving.queue_proxy import QueueProxy
 
@@ -179,6 +187,8 @@ class LiveRevision:
         # A revision allowed to start at zero is Ready with no pod, as in Knative.
         self.ever_ready = settings.initial_scale == 0
         self.reachable = True
+        self.routing_changed: float | None = None
+        """When `reachable` last changed (Knative's routingStateModified), monotonic."""
         self.mode = "Proxy"
         self.desired = -1
         self.excess_burst_capacity = 0
@@ -222,20 +232,42 @@ class LiveRevision:
         return self.ever_ready
 
     @property
+    def progress_deadline_exceeded(self) -> bool:
+        """Never ready, and its progress deadline has passed: Knative has given up on it."""
+        return deadline_exceeded(self.created, time.monotonic(), self.settings.progress_deadline,
+                                 self.ever_ready)
+
+    @property
+    def failure_message(self) -> str | None:
+        """Why the revision failed to come up (Knative's message), or None."""
+        if self.progress_deadline_exceeded:
+            return PROGRESS_DEADLINE_MESSAGE
+        return self.failure if not self.ever_ready else None
+
+    @property
     def knative_status(self) -> RevisionStatus:
         """The Revision's status as Knative reports it (replicas and four conditions)."""
-        failed = self.failure is not None and not self.ever_ready
-        healthy = None if not self.ever_ready and not failed else not failed
-        reason = "ExitCode" if failed else ""
-        message = (self.failure or "").splitlines()[0] if failed else ""
+        exited = self.failure is not None and not self.ever_ready
+        healthy = None if not self.ever_ready and not exited else not exited
+        reason = "ExitCode" if exited else ""
+        message = (self.failure or "").splitlines()[0] if exited else ""
+        resources_ok, resources_reason, resources_message = healthy, reason, message
+        if self.progress_deadline_exceeded:
+            resources_ok, resources_reason, resources_message = (
+                False, PROGRESS_DEADLINE_REASON, PROGRESS_DEADLINE_MESSAGE)
+        # Ready is False as soon as any of its dependents is (Knative's condition set).
+        ready = False if False in (healthy, resources_ok) else healthy
+        ready_reason, ready_message = ((resources_reason, resources_message)
+                                       if resources_ok is False else (reason, message))
         return RevisionStatus(
             actual_replicas=self.ready_count,
             desired_replicas=self.desired if self.desired >= 0 else None,
             conditions=[
                 condition("Active", self.active, "NoTraffic" if self.active is False else ""),
                 condition("ContainerHealthy", healthy, reason, message),
-                condition("Ready", healthy, reason, message),
-                condition("ResourcesAvailable", healthy, reason, message),
+                condition("Ready", ready, ready_reason, ready_message),
+                condition("ResourcesAvailable", resources_ok, resources_reason,
+                          resources_message),
             ],
         )
 
@@ -424,14 +456,17 @@ class LiveRevision:
         return pods[0].replica.log_tail(None)
 
     def wait_settled(self, pods: int, timeout: float) -> bool:
-        """Block until `pods` pods are ready or a start failed; True when ready."""
-        deadline = time.monotonic() + timeout
+        """Block until `pods` pods are ready, a start failed or the progress deadline passed;
+        True when ready."""
+        until = time.monotonic() + timeout
+        given_up = self.created + self.settings.progress_deadline
         with self._lock:
-            while self.ready_count < pods and self.failure is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            while self.ready_count < pods and self.failure_message is None:
+                now = time.monotonic()
+                if now >= until:
                     return False
-                self._settled.wait(remaining)
+                # Nothing notifies when the deadline passes: wake up for it.
+                self._settled.wait((given_up if now < given_up < until else until) - now)
             return self.ready_count >= pods
 
     def record(self, sample: Sample) -> None:

@@ -13,7 +13,13 @@ Applying a `KnativeService` does what Knative's reconcilers do between them:
   URL and one more per tag (a tag URL sends 100 % to its revision, whatever its percent);
   on the main port a Host header ``<tag>-<service>.<namespace>.<domain>`` also selects the tag.
   Requests go to a ready pod's queue-proxy when the revision is in Serve mode, else through
-  the activator.
+  the activator: one per cluster, shared by every Service's revisions, as in Knative.
+- *Gradual rollout*: with ``rollout-duration`` (`ServingConfig.rollout_duration`, or the
+  Service's ``serving.knative.dev/rollout-duration`` annotation) a new latest ready revision
+  takes the main URL's latestRevision share in steps (`labkit.serving.rollout_duration`;
+  ``svc.rollout`` is the state).
+- *Garbage collection*: old revisions config-gc no longer keeps are deleted with their pods
+  (`labkit.serving.gc`; ``svc.collected`` lists them).
 - *Status*: ``url``, ``latestCreatedRevisionName``, ``latestReadyRevisionName``, resolved
   ``traffic`` and the conditions ``ConfigurationsReady``, ``RoutesReady`` and ``Ready``.
 
@@ -23,12 +29,15 @@ holding them and they scale to zero.
 The Python API for notebooks (and the simulator's comparisons):
 
 - ``configure_serving(cluster, autoscaler=AutoscalerConfig(...), domain=..., seed=...,
-  activator_queue_depth=...)``: the cluster's Knative ConfigMaps, for Services applied after;
+  activator_queue_depth=..., rollout_duration=..., ingress_class=..., gc=GCConfig(...))``: the
+  cluster's Knative ConfigMaps, for Services applied after (the activator's queue depth: when
+  the cluster's first Service starts it);
 - ``svc = knative_service(cluster, name)``: ``svc.url``, ``svc.tag_url(tag)``,
   ``svc.metrics_url`` (Prometheus text), ``svc.knative_status`` (a `ServiceStatus` model),
   ``svc.revisions`` (name -> `LiveRevision`, in creation order), ``svc.revision(name=None)``
   (default: the latest created), ``svc.latest_ready``, ``svc.cold_starts()``,
-  ``svc.metrics_text()``, ``svc.activator`` (``forwarded``, ``rejected``),
+  ``svc.metrics_text()``, ``svc.activator`` (the cluster's one activator as this Service
+  sees it: ``url``, and this Service's ``forwarded``, ``rejected``),
   ``svc.autoscalers[revision]`` (the `AutoscalerLoop`; ``cpu_utilization`` for the HPA class);
 - a `LiveRevision`: ``replica_count``, ``ready_count``, ``ready_pods()``, ``desired``, ``mode``
   ("Serve"/"Proxy"), ``in_panic``, ``excess_burst_capacity``, ``cold_starts`` (`ColdStart`:
@@ -47,6 +56,7 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -54,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.clock import WallClock
 from labkit.core.controller import ObjectStatus
-from labkit.serving.activator import NAMESPACE_HEADER, REVISION_HEADER, Activator
+from labkit.serving.activator import NAMESPACE_HEADER, REVISION_HEADER, Activator, ActivatorView
 from labkit.serving.autoscaler_config import (
     AnnotationError,
     AutoscalerConfig,
@@ -62,6 +72,7 @@ from labkit.serving.autoscaler_config import (
 )
 from labkit.serving.autoscaler_loop import AutoscalerLoop
 from labkit.serving.constants import ACTIVATOR_QUEUE_DEPTH, HPA_SYNC_SECONDS
+from labkit.serving.gc import GCConfig, RevisionRecord, collect
 from labkit.serving.metrics import render
 from labkit.serving.models import (
     Addressable,
@@ -80,6 +91,7 @@ from labkit.serving.queue_proxy import (
     error_response,
 )
 from labkit.serving.revision import ColdStart, LiveRevision, condition
+from labkit.serving.rollout_duration import Rollout, advance, rollout_duration
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
@@ -106,11 +118,19 @@ class ServingConfig:
     activator_queue_depth: int = ACTIVATOR_QUEUE_DEPTH
     hpa_sync_seconds: float = HPA_SYNC_SECONDS
     """How often the HPA class re-evaluates CPU (kube-controller-manager's sync period)."""
+    rollout_duration: float = 0.0
+    """config-network ``rollout-duration``: seconds over which a new latest revision takes
+    over its traffic share (0: at once; `labkit.serving.rollout_duration`)."""
+    ingress_class: str = "istio.ingress.networking.knative.dev"
+    """config-network ``ingress-class``: the networking plugin named on each KIngress."""
+    gc: GCConfig = field(default_factory=GCConfig)
+    """config-gc: when old revisions are deleted (`labkit.serving.gc`)."""
 
 
 _CONFIGS: weakref.WeakKeyDictionary[LocalCluster, ServingConfig] = weakref.WeakKeyDictionary()
 _SERVICES: weakref.WeakKeyDictionary[LocalCluster, dict[tuple[str, str], KnativeServiceController]] = (
     weakref.WeakKeyDictionary())
+_ACTIVATORS: weakref.WeakKeyDictionary[LocalCluster, Activator] = weakref.WeakKeyDictionary()
 
 
 def serving_config(cluster: LocalCluster) -> ServingConfig:
@@ -124,6 +144,42 @@ def configure_serving(cluster: LocalCluster, **changes: Any) -> ServingConfig:
     config = replace(serving_config(cluster), **changes)
     _CONFIGS[cluster] = config
     return config
+
+
+def _owner_of(cluster: LocalCluster, namespace: str, revision: str,
+              ) -> KnativeServiceController | None:
+    """The Service a revision belongs to (revision names are unique in a namespace)."""
+    for svc in list(_SERVICES.get(cluster, {}).values()):
+        if svc.namespace == namespace and revision in svc.revisions:
+            return svc
+    return None
+
+
+def _cluster_activator(cluster: LocalCluster) -> Activator:
+    """The cluster's one activator, started with the first Service (Knative runs one for all
+    revisions, in knative-serving). Its queue depth is the cluster's setting at that moment."""
+    activator = _ACTIVATORS.get(cluster)
+    if activator is None:
+        def find(namespace: str, revision: str) -> LiveRevision | None:
+            owner = _owner_of(cluster, namespace, revision)
+            return owner.revisions.get(revision) if owner is not None else None
+
+        def poke(namespace: str, revision: str) -> None:
+            owner = _owner_of(cluster, namespace, revision)
+            if owner is not None:
+                owner._poke(revision)
+
+        activator = Activator(cluster.loop, find, poke,
+                              queue_depth=serving_config(cluster).activator_queue_depth)
+        activator.start()
+        _ACTIVATORS[cluster] = activator
+    return activator
+
+
+def _release_activator(cluster: LocalCluster) -> None:
+    """Stop the cluster's activator once no Service is left to use it."""
+    if not _SERVICES.get(cluster) and cluster in _ACTIVATORS:
+        _ACTIVATORS.pop(cluster).close()
 
 
 def knative_service(cluster: LocalCluster, name: str,
@@ -150,13 +206,17 @@ class KnativeServiceController:
         self.revisions: dict[str, LiveRevision] = {}
         self.autoscalers: dict[str, AutoscalerLoop] = {}
         self.table = RouteTable()
+        self.rollout: Rollout | None = None
+        self.collected: list[str] = []
+        """Revisions the garbage collector deleted, in order."""
+        """The gradual rollout of the main URL's latestRevision share (None: no such share)."""
         self._clock = WallClock(cluster.loop.loop)
         seed = self.config.seed if self.config.seed is not None else f"{self.namespace}/{self.name}"
         self._rng = random.Random(seed)
         self._round_robin = itertools.count()
         self._pools: dict[int, UpstreamPool] = {}
-        self.activator = Activator(cluster.loop, lambda: self.revisions, self._poke,
-                                   queue_depth=self.config.activator_queue_depth)
+        self.activator: ActivatorView | None = None
+        """Set when the Service's servers start."""
         self._activator_pool: UpstreamPool | None = None
         self.ingress: HttpServer | None = None
         self.tag_listeners: dict[str, HttpServer] = {}
@@ -218,16 +278,27 @@ class KnativeServiceController:
         if latest is None or latest.ready:
             config_ok: bool | None = latest is not None
             config_reason = config_message = ""
-        elif latest.failure:
+        elif latest.failure_message:
             config_ok, config_reason = False, "RevisionFailed"
-            config_message = f'Revision "{latest.name}" failed with message: {latest.failure}'
+            config_message = (f'Revision "{latest.name}" failed with message: '
+                              f'{latest.failure_message}.')
         else:
             config_ok, config_reason, config_message = None, "RevisionMissing", (
                 f'Revision "{latest.name}" is starting')
         table = self.table
-        route_ok = not table.problems and bool(table.traffic)
+        route_ok: bool | None = not table.problems and bool(table.traffic)
+        route_reason = "" if route_ok else "TrafficNotReady"
         route_message = "; ".join(table.problems)
-        both = (config_ok and route_ok) if config_ok is not None else None
+        if route_ok and self.rollout is not None and not self.rollout.done:
+            # Knative's MarkIngressRolloutInProgress (pkg/apis/serving/v1/route_lifecycle.go).
+            route_ok, route_reason = None, "RolloutInProgress"
+            route_message = "A gradual rollout of the latest revision(s) is in progress."
+        if config_ok is None:
+            both: bool | None = None
+        elif route_ok is None:
+            both = None if config_ok else False
+        else:
+            both = config_ok and route_ok
         return ServiceStatus(
             observed_generation=self.generation,
             url=self.knative_url(),
@@ -238,10 +309,9 @@ class KnativeServiceController:
             traffic=list(table.traffic),
             conditions=[
                 condition("ConfigurationsReady", config_ok, config_reason, config_message),
-                condition("Ready", both, config_reason or ("" if route_ok else "TrafficNotReady"),
+                condition("Ready", both, config_reason or route_reason,
                            config_message or route_message),
-                condition("RoutesReady", route_ok, "" if route_ok else "TrafficNotReady",
-                           route_message),
+                condition("RoutesReady", route_ok, route_reason, route_message),
             ],
         )
 
@@ -296,7 +366,7 @@ class KnativeServiceController:
             histograms.append(("revision_request_latencies", labels, rev.latency))
         samples.append(("activator_request_count",
                         {"namespace_name": self.namespace, "service_name": self.name},
-                        self.activator.forwarded))
+                        self.activator.forwarded if self.activator else 0))
         return render(samples, histograms)
 
     # -- apply / delete ---------------------------------------------------------------------
@@ -342,10 +412,9 @@ class KnativeServiceController:
     def _start_servers(self) -> None:
         if self.ingress is not None:
             return
-        servers: list[Activator | HttpServer] = []
+        servers: list[HttpServer] = []
+        shared = _cluster_activator(self.cluster)
         try:
-            self.activator.start()
-            servers.append(self.activator)
             self.ingress = HttpServer(self.cluster.loop, self._route_main)
             self.ingress.start()
             servers.append(self.ingress)
@@ -355,8 +424,10 @@ class KnativeServiceController:
             for server in servers:
                 server.close()
             self.ingress = None
+            _release_activator(self.cluster)
             raise
-        self._activator_pool = UpstreamPool(self.activator.port)
+        self.activator = ActivatorView(shared, self.namespace, self.name)
+        self._activator_pool = UpstreamPool(shared.port)
         _SERVICES.setdefault(self.cluster, {})[(self.namespace, self.name)] = self
 
     def _create_revision(self, obj: KnativeService, name: str,
@@ -368,16 +439,21 @@ class KnativeServiceController:
             on_change=lambda: self._pods_changed(name))
         self.revisions[name] = revision
         autoscaler = AutoscalerLoop(revision, self._clock,
-                                    lambda now: self.activator.stats(name, now),
+                                    lambda now: self._activator().stats(self.namespace, name, now),
                                     self.config.hpa_sync_seconds)
         self.autoscalers[name] = autoscaler
         revision.scale_to(settings.initial_scale)
         autoscaler.start()
         return revision
 
+    def _activator(self) -> Activator:
+        assert self.activator is not None, "the Service's servers have not started"
+        return self.activator.activator
+
     def _pods_changed(self, revision: str) -> None:
         """From any thread: wake the activator's waiters; re-resolve the route soon."""
-        self.activator.pods_changed(revision)
+        if self.activator is not None:
+            self.activator.activator.pods_changed(self.namespace, revision)
         autoscaler = self.autoscalers.get(revision)
         if autoscaler is not None:
             autoscaler.pods_changed()  # the PA reconciler watches the endpoints too
@@ -391,8 +467,8 @@ class KnativeServiceController:
     def _reroute(self) -> None:
         assert self.obj is not None
         ready = {name for name, r in self.revisions.items() if r.ready}
-        table = resolve_traffic(self.obj.traffic, self.latest_ready, ready,
-                                self.knative_url)
+        table = self._roll_out(resolve_traffic(self.obj.traffic, self.latest_ready, ready,
+                                               self.knative_url))
         wanted_tags = {tag for tag, _ in table.tags}
         for tag in wanted_tags - set(self.tag_listeners):
             server = HttpServer(self.cluster.loop, self._tag_handler(tag))
@@ -406,17 +482,65 @@ class KnativeServiceController:
             reachable = name in routed or name == self.latest_created
             if reachable != revision.reachable:
                 revision.reachable = reachable
+                revision.routing_changed = time.monotonic()
                 self.autoscalers[name].update(RevisionAutoscaling.resolve(
                     revision.template.metadata.annotations, self.config.autoscaler,
                     revision.container_concurrency, reachable=reachable))
 
+    def _collect_garbage(self) -> None:
+        """Delete the revisions config-gc no longer keeps (Knative's GC reconciler runs on
+        every Configuration change; here also on the monitor's ticks, as time passes)."""
+        records = [RevisionRecord(r.name, r.created, r.reachable, r.routing_changed,
+                                  r.template.metadata.annotations)
+                   for r in self.revisions.values()]
+        for name in collect(self.config.gc, records, self.latest_ready, time.monotonic()):
+            self.autoscalers.pop(name).stop()
+            revision = self.revisions.pop(name)
+            self._activator().forget(self.namespace, name)
+            self.collected.append(name)
+            # Its pods stop in the background: the monitor thread must not wait for them.
+            threading.Thread(target=revision.close, name=f"labkit-gc-{name}",
+                             daemon=True).start()
+
+    def _roll_out(self, table: RouteTable) -> RouteTable:
+        """`table` with the main URL's latestRevision share split as the gradual rollout
+        has it now (Knative's Route reconciler: Rollout.Step, then ObserveReady)."""
+        assert self.obj is not None
+        latest = self.latest_ready
+        share = sum(t.percent or 0 for t in self.obj.traffic if t.follows_latest and not t.tag)
+        if latest is None or not share:
+            self.rollout = None
+            return table
+        duration = rollout_duration(self.obj.metadata.annotations, self.config.rollout_duration)
+        self.rollout = rollout = advance(self.rollout, latest, share, time.monotonic(), duration)
+        if rollout.done:
+            return table
+        split = dict(table.split)
+        split[latest] -= share
+        for name, percent in rollout.revisions:
+            split[name] = split.get(name, 0) + percent
+        split_now = tuple((n, p) for n, p in split.items() if p > 0)
+        follows = [t for t in table.traffic if t.latest_revision and not t.tag]
+        if not follows:  # merged into an entry pinning the same revision: status as resolved
+            return replace(table, split=split_now)
+        others = [t for t in table.traffic if t not in follows]
+        traffic = [follows[0].model_copy(update={"revision_name": name, "percent": percent})
+                   for name, percent in rollout.revisions] + others
+        return replace(table, split=split_now, traffic=tuple(traffic))
+
     def reconcile(self) -> None:
-        """Notice crashed pods and revisions that became ready (route follows)."""
+        """Notice crashed pods and revisions that became ready (route follows), and take the
+        next step of a gradual rollout when it is due."""
         for revision in self.revisions.values():
             revision.check_pods()
+        due = self.rollout.next_step if self.rollout is not None else None
+        if due is not None and time.monotonic() >= due:
+            self._dirty.set()
         if self._dirty.is_set() and self.obj is not None:
             self._dirty.clear()
             self._reroute()
+        if self.obj is not None:
+            self._collect_garbage()
 
     def delete(self) -> None:
         for autoscaler in self.autoscalers.values():
@@ -426,7 +550,9 @@ class KnativeServiceController:
             if server is not None:
                 server.close()
         self.tag_listeners = {}
-        self.activator.close()
+        if self.activator is not None:
+            for name in self.revisions:
+                self.activator.activator.forget(self.namespace, name)
         for pool in [*self._pools.values(), self._activator_pool]:
             if pool is not None:
                 pool.close()
@@ -439,6 +565,7 @@ class KnativeServiceController:
         services = _SERVICES.get(self.cluster, {})
         if services.get((self.namespace, self.name)) is self:
             del services[(self.namespace, self.name)]
+        _release_activator(self.cluster)
 
     def status(self) -> ObjectStatus:
         assert self.obj is not None
@@ -457,12 +584,12 @@ class KnativeServiceController:
             namespace=self.namespace,
             ready=ok,
             url=self.ingress.url if self.ingress else None,
-            urls=tuple([self.ingress.url, *tags.values()]) if self.ingress else (),
+            urls=(self.ingress.url, *tags.values()) if self.ingress else (),
             message=message.splitlines()[0] if message else "",
             detail={
                 "knative": knative.model_dump(mode="json", by_alias=True, exclude_none=True),
                 "tags": tags,
-                "activator": self.activator.url,
+                "activator": self.activator.url if self.activator else None,
                 "metricsUrl": self.metrics_url if self.metrics_server else None,
                 "revisions": [r.describe() for r in self.revisions.values()],
             },
