@@ -31,6 +31,14 @@ the import differs:
 (data/models/iris-custom/model.py is a complete one; kserve.errors' `InvalidInput` and
 `InferenceError` are here too.)
 
+A transformer is the same kind of class with `preprocess` and `postprocess` overridden and
+`predict` left alone: the default `predict` sends the preprocessed payload to the predictor
+given by `--predictor_host` (KServe's controller passes it, with `--model_name` and
+`--http_port`) over V1 or V2 REST (`--predictor_protocol`, or the older `--protocol`), as
+kserve.Model does (labkit.inference.transformer.PredictorClient). A predictor's error answer
+comes back as KServe's 500 `{"error": "HTTPStatusError : <the predictor's error>, '<status>
+<reason>' for url '<url>'"}`. data/models/iris-transformer/model.py is a complete one.
+
 Two ways to run it, both what an InferenceService predictor container can say:
 
 - `python model.py --model_name=iris` (KServe's way: the file's `__main__` starts
@@ -42,12 +50,13 @@ Two ways to run it, both what an InferenceService predictor container can say:
   class with no `__main__` block (`module:Class` may also be `path/to/file.py:Class`). It
   constructs `Class(name)`, calls `load()` and serves; a real cluster has no such module.
 
-The server listens on `--http_port`, else $PORT (Knative sets it), else 8080 (KServe's
-default). As KServe's ModelServer, it answers only once a model is ready (it loads before it
-listens), and refuses to start with no ready model. Errors are KServe's (python/kserve/kserve/
-errors.py): a handler that raises gives `500 {"error": "<ExceptionType> : <message>"}`
-(`InferenceError`: the message alone), `InvalidInput` 400, an unknown model 404, a model not
-ready 503, `NotImplementedError` 501; the traceback goes to the log and the server keeps serving.
+The server listens on $PORT (Knative sets it; labkit gives each replica a free one), else
+`--http_port`, else 8080 (KServe's default). As KServe's ModelServer, it answers only once a
+model is ready (it loads before it listens), and refuses to start with no ready model.
+Errors are KServe's (python/kserve/kserve/errors.py): a handler that raises gives
+`500 {"error": "<ExceptionType> : <message>"}` (`InferenceError`: the message alone),
+`InvalidInput` 400, an unknown model 404, a model not ready 503, `NotImplementedError` 501;
+the traceback goes to the log and the server keeps serving.
 """
 
 from __future__ import annotations
@@ -86,6 +95,7 @@ from labkit.inference.protocol import (
     error_body,
 )
 from labkit.inference.server import parse_route, process_age_seconds, run, stop_on_signals
+from labkit.inference.transformer import PredictorClient, PredictorConfig, listen_port
 
 __all__ = [
     "InferInput",
@@ -96,6 +106,7 @@ __all__ = [
     "InvalidInput",
     "Model",
     "ModelServer",
+    "PredictorConfig",
     "get_predict_input",
     "get_predict_response",
     "load_class",
@@ -105,6 +116,10 @@ __all__ = [
 
 DEFAULT_HTTP_PORT = 8080
 """KServe's ModelServer default REST port (and the port Knative gives the user container)."""
+
+_predictor_config: PredictorConfig | None = None
+"""The process's predictor config, set by ModelServer() from its arguments (kserve.context's
+set_predictor_config; the SDK keeps it in a context variable, one per process in effect)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,15 +137,20 @@ class Model:
     `postprocess` also get a `response_headers` dict to add headers to the answer.
     """
 
-    def __init__(self, name: str, predictor_config: Any = None,
+    def __init__(self, name: str, predictor_config: PredictorConfig | None = None,
                  return_response_headers: bool = False) -> None:
         self.name = name
         self.ready = False
-        self.protocol = getattr(predictor_config, "predictor_protocol", "v1")
-        self.predictor_host = getattr(predictor_config, "predictor_host", None)
-        self.timeout = getattr(predictor_config, "predictor_request_timeout_seconds", 600)
+        # kserve 0.14-0.16 took a PredictorConfig here; 0.17+ reads the one ModelServer() made
+        # from --predictor_host and friends. Both work: a given one wins.
+        self._given_predictor_config = predictor_config
+        self._predictor_client: PredictorClient | None = None
         self.required_response_headers = return_response_headers
         self.enable_latency_logging = False
+
+    @property
+    def predictor_config(self) -> PredictorConfig | None:
+        return self._given_predictor_config or _predictor_config
 
     def load(self) -> bool:
         """Load the model (from /mnt/models on a cluster); set and return `self.ready`."""
@@ -141,9 +161,11 @@ class Model:
         return self.ready
 
     def validate(self, payload: Any) -> Any:
-        if isinstance(payload, dict) and "instances" in payload and not isinstance(
-                payload["instances"], list):
-            raise InvalidInput('Expected "instances" to be a list')
+        # kserve.Model.validate: V2 checks "inputs" when the predictor protocol is v2.
+        config = self.predictor_config
+        key = "inputs" if config is not None and config.protocol == "v2" else "instances"
+        if isinstance(payload, dict) and key in payload and not isinstance(payload[key], list):
+            raise InvalidInput(f'Expected "{key}" to be a list')
         return payload
 
     async def preprocess(self, payload: dict[str, Any] | InferRequest,
@@ -152,8 +174,18 @@ class Model:
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> Any:
-        # The SDK's default forwards to predictor_host (a transformer); a predictor overrides it.
-        raise NotImplementedError(f"model {self.name} does not implement predict()")
+        """A transformer's predict: send the preprocessed payload to the predictor
+        (`--predictor_host`, which KServe's controller passes) over V1 or V2 REST and return
+        its answer for `postprocess`. A predictor overrides it."""
+        config = self.predictor_config
+        if config is None or not config.predictor_host:
+            # The SDK's messages ("Could not find PredictorConfig." / "...predictor_host."), 501.
+            raise NotImplementedError(
+                f"Could not find predictor_host. (model {self.name} does not implement predict() "
+                "and was given no --predictor_host to forward to)")
+        if self._predictor_client is None or self._predictor_client.config is not config:
+            self._predictor_client = PredictorClient(config)
+        return await self._predictor_client.infer(self.name, payload, headers, response_headers)
 
     async def postprocess(self, result: Any, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> Any:
@@ -254,7 +286,7 @@ class CustomModelHandler:
             response = _encode(model, result, wanted, binary_default)
         except ProtocolError as exc:
             return Response(exc.status, error_body(str(exc)))
-        except Exception as exc:  # the student's code: answer as KServe does, keep serving
+        except Exception as exc:  # noqa: BLE001 (the student's code: answer as KServe does, keep serving)
             return _error_response(exc)
         response.headers = (*response.headers, *headers.items())
         return response
@@ -309,8 +341,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="accepted; one process serves")
     parser.add_argument("--model_name", default="model",
                         help="the model name deployed in the model server")
-    parser.add_argument("--predictor_host", default=None)
-    parser.add_argument("--protocol", default="v1")
+    parser.add_argument("--predictor_host", default=None,
+                        help="host[:port] of the predictor a transformer calls (KServe's "
+                             "controller passes it)")
+    parser.add_argument("--protocol", choices=["v1", "v2", "grpc-v2"], default=None,
+                        help="the older name of --predictor_protocol (KServe's docs use it)")
+    parser.add_argument("--predictor_protocol", choices=["v1", "v2", "grpc-v2"], default=None,
+                        help="how a transformer calls the predictor (default v1)")
+    parser.add_argument("--predictor_use_ssl", type=lambda v: v.lower() == "true", default=False)
+    parser.add_argument("--predictor_request_timeout_seconds", type=int, default=600)
+    parser.add_argument("--predictor_request_retries", type=int, default=0)
     parser.add_argument("--enable_grpc", type=lambda v: v.lower() == "true", default=False)
     parser.add_argument("--configure_logging", type=lambda v: v.lower() == "true", default=False)
     parser.add_argument("--log_config_file", default=None)
@@ -329,15 +369,24 @@ class ModelServer:
     """kserve.ModelServer: `ModelServer().start([model])` serves until SIGTERM."""
 
     def __init__(self, http_port: int | None = None, grpc_port: int | None = None,
-                 workers: int = 1, **_: Any) -> None:
-        if http_port is None:
-            http_port = model_server.parser.parse_known_args()[0].http_port
+                 workers: int = 1, predictor_config: PredictorConfig | None = None,
+                 **_: Any) -> None:
+        global _predictor_config
+        args = model_server.parser.parse_known_args()[0]
         # Knative's runtime contract: serve on $PORT. On a cluster it is 8080, the port KServe's
-        # samples also pass as --http_port; here labkit picks a free one, so $PORT wins and the
-        # same container args work in both places.
-        port = os.environ.get("PORT")
-        self.http_port = int(port) if port else http_port or DEFAULT_HTTP_PORT
+        # controller also passes as --http_port; here labkit picks a free one, so $PORT wins
+        # and the same container args work in both places.
+        self.http_port = listen_port(http_port if http_port is not None else args.http_port)
         self.host = "127.0.0.1"  # labkit binds loopback only
+        # As kserve 0.21's ModelServer: the predictor config comes from the process arguments
+        # (kserve reads only --predictor_protocol; --protocol, the name its transformer docs
+        # still use, counts here when --predictor_protocol is absent).
+        _predictor_config = predictor_config or PredictorConfig(
+            predictor_host=args.predictor_host,
+            predictor_protocol=args.predictor_protocol or args.protocol or "v1",
+            predictor_use_ssl=args.predictor_use_ssl,
+            predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
+            predictor_request_retries=args.predictor_request_retries)
 
     def start(self, models: Sequence[Model]) -> None:
         if not models:

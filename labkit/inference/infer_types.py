@@ -152,6 +152,18 @@ class InferResponse:
     def get_output_by_name(self, name: str) -> InferOutput | None:
         return next((o for o in self.outputs if o.name == name), None)
 
+    @classmethod
+    def from_rest(cls, doc: dict[str, Any]) -> InferResponse:
+        """A V2 JSON response body (a predictor's answer to a transformer) as an InferResponse,
+        as kserve.protocol.infer_type.InferResponse.from_rest reads it."""
+        try:
+            outputs = [InferOutput(o["name"], o["shape"], o["datatype"], o.get("data"),
+                                   o.get("parameters")) for o in doc["outputs"]]
+            return cls(doc.get("id"), doc["model_name"], outputs, doc.get("model_version"),
+                       doc.get("parameters"))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InvalidInput(f"not a V2 inference response: missing or malformed {exc}") from None
+
     def to_rest(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"model_name": self.model_name}
         if self.model_version is not None:

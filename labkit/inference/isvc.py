@@ -24,12 +24,19 @@ traffic), modelStatus. The local URL (no path prefix) is the predictor's ingress
 `inference_service(cluster, name)` gives notebooks the live side (cold starts split into
 process start and model load).
 
-A `transformer` becomes a second Knative Service, `<name>-transformer`, run with KServe's
-transformer arguments (`--model_name`, `--predictor_host`, `--protocol`); the InferenceService's
-URL is then the transformer's (see labkit.inference.transformer). `logger` on the predictor
-posts payloads as CloudEvents (labkit.inference.payload_logger; its url must be given). Not run
-locally: a logger on the transformer, canary traffic on the transformer (it always follows its
-latest revision).
+A `transformer` becomes a second Knative Service, `<name>-transformer` (its own revisions,
+pods and queue-proxies), its container given the arguments KServe's controller appends unless
+the container already has them: `--model_name <name>`, `--predictor_host <predictor>`,
+`--http_port 8080` and, with containerConcurrency, `--workers N` (kserve/kserve
+pkg/apis/serving/v1beta1/transformer_custom.go, `CustomTransformer.GetContainer`; no
+`--protocol`: the container says which protocol it speaks to the predictor). On a cluster the
+predictor host is `<name>-predictor.<namespace>`; here it is the predictor's local address
+(127.0.0.1:PORT, through its activator and queue-proxies). `python` in the command is
+labkit's interpreter, as for a custom predictor, so a kserve.Model transformer file runs on
+labkit.inference.custom. The InferenceService's URL is then the transformer's (see
+labkit.inference.transformer). `logger` on the predictor posts payloads as CloudEvents
+(labkit.inference.payload_logger; its url must be given). Not run locally: a logger on the
+transformer, canary traffic on the transformer (it always follows its latest revision).
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
 
 __all__ = ["KSERVE_BATCH_DEFAULTS", "InferenceServiceController", "inference_service",
-           "predictor_knative_service"]
+           "predictor_knative_service", "transformer_args"]
 
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 KSERVE_BATCH_DEFAULTS = (32, 5000)
@@ -327,15 +334,32 @@ def _annotations(obj: InferenceService, component: PredictorSpec | TransformerSp
     return annotations
 
 
+def transformer_args(args: list[str], name: str, predictor_host: str,
+                     container_concurrency: int | None) -> list[str]:
+    """The transformer container's arguments as KServe's controller completes them
+    (CustomTransformer.GetContainer): each of `--model_name`, `--predictor_host`,
+    `--http_port` (and `--workers` with containerConcurrency) appended unless an argument
+    already is it or starts with it (utils.IncludesArg), so `--model_name=x` is kept."""
+    wanted = [("--model_name", name), ("--predictor_host", predictor_host),
+              ("--http_port", "8080")]
+    if container_concurrency is not None:
+        wanted.append(("--workers", str(container_concurrency)))
+    completed = list(args)
+    for flag, value in wanted:
+        if not any(arg.startswith(flag) for arg in args):
+            completed += [flag, value]
+    return completed
+
+
 def _transformer_template(obj: InferenceService, spec: TransformerSpec,
                           predictor_host: str) -> RevisionTemplate:
     given: Container = spec.containers[0]
-    kserve_args = ["--model_name", obj.metadata.name, "--predictor_host", predictor_host,
-                   "--protocol", obj.spec.predictor.protocol_version]
     probe = given.readiness_probe
     container = KnativeContainer(
-        name=given.name, image=given.image, command=given.command,
-        args=[*(given.args or []), *kserve_args], working_dir=given.working_dir,
+        name=given.name, image=given.image, command=_local_python(given.command),
+        args=transformer_args(given.args or [], obj.metadata.name, predictor_host,
+                              spec.container_concurrency),
+        working_dir=given.working_dir,
         env=list(given.env),
         readiness_probe=KnativeProbe(http_get=KnativeHTTPGet(
             path=probe.http_get.path if probe and probe.http_get else "/v2/health/live")),
@@ -367,16 +391,22 @@ def _custom_container(predictor: PredictorSpec) -> KnativeContainer:
     labkit.inference.custom) the way the image's python sees the kserve SDK on a cluster."""
     assert predictor.containers is not None
     given = predictor.containers[0]
-    command = given.command
-    if command and command[0] in ("python", "python3"):
-        command = [sys.executable, *command[1:]]
     probe = given.readiness_probe
     return KnativeContainer(
-        name=given.name, image=given.image, command=command, args=given.args,
+        name=given.name, image=given.image, command=_local_python(given.command),
+        args=given.args,
         working_dir=given.working_dir, env=list(given.env),
         readiness_probe=KnativeProbe(http_get=KnativeHTTPGet(
             path=probe.http_get.path if probe and probe.http_get else READY_PATH)),
     )
+
+
+def _local_python(command: list[str] | None) -> list[str] | None:
+    """`python` / `python3` at the head of a command is this interpreter: the one that has
+    labkit, as the image's python has the kserve SDK on a cluster."""
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return command
 
 
 def _model_server_container(obj: InferenceService, predictor: PredictorSpec,
