@@ -13,9 +13,10 @@ Kubernetes' built-in kinds (core/v1, apps/v1...) have no CRD: `check` returns No
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from jsonschema import Draft7Validator
