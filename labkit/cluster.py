@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 from labkit import manifests
 from labkit.core.controller import (
+    ConfigWarning,
     Controller,
     ControllerFactory,
     ObjectStatus,
@@ -28,18 +31,18 @@ from labkit.core.pods import Pod, PodRegistry
 from labkit.manifests import KindKey, KubeObject, ManifestError, Source
 
 __all__ = [
+    "ApplyError",
+    "ClusterExtension",
     "Controller",
     "ControllerFactory",
+    "LocalCluster",
+    "ManifestError",
+    "NotFoundError",
     "ObjectStatus",
     "Resource",
     "StatusTable",
-    "ApplyError",
-    "NotFoundError",
     "register_controller",
-    "ClusterExtension",
     "register_extension",
-    "LocalCluster",
-    "ManifestError",
 ]
 
 
@@ -243,6 +246,11 @@ class LocalCluster:
                 raise ApplyError(f"{current.kind}/{current.metadata.name}: {exc}{note}") from exc
             finally:
                 self._notify_changed()
+            # Judged once everything is applied, as `istioctl analyze` judges a set of files.
+            for resource in results:
+                entry = self._objects.get(resource.object.key)
+                for warning in entry.controller.status().warnings if entry else ():
+                    warnings.warn(warning, ConfigWarning, stacklevel=2)
         return results
 
     def _apply_one(self, obj: KubeObject) -> KubeObject | None:
@@ -275,7 +283,7 @@ class LocalCluster:
                 else:
                     entry.controller.apply(previous)
                     entry.obj = previous
-            except Exception as exc:  # keep undoing the rest; report all
+            except Exception as exc:  # noqa: BLE001 - keep undoing the rest; report all
                 problems.append(f"{key[1]}/{key[3]}: {exc}")
         return problems
 
@@ -415,7 +423,7 @@ class LocalCluster:
                 entry.controller.delete()
         self.loop.close()
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -40,7 +40,8 @@ POLICY_FORBIDDEN = LIVE_MACHINERY + ("simpy",)
 # Pure decision modules (ARCHITECTURE.md, "Policy"): data, `now` and a seeded Random in,
 # decisions out. Keep this list in step with that section.
 POLICY = [f"labkit.mesh.{m}" for m in ("router", "routing", "retries", "pool", "outlier", "balancer",
-                                        "destination", "faults", "hosts", "authz", "spec", "flags")] + \
+                                        "destination", "faults", "hosts", "authz", "spec", "flags",
+                                        "analysis")] + \
          [f"labkit.serving.{m}" for m in ("kpa", "kpa_scaler", "reconcile", "pod_pick", "metrics_window",
                                            "autoscaler_config", "hpa", "hpa_sync", "constants",
                                            "timeouts", "progress_deadline", "rollout_duration",

@@ -3,8 +3,9 @@ register controllers without importing the cluster (and the cluster can import t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labkit.manifests import KindKey
 
@@ -12,11 +13,12 @@ if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
 
 __all__ = [
-    "ObjectStatus",
     "Controller",
     "ControllerFactory",
-    "register_controller",
+    "ObjectStatus",
     "controller_factory",
+    "register_controller",
+    "ConfigWarning",
 ]
 
 
@@ -36,6 +38,13 @@ class ObjectStatus:
     urls: tuple[str, ...] = ()
     message: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """What an analyzer says of config the real system accepts but that cannot work as written
+    (`istioctl analyze`); `LocalCluster.apply` shows each as a `ConfigWarning`."""
+
+
+class ConfigWarning(UserWarning):
+    """Applied config that the real system accepts but that cannot work as written."""
 
 
 class Controller(Protocol):

@@ -39,6 +39,7 @@ from labkit.core.models import Deployment, EnvVar, Service
 from labkit.core.pods import Pod, matches
 from labkit.manifests import KubeObject
 from labkit.mesh import authz, security
+from labkit.mesh.analysis import AnalysisMessage, analyze
 from labkit.mesh.destination import DestinationRule as DestinationRulePolicy
 from labkit.mesh.models import (
     AuthorizationPolicy,
@@ -189,6 +190,21 @@ class ControlPlane:
         with self._lock:
             self._config.pop(obj.key, None)
             self._state = replace(self._state, config=tuple(self._config.values()))
+
+    def analysis(self) -> list[AnalysisMessage]:
+        """What `istioctl analyze` would say of the mesh config now (labkit.mesh.analysis): routes
+        to undefined subsets, subsets that select no pod (running or in a Deployment's template)."""
+        state = self._state
+        config = [obj for _, obj in state.config]
+        pod_labels: dict[str, list[dict[str, str]]] = {}
+        for pod in self.cluster.pods.all():
+            pod_labels.setdefault(pod.namespace, []).append(dict(pod.labels))
+        for (namespace, _), deployment in state.deployments.items():
+            pod_labels.setdefault(namespace, []).append(dict(deployment.spec.template.metadata.labels or {}))
+        return analyze([o for o in config if isinstance(o, VirtualService)],
+                       [o for o in config if isinstance(o, DestinationRule)],
+                       {key: dict(service.spec.selector or {}) for key, service in state.services.items()},
+                       pod_labels)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -373,7 +389,7 @@ class ControlPlane:
                 mtls_mode=authz.effective_mtls_mode(peer_auths, namespace, sidecar.workload.labels, None),
                 principal=sidecar.workload.principal)
             info = ServiceInfo(name, namespace, (80,), (endpoint,))
-            services.update({info.fqdn: info, **{host: info for host in hosts}})
+            services.update({info.fqdn: info, **dict.fromkeys(hosts, info)})
         return MeshConfig(
             version=self.version,
             services=services,
@@ -424,6 +440,12 @@ class MeshObjectController:
         self.plane.put(obj)
         self.obj = obj
 
+    def _messages(self) -> list[AnalysisMessage]:
+        assert self.obj is not None
+        meta = self.obj.metadata
+        return [m for m in self.plane.analysis()
+                if (m.kind, m.namespace, m.name) == (self.obj.kind, meta.namespace, meta.name)]
+
     def delete(self) -> None:
         if self.obj is not None:
             self.plane.remove(self.obj)
@@ -431,11 +453,16 @@ class MeshObjectController:
     def status(self) -> ObjectStatus:
         assert self.obj is not None
         synced = sum(1 for s in self.plane.sidecars() if s.config_version == self.plane.version)
+        messages = self._messages()
+        # Istio accepts such config (ready), and says what is wrong in status.validationMessages.
         return ObjectStatus(
             kind=self.obj.kind, name=self.obj.metadata.name, namespace=self.obj.metadata.namespace,
             ready=True,
-            message=f"config v{self.plane.version} pushed to {synced} sidecar(s)",
-            detail={"spec": self.obj.spec})
+            message="; ".join([f"config v{self.plane.version} pushed to {synced} sidecar(s)",
+                               *(str(m) for m in messages)]),
+            detail={"spec": self.obj.spec,
+                    **({"validationMessages": [m.status_entry() for m in messages]} if messages else {})},
+            warnings=tuple(str(m) for m in messages))
 
 
 class NamespaceController:

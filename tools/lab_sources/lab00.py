@@ -186,9 +186,36 @@ CELLS = [
     md("real-cluster", """
         ## 5. On a real cluster
 
-        `data/manifests/hello.yaml` is plain Kubernetes: with an image that listens on `$PORT` pushed to
-        a registry, `kubectl apply -f data/manifests/hello.yaml` runs the same two replicas. What differs
-        from the laptop:
+        `data/manifests/hello.yaml` is plain Kubernetes. `labkit export` (or `cluster.export(DIR)` for
+        everything a running `LocalCluster` holds) writes it for a real cluster: one file per object,
+        numbered in the order `kubectl apply` needs them, the built-in image `labkit/hello` replaced by
+        the public image it stands for, and a `README.txt` saying what to run and what was changed.
+        """),
+    code("real-cluster-export", """
+        import shutil
+
+        from labkit.export import export_objects, write_export
+        from labkit.manifests import load_file
+
+        EXPORTED = Path("exported/lab00")
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        write_export(export_objects(load_file(HELLO)), EXPORTED)  # what `labkit export FILE -o DIR` does
+        print((EXPORTED / "README.txt").read_text())
+        print((EXPORTED / "03-deployment-default-hello.yaml").read_text())
+        """),
+    md("real-cluster-run", """
+        On a kind or minikube cluster, in a terminal in this folder (`labs/`):
+
+        ```bash
+        labkit export ../data/manifests/hello.yaml -o exported/lab00   # the same files as above
+        kubectl apply -f exported/lab00/
+        kubectl rollout status deployment/hello
+        kubectl port-forward service/hello 8080:80 &                   # the Service, on your machine
+        curl -s http://127.0.0.1:8080/                                 # Hello labkit!
+        ```
+
+        (`../tools/real-cluster.sh exported/lab00` does the same after installing Knative, Istio, KServe
+        and Flagger at pinned versions, which later labs need.) What differs from the laptop:
 
         - a replica is a container in a pod, scheduled onto a node, with its own IP address; here it
           is a process on a free port of `127.0.0.1`;

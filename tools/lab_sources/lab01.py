@@ -539,6 +539,11 @@ CELLS = [
         it). Long work goes asynchronous: an event in, `202` out, the work done by a subscriber.
         """),
     code("limits-cleanup", """
+        import shutil
+
+        EXPORTED = Path("exported/lab01")  # for "On a real cluster" below
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        limits_cluster.export(EXPORTED)
         limits_lab.close()
         """),
     md("cost-intro", """
@@ -725,6 +730,33 @@ CELLS = [
                     requests: {cpu: 250m, memory: 512Mi}
                     limits: {memory: 512Mi}
         ```
+
+        What this lab did run (the `report` Service with its 2 s timeout, the `jobs` Broker, its two
+        Triggers, the worker and the inbox) was exported, just before the clean-up cell stopped it,
+        with `limits_cluster.export("exported/lab01")`: one file per object for `kubectl apply`, the
+        built-in images replaced by the public images they stand for, and a `README.txt`:
+        """),
+    code("real-cluster-export", """
+        print((EXPORTED / "README.txt").read_text())
+        print((EXPORTED / "03-service-default-report.yaml").read_text())
+        """),
+    md("real-cluster-run", """
+        The worker is your own script (`image: python` with a `command` naming a file on this
+        machine, which the export keeps as it is): on a cluster, build an image from it
+        (`FROM python:3.11-slim`, `COPY worker.py .`, `CMD ["python", "worker.py"]`), push it, and put
+        its name in `image:` without the `command`. Then, in a terminal in this folder (`labs/`):
+
+        ```bash
+        ../tools/real-cluster.sh exported/lab01   # installs Knative, Istio, KServe, Flagger (once), applies, checks
+        # or, on a cluster that has Knative Serving and Eventing:
+        kubectl apply -f exported/lab01/
+        kubectl get ksvc,broker,trigger                 # READY True, each with its URL
+        URL=$(kubectl get ksvc report -o jsonpath='{.status.url}')
+        curl -s -o /dev/null -w '%{http_code}\\n' -H "Host: ${URL#*://}" http://INGRESS/delay/5   # 504 after 2 s
+        ```
+
+        (`INGRESS` is the Istio ingress gateway's address, e.g. `127.0.0.1:8080` after
+        `kubectl port-forward -n istio-system svc/istio-ingressgateway 8080:80`.)
 
         What differs from the laptop:
 

@@ -64,8 +64,10 @@ CELLS = [
     code("setup", """
         import http.client
         import json
+        import shutil
         import time
         from collections import Counter
+        from pathlib import Path
         from urllib.parse import urlsplit
 
         import matplotlib.pyplot as plt
@@ -503,6 +505,9 @@ CELLS = [
         assert all(e.mtls for e in graph.edges)
         assert graph.edge("frontend (v1)", "backend-v2 (v2)").error_rate > 0.2
         assert graph.edge("frontend (v1)", "backend-v1 (v1)").error_rate == 0
+        EXPORTED = Path("exported/lab02")  # for "On a real cluster" below
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        mesh.export(EXPORTED)
         mesh.close()
         print("✓ every edge is mutual TLS; the red one is frontend -> backend-v2")
         """),
@@ -635,14 +640,31 @@ CELLS = [
     md("real-cluster", """
         ## On a real cluster
 
+        Before the mesh part closed, `mesh.export("exported/lab02")` wrote what it ran for a real
+        cluster with Istio: the three services with their sidecars asked for, the STRICT
+        `PeerAuthentication` and the `AuthorizationPolicy` (the retrying `VirtualService` had been
+        deleted for the graph). The namespace gets `istio-injection: enabled`, which is how Istio
+        adds the sidecars; mesh-demo is labkit's own program, so the export writes a `Dockerfile` and
+        `README.txt` says how to build it:
+        """),
+    code("real-cluster-export", """
+        print((EXPORTED / "README.txt").read_text())
+        """),
+    md("real-cluster-run", """
+        Step 1's `docker build` runs in the labkit checkout (the folder above this one: the image is
+        built from labkit's source), so there its file is `labs/exported/lab02/Dockerfile`. Then, in a
+        terminal in this folder (`labs/`):
+
         ```bash
-        kubectl label namespace default istio-injection=enabled   # sidecars for new pods
-        kubectl rollout restart deployment                        # recreate the pods with them
-        kubectl apply -f mesh-demo.yaml                           # the same manifest as here
-        kubectl apply -f retries.yaml -f strict.yaml -f deny-sleep.yaml
-        istioctl proxy-config cluster deploy/frontend             # what the sidecar runs
-        kubectl exec deploy/sleep -- curl -s http://frontend:9080/
-        istioctl dashboard kiali                                  # the service graph
+        ../tools/real-cluster.sh exported/lab02   # installs Istio, Knative, KServe, Flagger (once), applies, checks
+        # or, on a cluster with Istio:
+        kubectl apply -f exported/lab02/
+        # the client: Istio's sleep sample (service account sleep, the one deny-sleep names)
+        kubectl apply -f https://raw.githubusercontent.com/istio/istio/1.30.3/samples/sleep/sleep.yaml
+        kubectl exec deploy/sleep -- curl -s http://frontend:9080/       # frontend -> backend v1 / v2
+        kubectl exec deploy/sleep -- curl -s http://backend:9080/        # 403 RBAC: access denied (deny-sleep)
+        istioctl proxy-config cluster deploy/frontend                    # what the sidecar runs
+        istioctl dashboard kiali                                         # the service graph
         ```
 
         What differs from the laptop:

@@ -413,14 +413,31 @@ CELLS = [
         from labkit.grading.lab03 import check_endpoints
 
         check_endpoints(answer("endpoints"), answer("sleep").config())
-        answer("cluster").close()
         """, points=2),
     md("real-cluster", """
         ## On a real cluster
 
+        `cluster.export(DIR)` writes what this lab's cluster holds (Istio's httpbin sample, scaled by
+        exercise 3, and the `PeerAuthentication` that turned mTLS off for it) as YAML for a real
+        cluster, with the namespace labelled `istio-injection: enabled` so that Istio injects the
+        sidecars; then the cell stops the cluster:
+        """),
+    code("real-cluster-export", """
+        import shutil
+
+        EXPORTED = Path("exported/lab03")
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        cluster.export(EXPORTED)
+        cluster.close()
+        print((EXPORTED / "README.txt").read_text())
+        """),
+    md("real-cluster-run", """
+        In a terminal in this folder (`labs/`), on a cluster with Istio (`../tools/real-cluster.sh
+        exported/lab03` installs it, applies the folder and waits for the Deployments):
+
         ```bash
-        kubectl label namespace default istio-injection=enabled
-        kubectl apply -f samples/httpbin/httpbin.yaml -f samples/sleep/sleep.yaml
+        kubectl apply -f exported/lab03/
+        kubectl apply -f https://raw.githubusercontent.com/istio/istio/1.30.3/samples/sleep/sleep.yaml
         kubectl get pod -l app=httpbin -o jsonpath='{.items[0].spec.initContainers[*].name} {.items[0].spec.containers[*].name}'
         #   istio-init  httpbin istio-proxy            <- the injected init container and sidecar
         kubectl exec deploy/sleep -c sleep -- curl -s http://httpbin:8000/headers   # X-Forwarded-Client-Cert

@@ -47,6 +47,7 @@ CELLS = [
         """),
     code("setup", """
         import json
+        import shutil
         import time
         from collections import Counter
         from pathlib import Path
@@ -383,6 +384,9 @@ CELLS = [
         assert without_ejection.count(503) > 30 and with_ejection.count(503) <= 3
         assert {e["workload"]: e["ejected"] for e in backend_cluster["endpoints"]} == {"backend-v1": False,
                                                                                        "backend-v2": True}
+        EXPORTED = Path("exported/lab04")  # for "On a real cluster" below
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        cluster.export(EXPORTED)
         cluster.close()
         print("✓ after its first 503, backend-v2 was ejected and the frontend's sidecar sent everything to v1")
         """),
@@ -526,15 +530,28 @@ CELLS = [
     md("real-cluster", """
         ## On a real cluster
 
-        The YAML in this lab is Istio's own; on a cluster with Istio:
+        The YAML in this lab is Istio's own. Before the live part closed, `cluster.export("exported/lab04")`
+        wrote what the cluster held at its end: mesh-demo and Istio's httpbin sample, the two
+        `DestinationRule`s still applied (circuit breaking on httpbin, outlier detection on backend),
+        the namespace labelled for sidecar injection, and a `Dockerfile` for mesh-demo, labkit's own
+        program:
+        """),
+    code("real-cluster-export", """
+        print((EXPORTED / "README.txt").read_text())
+        """),
+    md("real-cluster-run", """
+        Step 1's `docker build` runs in the labkit checkout (the folder above this one), with
+        `-f labs/exported/lab04/Dockerfile`. Then, in a terminal in this folder (`labs/`), on a cluster
+        with Istio (`../tools/real-cluster.sh exported/lab04` installs it and applies the folder), apply
+        the export and replay the tasks with Istio's own clients:
 
         ```bash
-        kubectl label namespace default istio-injection=enabled
-        kubectl apply -f mesh-demo.yaml -f istio-httpbin.yaml -f samples/sleep/sleep.yaml
-        kubectl apply -f istio-backend-destination-rule.yaml -f istio-backend-route-by-user.yaml
+        kubectl apply -f exported/lab04/
+        kubectl apply -f https://raw.githubusercontent.com/istio/istio/1.30.3/samples/sleep/sleep.yaml
+        kubectl apply -f ../data/manifests/istio-backend-destination-rule.yaml -f ../data/manifests/istio-backend-route-by-user.yaml
         kubectl exec deploy/sleep -- curl -s -H 'end-user: jason' http://frontend:9080/
-        kubectl apply -f istio-httpbin-circuit-breaker.yaml
-        kubectl apply -f samples/httpbin/sample-client/fortio-deploy.yaml
+        kubectl apply -f ../data/manifests/istio-httpbin-circuit-breaker.yaml
+        kubectl apply -f https://raw.githubusercontent.com/istio/istio/1.30.3/samples/httpbin/sample-client/fortio-deploy.yaml
         kubectl exec deploy/fortio-deploy -c fortio -- /usr/bin/fortio load -c 3 -qps 0 -n 30 -loglevel Warning http://httpbin:8000/get
         kubectl exec deploy/fortio-deploy -c istio-proxy -- pilot-agent request GET stats | grep httpbin | grep pending
         ```

@@ -542,16 +542,41 @@ CELLS = [
     md("real-cluster", """
         ## On a real cluster
 
-        On Kubernetes with Knative Serving, the same settings are annotations on the revision template — the
-        YAML below is exercise 2's service with your annotations (and `labkit/httpbin` standing in for its image). Apply it with `kubectl apply -f`, send
-        load with a tool such as `hey` or `fortio`, and watch with `kubectl get podautoscalers` (the KPA's
-        desired and actual scale) and `kubectl get pods -w`. The cluster-wide settings (grace period, scale
-        rates, the defaults of every annotation) live in the `config-autoscaler` ConfigMap in the
-        `knative-serving` namespace.
+        On Kubernetes with Knative Serving, the same settings are annotations on the revision template.
+        The cell below exports exercise 2's service with your annotations for a real cluster, as
+        `labkit export FILE -o DIR` would (`labkit/httpbin` becomes the public httpbin image it stands for):
         """),
     code("real-cluster-yaml", """
+        import shutil
+        from pathlib import Path
+
+        from labkit.export import export_objects, write_export
+        from labkit.manifests import load_text
+
         short = {key.removeprefix("autoscaling.knative.dev/"): value for key, value in p99_answer.items()}
-        print(service_yaml("burst", short, container_concurrency=P99_TASK.container_concurrency))
+        burst_yaml = service_yaml("burst", short, container_concurrency=P99_TASK.container_concurrency)
+        EXPORTED = Path("exported/lab05")
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        write_export(export_objects(load_text(burst_yaml)), EXPORTED)
+        print((EXPORTED / "03-service-default-burst.yaml").read_text())
+        """),
+    md("real-cluster-run", """
+        In a terminal in this folder (`labs/`): `../tools/real-cluster.sh exported/lab05` installs
+        Knative (and Istio, KServe, Flagger) at pinned versions, applies the folder and checks that the
+        service answers through the ingress gateway. Or, on a cluster that has Knative Serving, send a
+        burst with a load tool such as `hey` and watch the KPA (its desired and actual scale) and the pods:
+
+        ```bash
+        kubectl apply -f exported/lab05/
+        URL=$(kubectl get ksvc burst -o jsonpath='{.status.url}')
+        kubectl port-forward -n istio-system svc/istio-ingressgateway 8080:80 &
+        hey -z 60s -c 50 -host "${URL#*://}" http://127.0.0.1:8080/delay/0.2
+        kubectl get podautoscalers -w        # in a second terminal: DESIREDSCALE, ACTUALSCALE
+        kubectl get pods -w
+        ```
+
+        The cluster-wide settings (grace period, scale rates, the defaults of every annotation) live in
+        the `config-autoscaler` ConfigMap in the `knative-serving` namespace.
         """),
     md("real-cluster-diff", """
         What differs from the laptop:

@@ -39,7 +39,7 @@ CELLS = [
             PA1 --> SKS1[ServerlessService hello-00001]
             SKS1 --> PRIV[Service hello-00001-private<br/>selects the pods]
             SKS1 --> PUB[Service hello-00001<br/>pods or activator]
-            R --> ING[Ingress hello<br/>hosts, % splits]
+            R --> ING[KIngress hello<br/>hosts, % splits, ingress class]
             ING --> PUB
         ```
 
@@ -89,6 +89,56 @@ CELLS = [
         itself: the pods in **Serve** mode, or the activator in **Proxy** mode (no pod ready, or too
         little spare capacity for a burst). That is how Knative puts the activator in and out of the
         path without touching the Ingress.
+        """),
+    md("kingress-intro", """
+        ### The networking layer: Knative's Ingress, not Kubernetes' Ingress
+
+        Kubernetes has its own `Ingress` (`networking.k8s.io/v1`): host and path rules, each sending
+        everything to **one** backend Service. That is not enough for Knative: a route splits traffic
+        between revisions by percent, tells the activator which revision a request is for, and needs
+        per-tag hosts. So the Route reconciler writes a **KIngress** instead
+        (`networking.internal.knative.dev/v1alpha1`, kind `Ingress`): one rule per set of host names
+        (the cluster-local names `hello.default`, `hello.default.svc`, ... with visibility
+        `ClusterLocal`, and the external `hello.default.<domain>` with `ExternalIP`), each with
+        weighted **splits** to the revisions' public Services, and each split **appends the headers**
+        `Knative-Serving-Revision` and `Knative-Serving-Namespace`.
+
+        Knative does not route the traffic itself. The KIngress's annotation
+        `networking.knative.dev/ingress.class` names the **networking plugin** that turns it into a real
+        proxy's configuration: `istio.ingress.networking.knative.dev` (net-istio: an Istio Gateway and
+        VirtualServices; the default of the `ingress-class` key in the `config-network` ConfigMap),
+        `kourier.ingress.networking.knative.dev` (Kourier: Envoy configured directly) or
+        `contour.ingress.networking.knative.dev` (Contour's HTTPProxy). A Service can pick its own with the
+        same annotation.
+        """),
+    code("kingress", """
+        import json
+
+        from labkit.serving.expand import INGRESS_CLASS
+
+        [kingress] = [o for o in objects if o["kind"] == "Ingress"]
+        print(kingress["apiVersion"], kingress["kind"], kingress["metadata"]["name"])
+        print("ingress class:", kingress["metadata"]["annotations"][INGRESS_CLASS])
+        for rule in kingress["spec"]["rules"]:
+            split = rule["http"]["paths"][0]["splits"]
+            print(f"{rule['visibility']:<13} {', '.join(rule['hosts'])}")
+            for s in split:
+                print(f"{'':<13} -> {s['serviceName']} {s['percent']} %  headers {s['appendHeaders']}")
+        """),
+    code("kingress-check", """
+        assert kingress["apiVersion"] == "networking.internal.knative.dev/v1alpha1"
+        assert {r["visibility"] for r in kingress["spec"]["rules"]} == {"ClusterLocal", "ExternalIP"}
+        print("✓ the Route became a KIngress for", kingress["metadata"]["annotations"][INGRESS_CLASS])
+        """),
+    md("kingress-class-intro", """
+        The same Service with `networking.knative.dev/ingress.class` set to Kourier: only the annotation
+        changes. The KIngress is the contract; which proxy implements it is an installation choice.
+        """),
+    code("kingress-class", """
+        kourier = hello.model_copy(deep=True)
+        kourier.metadata.annotations[INGRESS_CLASS] = "kourier.ingress.networking.knative.dev"
+        [kourier_ingress] = [o for o in expand(kourier) if o["kind"] == "Ingress"]
+        print(kourier_ingress["metadata"]["annotations"])
         """),
     md("live-intro", """
         ## Run it for real: revisions
@@ -285,6 +335,112 @@ CELLS = [
                 print(obj["kind"], obj["metadata"]["name"], labels.get("serving.knative.dev/routingState", ""),
                       obj["spec"].get("mode", ""))
         """, IGNORE),
+    md("gradual-intro", """
+        ## Three Knative details that shape what you measure
+
+        **Gradual rollout.** By default a new ready revision takes its route's `latestRevision` share at
+        once. With `serving.knative.dev/rollout-duration` on the Service (or `rollout-duration` in the
+        `config-network` ConfigMap) Knative's Route reconciler moves it in steps: the new revision gets
+        **1 %** first; how long that first step took (at least 1 s) sets the pace, and the rest moves in
+        equal steps over the duration (`pkg/reconciler/route/traffic/rollout.go`). The KIngress carries
+        the state in its `networking.internal.knative.dev/rollout` annotation, and while it runs the
+        Service's `RoutesReady` condition is `Unknown` with reason `RolloutInProgress`. The next cell applies a
+        Service `gradual`, changes its template, and samples the route every second.
+        """),
+    code("gradual", """
+        import time
+
+        from labkit.manifests import load_file
+        from labkit.serving.expand import ROLLOUT_ANNOTATION
+        from labkit.serving.rollout_duration import ROLLOUT_DURATION
+
+        [gradual] = load_file(DATA / "knative-hello.yaml")
+        gradual.metadata.name = "gradual"
+        gradual.metadata.annotations[ROLLOUT_DURATION] = "6s"
+        cluster.apply(gradual)
+        newer = gradual.model_copy(deep=True)
+        newer.spec.template.spec.containers[0].env[0].value = "gradually"
+        cluster.apply(newer)
+        rolling = knative_service(cluster, "gradual")
+        [ingress] = [o for o in expand(newer, rolling) if o["kind"] == "Ingress"]
+        print("KIngress rollout state:", ingress["metadata"]["annotations"][ROLLOUT_ANNOTATION])
+        routes = rolling.knative_status.condition("RoutesReady")
+        print("RoutesReady:", routes.status, routes.reason, "-", routes.message)
+        shares = []
+        for second in range(9):
+            shares.append(dict(rolling.table.split))
+            print(f"t={second}s", shares[-1])
+            time.sleep(1)
+        """, IGNORE),
+    code("gradual-check", """
+        assert shares[0] == {"gradual-00001": 99, "gradual-00002": 1}, shares[0]
+        assert shares[-1] == {"gradual-00002": 100}, shares[-1]
+        print("✓ 1 % first, then equal steps, then all of it:",
+              " -> ".join(str(s.get("gradual-00002", 0)) for s in shares))
+        """, IGNORE),  # the steps seen depend on when each one-second sample fell
+    md("progress-deadline-intro", """
+        **Progress deadline.** A revision whose pods never become ready is not waited for forever: after
+        its progress deadline (the `serving.knative.dev/progress-deadline` annotation on the template, else
+        `progress-deadline` in `config-deployment`, 600 s by default) Knative marks it failed with reason
+        `ProgressDeadlineExceeded` and the message *Initial scale was never achieved*; 30 s later its
+        PodAutoscaler stops trying. The route keeps sending traffic to the last ready revision. Here the
+        container sleeps instead of listening on `$PORT`, with a 3 s deadline.
+        """),
+    code("progress-deadline", """
+        import sys
+
+        from labkit.serving.progress_deadline import PROGRESS_DEADLINE
+
+        stuck = newer.model_copy(deep=True)
+        stuck.spec.template.metadata.annotations[PROGRESS_DEADLINE] = "3s"
+        stuck.spec.template.spec.containers[0].command = [sys.executable, "-c", "import time; time.sleep(600)"]
+        started = time.monotonic()
+        cluster.apply(stuck)
+        print(f"apply returned after {time.monotonic() - started:.1f} s")
+        for condition in rolling.revision("gradual-00003").knative_status.conditions:
+            print(f"{condition.type:<19} {condition.status:<8} {condition.reason or ''} {condition.message or ''}")
+        print(rolling.knative_status.condition("ConfigurationsReady").message)
+        print("still answering:", call(rolling.url))
+        """, IGNORE),
+    code("progress-deadline-check", """
+        failed = {c.type: c for c in rolling.revision("gradual-00003").knative_status.conditions}
+        assert failed["ResourcesAvailable"].reason == "ProgressDeadlineExceeded"
+        assert rolling.knative_status.latest_ready_revision_name == "gradual-00002"
+        print("✓ gradual-00003 failed at its deadline; traffic stayed on gradual-00002")
+        """),
+    md("gc-intro", """
+        **Revision garbage collection.** Every template change leaves an old revision behind. Knative's
+        `config-gc` ConfigMap decides when one is deleted: never while it is *active* (the latest ready
+        one, one a route references, or one annotated `serving.knative.dev/no-gc: "true"`); otherwise
+        once it is older than `retain-since-create-time` (48h) **and** unreferenced for longer than
+        `retain-since-last-active-time` (15h), as long as `min-non-active-revisions` (20) remain; and
+        never more than `max-non-active-revisions` (1000) (`pkg/reconciler/gc/v2/gc.go`). So on a default
+        cluster, the old revisions you make in a day of experiments are all still there tomorrow. The next
+        cell asks labkit's copy of that decision what would go now under the defaults, and under the
+        "collect at once" settings from the ConfigMap's own examples.
+        """),
+    code("gc", """
+        import time
+
+        from labkit.serving.gc import GCConfig, RevisionRecord, collect
+
+        records = [RevisionRecord(r.name, r.created, r.reachable, r.routing_changed,
+                                  r.template.metadata.annotations)
+                   for r in rolling.revisions.values()]
+        print("revisions:", [(r.name, "active" if r.routed else "reserve") for r in records])
+        defaults = GCConfig.from_configmap({})
+        at_once = GCConfig.from_configmap({
+            "retain-since-create-time": "disabled", "retain-since-last-active-time": "disabled",
+            "min-non-active-revisions": "0", "max-non-active-revisions": "0"})
+        print("defaults delete:", collect(defaults, records, rolling.latest_ready, time.monotonic()))
+        print("'at once' deletes:", collect(at_once, records, rolling.latest_ready, time.monotonic()))
+        """, IGNORE),
+    code("gc-check", """
+        assert collect(defaults, records, rolling.latest_ready, time.monotonic()) == []
+        assert "gradual-00001" in collect(at_once, records, rolling.latest_ready, time.monotonic())
+        cluster.delete("serving.knative.dev/v1/Service", "gradual")
+        print("✓ defaults keep every revision for now; 'gradual' deleted")
+        """),
     md("dashboard-intro", """
         ## Explore: a traffic block, its Route and the split
 
@@ -313,9 +469,14 @@ CELLS = [
         print("✓ the Route and the revisions' routing state follow the traffic block")
         """, IGNORE),  # set() redraws: the figure goes to the cell when no frontend captures it
     code("close", """
+        import shutil
+
         from labkit.net import process_alive
 
         pids = [pod.pid for rev in svc.revisions.values() for pod in rev.pods]
+        EXPORTED = Path("exported/lab07")  # for "On a real cluster" below
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        cluster.export(EXPORTED)
         cluster.close()
         assert not any(process_alive(pid) for pid in pids)
         print("✓ cluster closed: no replica process left")
@@ -323,10 +484,39 @@ CELLS = [
     md("real-cluster", """
         ## On a real cluster
 
-        The manifests you used are plain Knative: `kubectl apply -f data/manifests/knative-hello.yaml`
-        on a cluster with Knative Serving creates exactly the objects `expand()` listed (the official
-        CRDs accept them; labkit's tests check that). Then `kubectl get ksvc,configuration,revision,route`
-        and `kubectl get deploy,svc,podautoscaler,sks` show them. What differs from the laptop:
+        Before it closed, the cluster was exported with `cluster.export("exported/lab07")`: the `hello`
+        Service as it stood at the end (your edited template, all traffic to the latest revision),
+        ready for `kubectl apply` on a cluster with Knative Serving (the official CRDs accept it;
+        labkit's tests check that):
+        """),
+    code("real-cluster-export", """
+        print((EXPORTED / "README.txt").read_text())
+        print((EXPORTED / "03-service-default-hello.yaml").read_text())
+        """),
+    md("real-cluster-run", """
+        In a terminal in this folder (`labs/`): `../tools/real-cluster.sh exported/lab07` installs Knative
+        (with Istio as its ingress) at pinned versions, applies the folder and checks that the Service
+        answers 200 through the ingress gateway. By hand, replaying the lab's revisions:
+
+        ```bash
+        kubectl apply -f ../data/manifests/knative-hello.yaml     # hello-00001
+        kubectl apply -f exported/lab07/                          # a new template: hello-00002
+        kubectl get ksvc,configuration,revision,route             # what expand() listed
+        kubectl get deploy,svc,podautoscaler,sks
+        kubectl get kingress hello -o yaml                        # the KIngress: rules, splits, ingress class
+        kubectl get cm config-network -n knative-serving -o yaml  # ingress-class, rollout-duration
+        kubectl get cm config-gc -n knative-serving -o yaml       # when old revisions are deleted
+        kubectl annotate revision hello-00001 serving.knative.dev/no-gc=true   # keep this one forever
+        kubectl port-forward -n istio-system svc/istio-ingressgateway 8080:80 &
+        URL=$(kubectl get ksvc hello -o jsonpath='{.status.url}')
+        curl -H "Host: ${URL#*://}" http://127.0.0.1:8080/          # Hello students!
+        ```
+
+        A `traffic:` block naming `hello-00001` applies only once that revision exists, which is why the
+        lab's 80/20 split came after the first template; on a cluster you can name revisions yourself
+        (`spec.template.metadata.name: hello-v1`) so that such a manifest does not depend on the order.
+
+        What differs from the laptop:
 
         - **Pods, not processes.** A revision's pods are scheduled on nodes and pull an image; a cold
           start is seconds, not the tenth of a second you saw here.
@@ -334,7 +524,9 @@ CELLS = [
           `Ingress`; for routes outside the cluster an operator sets a domain in `config-domain` (the
           default, `svc.cluster.local`, keeps them cluster-local) and points DNS at the ingress. labkit
           uses local ports instead and also routes by Host header, as the ingress does.
-        - **The activator is shared and replicated** across all services; here each Service has its own.
+        - **The activator is replicated.** Knative runs one activator Deployment for all services (labkit,
+          too, runs one activator for the whole cluster, routing by the `Knative-Serving-Revision` header),
+          but with several pods, and each revision's throttler gets a share of its capacity.
         - **Status fields and UIDs** come from the API server; labkit derives stable UIDs from names.
         """),
     md("summary", """
@@ -343,9 +535,10 @@ CELLS = [
         *How does Knative build a serverless experience from Kubernetes primitives?* One `Service`
         becomes a Configuration, a Route and, per template change, an immutable Revision; each revision
         is an ordinary Deployment (your container plus the queue-proxy), a PodAutoscaler and a
-        ServerlessService with a private and a public Kubernetes Service; the Route becomes an Ingress
-        that splits traffic by percent between revisions' public Services and gives each tag its own
-        host. From your run:
+        ServerlessService with a private and a public Kubernetes Service; the Route becomes a KIngress
+        (Knative's networking layer, which an ingress plugin such as net-istio turns into its proxy's
+        configuration) that splits traffic by percent between revisions' public Services and gives each
+        tag its own host. From your run:
         """),
     code("summary-numbers", """
         print(f"- One Service became {len(objects)} objects: {', '.join(sorted({k for k, _ in object_names(objects)}))}.")

@@ -461,9 +461,11 @@ CELLS = [
     md("cluster", """
         ## On a real cluster
 
-        The manifest is KServe's: `labkit export data/manifests/kserve-iris.yaml` writes it back in the form
-        the API server takes (it validates against KServe's CRD), and `kubectl apply -f` it on a cluster with
-        KServe installed in serverless mode. What differs from the laptop:
+        The manifest is KServe's. `labkit export data/manifests/kserve-iris.yaml -o exported/lab08` (the cell
+        below does the same in Python) writes it in the form the API server takes (it validates against
+        KServe's CRD), with the one change a cluster needs: the model folder on this machine becomes a
+        `pvc://` URI on a claim the export creates, and `README.txt` gives the commands that copy the model
+        into it (KServe's "InferenceService with a saved model on PVC"). What differs from the laptop:
 
         * `storageUri` must be a place the cluster can read (`gs://`, `s3://`, `pvc://`, `https://`); a
           storage-initializer container copies the model to `/mnt/models` before the server starts.
@@ -479,9 +481,31 @@ CELLS = [
           queue-proxy: lab 09 measures what each costs.
         """),
     code("export", """
-        from labkit.manifests import export
+        import shutil
 
-        print(export(load_text(IRIS_YAML)))
+        from labkit.export import export_objects, write_export
+
+        EXPORTED = Path("exported/lab08")
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        write_export(export_objects(load_text(IRIS_YAML)), EXPORTED)
+        print((EXPORTED / "README.txt").read_text())
+        print((EXPORTED / "05-inferenceservice-default-sklearn-iris.yaml").read_text())
+        """),
+    md("real-cluster-run", """
+        From the repository root: `tools/real-cluster.sh exported/lab08` installs KServe (with Knative,
+        Istio and cert-manager) at pinned versions and stops before applying, asking for the model copy of
+        step 1; then `SKIP_INSTALL=1 STEPS_DONE=1 tools/real-cluster.sh exported/lab08` applies the folder,
+        waits for the InferenceService to be Ready and calls it. By hand, after step 1:
+
+        ```bash
+        kubectl apply -f exported/lab08/
+        kubectl get inferenceservice sklearn-iris            # READY True, its URL
+        kubectl port-forward -n istio-system svc/istio-ingressgateway 8080:80 &
+        URL=$(kubectl get inferenceservice sklearn-iris -o jsonpath='{.status.url}')
+        curl -H "Host: ${URL#*://}" -H "Content-Type: application/json" \\
+             http://127.0.0.1:8080/v2/models/sklearn-iris/infer \\
+             -d '{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [[6.8, 2.8, 4.8, 1.4]]}]}'
+        ```
         """),
     md("summary", """
         ## Summary: what an InferenceService is for

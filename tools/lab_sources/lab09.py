@@ -417,8 +417,9 @@ CELLS = [
     md("cluster", """
         ## On a real cluster
 
-        `data/manifests/kserve-digits.yaml` applies unchanged with `kubectl apply -f` (it validates against
-        KServe's CRD). On a cluster with KServe in serverless mode and Istio:
+        The two InferenceServices of the cold-start part export for a real cluster as in lab 08 (the cell
+        below: each model folder becomes a `pvc://` URI, and `README.txt` says how to copy the models in;
+        both validate against KServe's CRD). On a cluster with KServe in serverless mode and Istio:
 
         * the path has one more proxy in front: the **Istio ingress gateway** (a standalone Envoy) takes the
           request from outside for `digits.default.example.com`; inside the mesh a client pod's sidecar
@@ -433,9 +434,34 @@ CELLS = [
           or Zipkin) and Knative's queue-proxy metrics, as the access logs and `Server-Timing` did here.
         """),
     code("export", """
-        from labkit.manifests import export, load_file
+        import shutil
 
-        print(export(load_file("data/manifests/kserve-digits.yaml")))
+        from labkit.export import export_objects, write_export
+        from labkit.manifests import load_text
+
+        EXPORTED = Path("exported/lab09")
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        write_export(export_objects(load_text(IRIS_YAML + "---\\n" + DIGITS_YAML)), EXPORTED)
+        print((EXPORTED / "README.txt").read_text())
+        print((EXPORTED / "05-inferenceservice-default-digits.yaml").read_text())
+        """),
+    md("real-cluster-run", """
+        From the repository root, `tools/real-cluster.sh exported/lab09` installs KServe, Knative and Istio at
+        pinned versions and asks for step 1 (the model copy) before it applies. By hand, after step 1, time
+        a cold start and find where it went:
+
+        ```bash
+        kubectl label namespace default istio-injection=enabled     # sidecars, as in this lab's mesh part
+        # initial-scale "0" is refused unless the cluster allows it (config-autoscaler, knative/serving#8846):
+        kubectl patch configmap config-autoscaler -n knative-serving --type merge -p '{"data": {"allow-zero-initial-scale": "true"}}'
+        kubectl apply -f exported/lab09/
+        kubectl port-forward -n istio-system svc/istio-ingressgateway 8080:80 &
+        URL=$(kubectl get inferenceservice digits -o jsonpath='{.status.url}')
+        time curl -s -H "Host: ${URL#*://}" -H "Content-Type: application/json" \\
+             http://127.0.0.1:8080/v2/models/digits/infer \\
+             -d '{"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP64", "data": [[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]}]}'
+        kubectl get events --sort-by=.lastTimestamp | grep digits   # scheduled, pulled, started: the cold start's steps
+        ```
         """),
     md("summary", """
         ## Summary: the data flow and its bottlenecks

@@ -100,9 +100,10 @@ CELLS = [
 
         MANIFESTS = REPO / "data" / "manifests"
         cluster = LocalCluster()
-        cluster.apply(MANIFESTS / "lab10-digits-mesh.yaml")
-        cluster.apply([MANIFESTS / "model-monitor.yaml", MANIFESTS / "lab10-shadow-monitor.yaml"])
-        cluster.apply([model_deployment("v1"), model_deployment("v2"),
+        # One apply, judged as a whole (as `istioctl analyze` judges a set of files): the subsets
+        # the DestinationRule names and the Deployments whose pods they select arrive together.
+        cluster.apply([MANIFESTS / "lab10-digits-mesh.yaml", MANIFESTS / "model-monitor.yaml",
+                       MANIFESTS / "lab10-shadow-monitor.yaml", model_deployment("v1"), model_deployment("v2"),
                        model_deployment("v3", replicas=0, logger_url="http://shadow-monitor.default/")])
         sleep = cluster.client()            # a caller with its own sidecar, like Istio's `sleep` sample
         MONITOR = cluster.url("Service", "model-monitor")
@@ -434,6 +435,9 @@ CELLS = [
         A VirtualService sends 10 % to subset `v4` — named in the DestinationRule, but nothing with
         `version: v4` runs (a typo in a label, or the route applied before the Deployment). Envoy has no
         endpoint for that cluster: **503 with the flag `UH`, "no healthy upstream"** for one request in ten.
+        Istio accepts the config; `istioctl analyze` reports it (IST0173), and so does labkit when the
+        objects are applied (the warning below) and in the DestinationRule's `status.validationMessages`.
+        A route to a subset that no DestinationRule defines is IST0101 (and 503 `NR`).
         """),
     code("pitfall-no-pods", """
         dr_v4 = {**DR_SUBSETS, "spec": {**DR_SUBSETS["spec"], "subsets": [*DR_SUBSETS["spec"]["subsets"],
@@ -650,8 +654,10 @@ CELLS = [
         # or with kustomize:  kubectl apply -k "github.com/fluxcd/flagger//kustomize/istio?ref=v1.44.0"
         ```
 
-        The Canary is the same YAML (`labkit export` validates it and prints it for `kubectl apply -f -`;
-        `tests/test_canary_lab.py` validates it against Flagger's CRD). What differs from the laptop:
+        (`tools/real-cluster.sh` does this too, with Knative, KServe and Istio's Prometheus, at pinned versions.)
+        The Canary is the same YAML (`tests/test_canary_lab.py` validates it against Flagger's CRD). The cell
+        below exports everything this lab's cluster holds, with `cluster.export("exported/lab10")`; the notes
+        after it say what to change before applying it. What differs from the laptop:
 
         * the model Deployment runs a model-server image (KServe's `kserve-sklearnserver`) instead of a local
           process, and the model monitor is your own service (labkit's is `labkit/model-monitor`) fed by
@@ -665,9 +671,35 @@ CELLS = [
           requests, or a proxy metric (agreement with the old model, confidence) during the rollout.
         """),
     code("export", """
-        from labkit.manifests import export, load_text
+        import shutil
 
-        print(export(load_text((MANIFESTS / "lab10-canary.yaml").read_text())))
+        EXPORTED = Path("exported/lab10")
+        shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
+        cluster.export(EXPORTED)
+        print((EXPORTED / "README.txt").read_text())  # names this machine's model folders: output not compared
+        """, IGNORE),
+    code("export-canary", """
+        print((EXPORTED / "08-canary-prod-digits.yaml").read_text())
+        """),
+    md("real-cluster-run", """
+        Two things to do by hand before applying. Flagger makes `digits-primary` and the `prod` Services,
+        DestinationRules and VirtualService itself, from the Canary; the export lists them as the local
+        cluster held them, so remove those files and let Flagger create them. And the model Deployments run
+        labkit's model server on model folders of this machine (`README.txt` says so for each): on a cluster
+        a model is served by an InferenceService (lab 08) or by `kserve-sklearnserver` with the model copied
+        into the pod. Build labkit's own programs as step 1 of `README.txt` says, then, from the repository
+        root, apply (`SKIP_INSTALL=1 STEPS_DONE=1 tools/real-cluster.sh exported/lab10` applies and checks)
+        and watch Flagger take the canary through its analysis as the timeline above did:
+
+        ```bash
+        (cd exported/lab10 && rm *-prod-digits-primary.yaml *-prod-digits-canary.yaml \\
+             03-service-prod-digits.yaml 07-virtualservice-prod-digits.yaml)   # Flagger makes these
+        kubectl apply -f exported/lab10/
+        kubectl get canaries --all-namespaces -w                     # Initialized, Progressing (weight 25, 50), Succeeded
+        kubectl describe canary -n prod digits                       # the events: each step, each failed check
+        kubectl -n istio-system logs deploy/flagger -f | jq .msg     # Flagger's own account
+        kubectl edit deployment -n prod digits                       # a new model in the template: the next analysis
+        ```
         """),
     md("summary", """
         ## Summary
