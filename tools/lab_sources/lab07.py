@@ -1,6 +1,6 @@
 """Cell sources of lab 07; built into labs/07_knative_on_kubernetes.ipynb by tools/build_labs.py."""
 
-from cells import IGNORE, check, code, md  # noqa: F401
+from cells import IGNORE, check, code, md
 
 FILENAME = "07_knative_on_kubernetes.ipynb"
 
@@ -8,7 +8,7 @@ CELLS = [
     md("title", """
         # Lab 07 — Knative on Kubernetes: what a Service becomes, revisions, traffic
 
-        **What you will learn** (about 60 minutes)
+        **What you will learn** (about 60–75 minutes)
 
         1. Name the Kubernetes and Knative objects one Knative `Service` turns into, and what each does.
         2. See that every change of the template makes a new, immutable **revision**, numbered in order.
