@@ -10,13 +10,11 @@ Run it: PORT=8080 MESSAGE=" - Handled by 0" python -m labkit.apps.appender
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 
-from labkit.eventing.events import Event, EventError, decode_request, encode_binary
-from labkit.eventing.wire import Request, Response, json_error, serve
+from labkit.apps.event_function import FunctionError, run_function
+from labkit.eventing.events import Event
 
 __all__ = ["Appender", "main"]
 
@@ -44,35 +42,16 @@ class Appender:
         return Event(event.with_attributes(**changes).attributes,
                      json.dumps(payload, separators=(",", ":")).encode())
 
-    async def handle(self, request: Request) -> Response:
-        if request.method != "POST":
-            return json_error(405, "send CloudEvents with POST")
+    def reply(self, event: Event) -> Event:
         try:
-            event = decode_request(request.headers, request.body)
-        except EventError as err:
-            return json_error(err.status, err.message)
-        try:
-            reply = self.transform(event)
+            return self.transform(event)
         except ValueError as err:
-            return json_error(400, str(err))
-        headers, body = encode_binary(reply)
-        return Response(200, body, headers)
+            raise FunctionError(400, str(err)) from None
 
 
 def main() -> None:
-    from labkit.apps.serve import signalled
-
-    raw_port = os.environ.get("PORT", "8080")
-    if not raw_port.isdigit():
-        sys.exit(f"appender: PORT must be a port number, got {raw_port!r}")
     app = Appender(os.environ.get("MESSAGE", DEFAULT_MESSAGE), os.environ.get("TYPE", ""))
-
-    async def run() -> None:
-        server = await serve(app.handle, port=int(raw_port))
-        await signalled().wait()
-        server.close()
-
-    asyncio.run(run())
+    run_function("appender", app.reply)
 
 
 if __name__ == "__main__":

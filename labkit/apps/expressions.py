@@ -20,7 +20,6 @@ Run it: PORT=8080 FILTER="event['type'] == 'x'" python -m labkit.apps.expression
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import os
@@ -28,8 +27,8 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from labkit.eventing.events import Event, EventError, decode_request, encode_binary
-from labkit.eventing.wire import Request, Response, json_error, serve
+from labkit.apps.event_function import FunctionError, run_function
+from labkit.eventing.events import Event
 
 __all__ = ["ExpressionFunction", "main", "parse_time"]
 
@@ -43,7 +42,7 @@ def parse_time(text: str) -> float:
 
 
 class ExpressionFunction:
-    """One compiled FILTER or TRANSFORMER expression and the request handler around it."""
+    """One compiled FILTER or TRANSFORMER expression and the reply it gives an event."""
 
     def __init__(self, role: str, expression: str) -> None:
         if role not in ("filter", "transformer"):
@@ -60,31 +59,18 @@ class ExpressionFunction:
         names = {"__builtins__": _BUILTINS, "event": view, "parse_time": parse_time}
         return eval(self.code, names)  # noqa: S307 (the pod's own configured expression)
 
-    async def handle(self, request: Request) -> Response:
-        if request.method != "POST":
-            return json_error(405, "send CloudEvents with POST")
-        try:
-            event = decode_request(request.headers, request.body)
-        except EventError as err:
-            return json_error(err.status, err.message)
+    def reply(self, event: Event) -> Event | None:
         try:
             result = self.evaluate(event)
         except Exception as err:  # noqa: BLE001 (any failure of the user's expression)
-            return json_error(500, f"{self.role.upper()} failed: {type(err).__name__}: {err}")
+            raise FunctionError(500, f"{self.role.upper()} failed: {type(err).__name__}: {err}") from None
         if self.role == "filter":
-            if not result:
-                return Response(202)
-            reply = event
-        else:
-            reply = Event(event.with_attributes(datacontenttype="application/json").attributes,
-                          json.dumps(result).encode())
-        headers, body = encode_binary(reply)
-        return Response(200, body, headers)
+            return event if result else None
+        return Event(event.with_attributes(datacontenttype="application/json").attributes,
+                     json.dumps(result).encode())
 
 
 def main() -> None:
-    from labkit.apps.serve import signalled
-
     roles = [(role, os.environ[role.upper()]) for role in ("filter", "transformer")
              if os.environ.get(role.upper())]
     if len(roles) != 1:
@@ -93,13 +79,7 @@ def main() -> None:
         function = ExpressionFunction(*roles[0])
     except (SyntaxError, ValueError) as err:
         sys.exit(f"expressions: {roles[0][0].upper()} is not a Python expression: {err}")
-
-    async def run() -> None:
-        server = await serve(function.handle, port=int(os.environ.get("PORT", "8080")))
-        await signalled().wait()
-        server.close()
-
-    asyncio.run(run())
+    run_function("expressions", function.reply)
 
 
 if __name__ == "__main__":
