@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from canary_split import split_rows  # noqa: E402
+from canary_split import split_rows
 
-from labkit.sim.canary import canary_manifest, run_many  # noqa: E402
+from labkit.sim.canary import canary_manifest, run_many
 
 RESULTS = Path(__file__).resolve().parent / "results" / "canary.json"
 SEED = 1

@@ -65,7 +65,8 @@ def main() -> int:
     os.environ.setdefault("LABKIT_FLAGGER_STATE", tempfile.mkdtemp(prefix="flagger-bench-"))
     with LocalCluster() as cluster:
         cluster.apply([{"apiVersion": "v1", "kind": "Namespace",
-                        "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}}, podinfo_deployment("v1", namespace=NS)])
+                        "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}},
+                       podinfo_deployment("v1", namespace=NS)])
         cluster.apply(CANARY)
         proxy = cluster.client(NS).outbound_url
         stop = threading.Event()
@@ -100,10 +101,12 @@ def main() -> int:
                      "met": rollback <= rollback_target + INTERVAL},
     }
     print(f"interval {INTERVAL:g}s, {STEPS} steps after the new revision is noticed, threshold {THRESHOLD}")
-    print(f"promote : {promoted:6.2f} s from the new version applied to Succeeded; interval x steps = {promote_target:g} s, "
-          f"bound {promote_target + INTERVAL:g} s: {'met' if rows['promote']['met'] else 'MISSED'}")
+    print(f"promote : {promoted:6.2f} s from the new version applied to Succeeded; "
+          f"interval x steps = {promote_target:g} s, bound {promote_target + INTERVAL:g} s: "
+          f"{'met' if rows['promote']['met'] else 'MISSED'}")
     print(f"rollback: {rollback:6.2f} s from the first failing check to rollback; threshold x interval = "
-          f"{rollback_target:g} s, bound {rollback_target + INTERVAL:g} s: {'met' if rows['rollback']['met'] else 'MISSED'}")
+          f"{rollback_target:g} s, bound {rollback_target + INTERVAL:g} s: "
+          f"{'met' if rows['rollback']['met'] else 'MISSED'}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

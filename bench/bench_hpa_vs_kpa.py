@@ -27,6 +27,7 @@ Results go to bench/results/hpa_vs_kpa.json.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -79,6 +80,11 @@ def measure(result: AutoscalingResult) -> dict[str, object]:
     }
 
 
+def _number(row: dict[str, object], key: str, fmt: str) -> str:
+    value = row[key]
+    return "-" if value is None else format(value, fmt)
+
+
 def main() -> int:
     workload = burst_workload(BASE, BURST, BURST_START, BURST_SECONDS, HORIZON, seed=7)
     print(f"{BASE:g} req/s, then a burst of {BURST:g} req/s from t={BURST_START:g} s for {BURST_SECONDS:g} s; "
@@ -87,17 +93,13 @@ def main() -> int:
               f" {'p99 all':>7} {'lost':>5} {'pod-s':>7} {'min pods':>8} {'to <=1 s':>10}")
     print(header)
     rows = []
-    for name, (annotations, cc) in ROWS.items():
-        result = simulate_autoscaling(workload, annotations, duration=HORIZON, seed=1,
+    for name, (row_annotations, cc) in ROWS.items():
+        result = simulate_autoscaling(workload, row_annotations, duration=HORIZON, seed=1,
                                       container_concurrency=cc, **APP)  # type: ignore[arg-type]
-        row = {"autoscaler": name, "annotations": annotations, "container_concurrency": cc,
+        row = {"autoscaler": name, "annotations": row_annotations, "container_concurrency": cc,
                **measure(result)}
         rows.append(row)
-
-        def num(key: str, fmt: str) -> str:
-            value = row[key]
-            return "-" if value is None else format(value, fmt)
-
+        num = functools.partial(_number, row)
         print(f"{name:<28} {num('reaction_seconds', '7.0f')} {row['peak_ready_pods']:>4} "
               f"{num('peak_at_seconds', '5.0f')} {num('burst_latency_p50', '9.3f')} "
               f"{num('burst_latency_p99', '9.2f')} {num('latency_p99', '7.2f')} {row['rejected']:>5} "

@@ -248,7 +248,7 @@ class ModelTraffic:
 
     # --- driving -------------------------------------------------------------------------
 
-    def send(self, n: int) -> "ModelTraffic":
+    def send(self, n: int) -> ModelTraffic:
         """Send n requests (over `workers` connections) and their labels; return self."""
         start = self._next
         self._next += n
@@ -261,7 +261,7 @@ class ModelTraffic:
         while (index := self._take()) is not None:
             self._request(index)
 
-    def __enter__(self) -> "ModelTraffic":
+    def __enter__(self) -> ModelTraffic:
         self._stop.clear()
         self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(self.workers)]
         self._threads.append(threading.Thread(target=self._feedback_loop, daemon=True))

@@ -13,10 +13,11 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import labkit
 from labkit.doctor import add_doctor_arguments, add_ps_arguments, run_doctor, run_ps
@@ -24,7 +25,7 @@ from labkit.doctor import add_doctor_arguments, add_ps_arguments, run_doctor, ru
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster, ObjectStatus
 
-__all__ = ["Command", "COMMANDS", "register_command", "build_parser", "main", "find_labs_dir"]
+__all__ = ["COMMANDS", "Command", "build_parser", "find_labs_dir", "main", "register_command"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Cancellable", "Clock", "WallClock", "SimClock"]
+__all__ = ["Cancellable", "Clock", "SimClock", "WallClock"]
 
 
 @runtime_checkable

@@ -144,6 +144,8 @@ def measure_cold_start(command: Sequence[str] | None = None, *, warm_requests: i
     argv = list(command) if command is not None else default_command()
     replica = ReplicaProcess(argv, env=dict(env) if env else None, ready_path=ready_path, name="coldstart")
     startup = replica.start(timeout=timeout)
+    pid = replica.pid
+    assert pid is not None  # start() returned: the process runs
     try:
         with httpx.Client(base_url=replica.url, timeout=timeout) as client:
             first = timed_get(client, path)
@@ -151,7 +153,7 @@ def measure_cold_start(command: Sequence[str] | None = None, *, warm_requests: i
             app_init = read_app_init(client, ready_path)
     finally:
         replica.stop()
-    return ColdStartMeasurement(tuple(argv), path, replica.pid, startup, first, warm, app_init)
+    return ColdStartMeasurement(tuple(argv), path, pid, startup, first, warm, app_init)
 
 
 def timed_get(client: httpx.Client, path: str) -> float:

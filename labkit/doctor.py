@@ -15,6 +15,7 @@ and sends signals.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -22,8 +23,9 @@ import socket
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import psutil
 
@@ -31,17 +33,17 @@ from labkit import runs
 from labkit.lifeline import WRAPPER_NAME
 
 __all__ = [
-    "Seen",
     "Leftover",
-    "scan",
-    "leftover_reason",
-    "find_leftovers",
-    "stop_leftovers",
     "Row",
-    "add_ps_arguments",
-    "run_ps",
+    "Seen",
     "add_doctor_arguments",
+    "add_ps_arguments",
+    "find_leftovers",
+    "leftover_reason",
     "run_doctor",
+    "run_ps",
+    "scan",
+    "stop_leftovers",
 ]
 
 
@@ -77,7 +79,7 @@ class Leftover:
 
 def labkit_module(command: Sequence[str]) -> str | None:
     """The labkit module a `python -m labkit.X` command runs (not the `labkit` CLI itself)."""
-    for flag, module in zip(command, command[1:]):
+    for flag, module in itertools.pairwise(command):
         if flag == "-m" and module.startswith("labkit.") and module != "labkit.cli":
             return module
     return None
@@ -164,10 +166,7 @@ def find_leftovers(processes: Iterable[Seen], records: dict[int, runs.RunRecord]
 
 def _describe(leftover: Leftover) -> str:
     process, record = leftover.process, leftover.record
-    if process.watcher:
-        what = "lifeline watcher"
-    else:
-        what = " ".join(process.command)[:80] or "?"
+    what = "lifeline watcher" if process.watcher else " ".join(process.command)[:80] or "?"
     if record:
         workload = record.workload
         what += f"; {workload.kind} {workload.namespace}/{workload.name}, pod {record.pod}"

@@ -22,9 +22,11 @@ Every change is also a comment at the top of the object's file. The changes:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -33,8 +35,16 @@ from labkit import __version__, manifests
 from labkit.core.images import BuiltinImage, builtin_image, image_name
 from labkit.manifests import KubeObject
 
-__all__ = ["Document", "Export", "ModelUpload", "export_objects", "write_export", "build_image",
-           "MODEL_CLAIM", "MESH_LABEL"]
+__all__ = [
+    "MESH_LABEL",
+    "MODEL_CLAIM",
+    "Document",
+    "Export",
+    "ModelUpload",
+    "build_image",
+    "export_objects",
+    "write_export",
+]
 
 MESH_LABEL = "istio-injection"
 MODEL_CLAIM = "labkit-models"
@@ -113,7 +123,7 @@ class Export:
     builds: list[BuiltinImage]
     uploads: list[ModelUpload]
 
-    def readme(self, directory: str | Path) -> str:
+    def readme(self, directory: str | os.PathLike[str]) -> str:
         """What to run, in order, for the export written to `directory`."""
         return _readme(self, str(directory))
 
@@ -136,7 +146,7 @@ def export_objects(objects: Iterable[KubeObject]) -> Export:
     return out
 
 
-def write_export(export: Export, directory: str | Path) -> list[Path]:
+def write_export(export: Export, directory: str | os.PathLike[str]) -> list[Path]:
     """Write each document, README.txt and (when something must be built) a Dockerfile."""
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
@@ -180,7 +190,7 @@ def _directory_source(obj: KubeObject) -> list[Document]:
     assert watcher is not None  # a row of the table
     claim = f"{obj.metadata.name}-uploads"
     docs = [Document(body) for body in yaml.safe_load_all(
-        export_directory_source(obj, image=build_image(watcher), claim_name=claim))]  # type: ignore[arg-type]
+        export_directory_source(obj, image=build_image(watcher), claim_name=claim))]  # type: ignore[arg-type]  # a DirectorySource
     why = (f"replaces sources.labkit.dev/v1alpha1 DirectorySource/{obj.metadata.name}, which "
            "exists only in labkit: a watcher Deployment with a SinkBinding is Knative's "
            "ContainerSource pattern (https://knative.dev/docs/eventing/custom-event-source/"
@@ -190,7 +200,7 @@ def _directory_source(obj: KubeObject) -> list[Document]:
         doc.notes.append(why)
     docs.append(Document(_claim(claim, obj.metadata.namespace, "1Gi"),
                          [f"the folder DirectorySource/{obj.metadata.name} watched "
-                          f"({obj.spec.directory}); upload files into it"]))  # type: ignore[attr-defined]
+                          f"({obj.spec.directory}); upload files into it"]))  # type: ignore[attr-defined]  # a DirectorySource
     return docs
 
 
@@ -241,7 +251,8 @@ def _container(container: dict[str, Any], path: tuple[str | int, ...], doc: Docu
     image = str(container.get("image", ""))
     row = builtin_image(image) if image else None
     command = container.get("command")
-    started = _module_of(command) if isinstance(command, list) else None
+    command = command if isinstance(command, list) else []
+    started = _module_of(command)
     if started and (by_module := _row_for_module(started[0])) is not None:
         row = by_module
         container.pop("command")
@@ -388,7 +399,7 @@ def _readme(export: Export, folder: str) -> str:
                      and d.name in (MODEL_CLAIM, "model-store")] + \
                     [d.filename for d in export.documents if d.kind == "Namespace"
                      and d.name == namespace]
-            lines += [f"     kubectl apply " + " ".join(f"-f DIR/{f}" for f in sorted(files)),
+            lines += ["     kubectl apply " + " ".join(f"-f DIR/{f}" for f in sorted(files)),
                       f"     kubectl wait -n {namespace} --for=condition=Ready pod/model-store"]
             for upload in (u for u in export.uploads if u.namespace == namespace):
                 lines += [f"     kubectl exec -n {namespace} model-store -- mkdir -p "

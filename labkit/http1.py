@@ -24,12 +24,13 @@ replaces (measured in the report of issue 12).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import NamedTuple
-
+from typing import Any, NamedTuple
 
 __all__ = [
     "MAX_HEAD",
@@ -292,6 +293,7 @@ async def read_request(reader: asyncio.StreamReader, *, max_head: int = MAX_HEAD
     head = await read_request_head(reader, max_head=max_head)
     if head is None:
         return None
+    trailers: list[tuple[str, str]]
     if head.framing.kind == "none":
         body, trailers = b"", []
     else:
@@ -433,7 +435,7 @@ async def _drain(reader: asyncio.StreamReader) -> None:
         budget -= len(data)
 
 
-Connection = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Connection = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
 
 
 class Server:
@@ -451,7 +453,7 @@ class Server:
         self._server: asyncio.Server | None = None
 
     @property
-    def sockets(self) -> tuple[object, ...]:
+    def sockets(self) -> tuple[socket.socket, ...]:
         return tuple(self._server.sockets) if self._server is not None else ()
 
     @property
@@ -462,7 +464,11 @@ class Server:
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
         self._tasks.add(task)
-        task.add_done_callback(lambda done: (writer.close(), self._tasks.discard(done)))
+        task.add_done_callback(functools.partial(self._finished, writer))
+
+    def _finished(self, writer: asyncio.StreamWriter, task: asyncio.Task[None]) -> None:
+        writer.close()
+        self._tasks.discard(task)
 
     def close(self) -> None:
         """Stop listening and cancel every connection; call on the server's loop."""

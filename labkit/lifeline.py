@@ -30,10 +30,10 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Callable, Mapping, Sequence
 
-__all__ = ["WRAPPER_NAME", "GRACE_SECONDS", "spawn", "wrapped_command"]
+__all__ = ["GRACE_SECONDS", "WRAPPER_NAME", "spawn", "wrapped_command"]
 
 WRAPPER_NAME = "labkit-lifeline"  # the wrapper's $0: how `labkit ps` and `doctor` recognise it
 GRACE_SECONDS = 3  # from SIGTERM to SIGKILL once the owner is gone; whole seconds for sleep(1)
@@ -76,7 +76,7 @@ class _Spawner:
         self.pid = os.getpid()
         # Non-inheritable (PEP 446): only the child we hand the read end to gets a copy.
         self.read_end, self.write_end = os.pipe()
-        self._jobs: "queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], Future[subprocess.Popen[bytes]]]]" = (
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], Future[subprocess.Popen[bytes]]]] = (
             queue.SimpleQueue())
         # A daemon thread is never joined, so it lives until the process itself ends.
         threading.Thread(target=self._serve, name="labkit-spawner", daemon=True).start()
@@ -87,7 +87,7 @@ class _Spawner:
             if result.set_running_or_notify_cancel():
                 try:
                     result.set_result(job())
-                except BaseException as exc:  # handed to the caller, who raises it
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
                     result.set_exception(exc)
 
     def run(self, job: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:

@@ -17,9 +17,10 @@ import os
 import re
 import types
 import typing
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Annotated, ClassVar, Iterable, Iterator, Mapping, Union
+from typing import Annotated, Any, ClassVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
@@ -29,33 +30,33 @@ from pydantic_core import PydanticCustomError
 from labkit.suggest import did_you_mean
 
 __all__ = [
+    "COMPONENTS",
+    "CONTAINER_IGNORED",
+    "DEPLOYMENT_IGNORED",
+    "POD_IGNORED",
+    "FieldPath",
+    "IntOrString",
     "KindKey",
     "KubeModel",
-    "ObjectMeta",
     "KubeObject",
-    "api_group",
-    "IntOrString",
-    "FieldPath",
-    "ManifestIssue",
     "ManifestError",
-    "COMPONENTS",
-    "register_kind",
-    "supported_kinds",
-    "model_for",
+    "ManifestIssue",
+    "ObjectMeta",
+    "api_group",
+    "export",
+    "format_path",
     "load",
     "load_file",
     "load_text",
-    "export",
-    "format_path",
-    "CONTAINER_IGNORED",
-    "POD_IGNORED",
-    "DEPLOYMENT_IGNORED",
+    "model_for",
+    "register_kind",
+    "supported_kinds",
 ]
 
 KindKey = tuple[str, str]
 """(apiVersion, kind), e.g. ("apps/v1", "Deployment")."""
 
-FieldPath = tuple[Union[str, int], ...]
+FieldPath = tuple[str | int, ...]
 
 COMPONENTS: list[str] = ["labkit.core", "labkit.eventing.kinds", "labkit.serving.kinds", "labkit.mesh.kinds",
                            "labkit.apps.mesh_demo_deploy",
@@ -118,7 +119,7 @@ def _int_or_string(value: Any) -> int | str:
     return value
 
 
-IntOrString = Annotated[Union[int, str], PlainValidator(_int_or_string)]
+IntOrString = Annotated[int | str, PlainValidator(_int_or_string)]
 """Kubernetes' IntOrString (a port number or a port name)."""
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -377,6 +378,7 @@ def _read_yaml(text: str, file: str) -> Iterator[_Document | ManifestIssue]:
     try:
         while loader.check_node():
             node = loader.get_node()
+            assert node is not None  # check_node() said a document follows
             doc = _Document(file, loader.construct_document(node), node.start_mark.line + 1)
             _index_node(node, (), doc)
             empty = empty and doc.data is None
@@ -480,9 +482,9 @@ def _type_hint(expected: str, value: Any, raw: str | None) -> str:
     """Nudges for YAML's typing traps: 8080 is a number, "2" a string, yes a boolean."""
     if expected == "a string" and isinstance(value, (bool, int, float)) and raw is not None:
         return f' (YAML reads {raw} as {_describe(value).split()[0]}; quote it: "{raw}")'
-    if expected in ("an integer", "a number") and isinstance(value, str):
-        if re.fullmatch(r"-?\d+(\.\d+)?", value.strip()):
-            return " (remove the quotes)"
+    if (expected in ("an integer", "a number") and isinstance(value, str)
+            and re.fullmatch(r"-?\d+(\.\d+)?", value.strip())):
+        return " (remove the quotes)"
     return ""
 
 
@@ -579,7 +581,7 @@ def _validate(doc: _Document) -> KubeObject | None:
             issue((required,), "required field is missing")
     if "apiVersion" not in data or "kind" not in data:
         return None
-    model = _KINDS.get((api_version, kind))  # type: ignore[arg-type]
+    model = _KINDS.get((api_version, kind)) if isinstance(api_version, str) and isinstance(kind, str) else None
     if model is None:
         where = "apiVersion" if any(k == kind for _, k in _KINDS) else "kind"
         issue((where,), _unknown_kind_message(api_version, kind))
@@ -613,8 +615,7 @@ Source = Union[str, "os.PathLike[str]", Mapping[str, Any], KubeObject]
 
 def _entries(source: Source | Iterable[Source]) -> Iterator[_Document | KubeObject | ManifestIssue]:
     """Any accepted input, in input order, as parsed documents, ready models and read errors."""
-    single = isinstance(source, (str, os.PathLike, Mapping, KubeObject))
-    items = [source] if single else list(source)  # type: ignore[arg-type]
+    items = [source] if isinstance(source, (str, os.PathLike, Mapping, KubeObject)) else list(source)
     for number, item in enumerate(items, 1):
         if isinstance(item, KubeObject):
             yield item

@@ -22,22 +22,23 @@ import threading
 import time
 import urllib.parse
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 from labkit import lifeline, runs
 from labkit.commands import python_command
 
 __all__ = [
     "HOST",
-    "free_port",
-    "process_alive",
-    "wait_until_ready",
-    "wait_until",
-    "http_status",
     "ReplicaProcess",
     "ReplicaStartError",
+    "free_port",
+    "http_status",
+    "process_alive",
     "python_command",
+    "wait_until",
+    "wait_until_ready",
 ]
 
 HOST = "127.0.0.1"
@@ -172,7 +173,7 @@ class ReplicaStartError(RuntimeError):
     """A replica exited or never answered while starting."""
 
 
-_live: "weakref.WeakSet[ReplicaProcess]" = weakref.WeakSet()
+_live: weakref.WeakSet[ReplicaProcess] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
 
@@ -206,7 +207,7 @@ class ReplicaProcess:
         name: str | None = None,
         port: int | None = None,
         workload: runs.Workload | None = None,
-        readiness: Callable[["ReplicaProcess", float], object] | None = None,
+        readiness: Callable[[ReplicaProcess, float], object] | None = None,
     ) -> None:
         if isinstance(command, str) or not command:
             raise ValueError(f"command must be a non-empty list of strings, got {command!r}")
@@ -397,7 +398,7 @@ class ReplicaProcess:
             _live.discard(self)
         return proc.returncode
 
-    def __enter__(self) -> "ReplicaProcess":
+    def __enter__(self) -> ReplicaProcess:
         if self._proc is None:
             self.start()
         return self

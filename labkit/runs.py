@@ -71,7 +71,7 @@ class RunRecord:
         return json.dumps(data, indent=1)
 
     @classmethod
-    def from_json(cls, text: str, path: Path | None = None) -> "RunRecord":
+    def from_json(cls, text: str, path: Path | None = None) -> RunRecord:
         data = json.loads(text)
         data["workload"] = Workload(**data["workload"])
         return cls(**data, path=path)

@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pytest
-
 from import_graph import LIVE_MACHINERY, imports_of, internal_edges, live_modules, read_package
 
 TESTS = Path(__file__).resolve().parent
@@ -29,7 +28,7 @@ def _live_labkit() -> tuple[str, ...]:
     return tuple(sorted(live_modules(graph, internal_edges(graph))))
 
 
-@lru_cache(maxsize=None)
+@cache
 def file_is_live(path: Path) -> bool:
     """Whether a test file (or a helper it imports from tests/) imports live code."""
     seen: set[Path] = set()

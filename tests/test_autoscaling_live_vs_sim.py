@@ -119,7 +119,7 @@ class SteppedClock:
     def now(self) -> float:
         return self._now
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> "_Timer":
+    def call_later(self, delay: float, callback: Callable[[], object]) -> _Timer:
         entry: list[Callable[[], object] | None] = [callback]
         with self._lock:
             self._armed += 1

@@ -4,15 +4,23 @@ become, and users whose labels reach the model monitor over real HTTP."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from labkit.canary_lab import (MODELS, ModelTraffic, holdout, inference_service, knative_model_service,
-                               model_deployment, timeline)
+from labkit.canary_lab import (
+    MODELS,
+    ModelTraffic,
+    holdout,
+    inference_service,
+    knative_model_service,
+    model_deployment,
+    timeline,
+)
 from labkit.cluster import LocalCluster
 from labkit.manifests import load_text
 

@@ -198,7 +198,7 @@ def test_a_dead_pod_leaves_the_endpoints(wait_for) -> None:
         )
         status = cluster.get("Deployment", "hello").status
         assert not status.ready and status.message == "1/2 ready"
-        dead = [p for p in status.detail["pods"] if p["pid"] == victim][0]
+        dead = next(p for p in status.detail["pods"] if p["pid"] == victim)
         assert dead["exitCode"] == -signal.SIGKILL and dead["restarts"] == 0
         url = cluster.url("Service", "hello")
         assert {pid_behind(url) for _ in range(3)} == {survivor}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import os
 import sys
 
 import httpx
@@ -34,7 +33,7 @@ def test_process_is_gone_afterwards(measurement):
 
 def test_breakdown_adds_up_and_names_the_apps_init(measurement):
     parts = measurement.cold_breakdown()
-    assert list(parts)[0] == "spawn + interpreter + readiness" and list(parts)[-1] == "first request"
+    assert next(iter(parts)) == "spawn + interpreter + readiness" and list(parts)[-1] == "first request"
     assert {"import", "model"} <= set(parts)
     assert sum(parts.values()) == pytest.approx(measurement.cold_seconds)
     assert len(measurement.warm_seconds) == 10

@@ -290,7 +290,9 @@ def test_a_trigger_replying_to_itself_stops_at_the_hop_limit(cluster):
         url = broker_handle(cluster, "default").url
         assert httpx.post(url, headers={**ce_headers("l"), "ce-knativebrokerttl": "5"},
                           content=b"{}").status_code == 202
-        log_of = lambda: broker_handle(cluster, "default").event_log()
+        def log_of() -> list[dict]:
+            return broker_handle(cluster, "default").event_log()
+
         wait_for(lambda: any("reply refused" in str(r.get("detail")) for r in log_of()),
                  what="the hop limit")
         assert len(echo.received()) == 4  # ttl 5 -> 4 at ingress, then 3, 2, 1, refused at 0

@@ -8,14 +8,16 @@ Waits poll a condition with a deadline (event-display's GET /events), never slee
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
+from crds.validator import check, check_all
 
 from labkit.apps.appender import Appender
 from labkit.apps.expressions import ExpressionFunction
@@ -29,8 +31,6 @@ from labkit.eventing.flows import parallel_plan, sequence_plan
 from labkit.eventing.models import CloudEventOverrides
 from labkit.eventing.sink import event_display_manifest, received_from, wait_received
 from labkit.manifests import ManifestError, load, load_file, load_text
-
-from crds.validator import check, check_all
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "manifests" / "samples" / "eventing"
 KSVC = "serving.knative.dev/v1/Service"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from crds.validator import check, check_all
+
 from labkit import cli, manifests
 from labkit.canary_lab import inference_service, knative_model_service, model_deployment
 from labkit.core import images

@@ -56,7 +56,7 @@ class Traffic:
             load.run("http://podinfo:9898/get", requests=10, concurrency=2, proxy=self.proxy,
                      headers=self.headers)
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         self.thread.start()
         return self
 

@@ -11,9 +11,9 @@ import pytest
 
 from labkit import manifests
 from labkit.flagger import metrics
-from labkit.flagger.templates import render_query
 from labkit.flagger.loadtester import parse_hey
 from labkit.flagger.models import Canary, MetricTemplate
+from labkit.flagger.templates import render_query
 from labkit.flagger.webhooks import service_of_host
 from labkit.manifests import ManifestError
 

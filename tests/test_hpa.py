@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from labkit import manifests
+from labkit.core.resources import cpu_millis
 from labkit.manifests import ManifestError
 from labkit.serving.autoscaler_config import RevisionAutoscaling
 from labkit.serving.hpa import (
@@ -26,7 +27,6 @@ from labkit.serving.hpa import (
     knative_hpa_spec,
     resource_replicas,
 )
-from labkit.core.resources import cpu_millis
 from labkit.serving.hpa_sync import HPADecision, HPAHistory, hpa_sync
 from labkit.sim.autoscaling import burst_workload, simulate_autoscaling
 from labkit.sim.workloads import TraceReplay

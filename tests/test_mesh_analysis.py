@@ -9,8 +9,8 @@ import pytest
 from mesh_helpers import versioned
 
 from labkit.cluster import LocalCluster
-from labkit.manifests import load_text
 from labkit.core.controller import ConfigWarning
+from labkit.manifests import load_text
 from labkit.mesh.analysis import analyze, fqdn
 
 RULE = """\

@@ -16,6 +16,7 @@ never answered.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,6 @@ import simpy
 
 from labkit.mesh import flags
 from labkit.mesh.destination import DestinationRule
-from labkit.mesh.outlier import OutlierPolicy
 from labkit.mesh.pool import PoolLimits
 from labkit.mesh.proxy import Endpoint, MeshConfig, ServiceInfo, Sidecar, Workload
 from labkit.mesh.retries import RetryPolicy
@@ -91,7 +91,7 @@ def simulated(scenario: Scenario) -> list[Request]:
     result = simulate_mesh(**scenario.sim_args())
     model = _Model.last  # type: ignore[attr-defined]
     records = sorted(model.records)
-    for (_, end, _, _), (start, _, _, _) in zip(records, records[1:]):
+    for (_, end, _, _), (start, _, _, _) in itertools.pairwise(records):
         assert end < start, "simulated requests overlap: the scenario needs a lower arrival rate"
     assert len(records) == result.requests >= 5
     out = []

@@ -61,8 +61,8 @@ def test_every_request_gets_a_request_id_and_a_traceparent_carried_to_the_app(me
     assert r.headers["x-request-id"] == seen["x-request-id"]
     version, trace_id, parent, sampled = seen["traceparent"].split("-")
     assert (version, trace_id, sampled) == ("00", trace, "01")
-    client_span = [s for s in sleep.spans(trace)][-1]
-    server_span = [s for s in mesh.sidecar("httpbin").spans(trace)][-1]
+    client_span = list(sleep.spans(trace))[-1]
+    server_span = list(mesh.sidecar("httpbin").spans(trace))[-1]
     assert client_span["parent_id"] == "b7ad6b7169203331"
     assert server_span["parent_id"] == client_span["span_id"]
     assert parent == server_span["span_id"]  # the app's own spans would hang under the server's

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -110,9 +110,8 @@ def test_a_missing_program_is_a_clear_error() -> None:
 
 
 def test_a_replica_cannot_start_twice() -> None:
-    with ReplicaProcess(HELLO) as replica:
-        with pytest.raises(RuntimeError, match="already started"):
-            replica.start()
+    with ReplicaProcess(HELLO) as replica, pytest.raises(RuntimeError, match="already started"):
+        replica.start()
 
 
 def test_command_must_be_a_list() -> None:

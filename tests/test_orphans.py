@@ -13,18 +13,18 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
+from test_net import port_is_free
 
 from labkit import lifeline, runs
 from labkit.cluster import LocalCluster
 from labkit.doctor import scan
 from labkit.lifeline import WRAPPER_NAME
 from labkit.net import ReplicaProcess, python_command
-from test_net import port_is_free
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "data" / "manifests"

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from labkit import cli
 from labkit.cluster import LocalCluster
-from labkit.core.probes import ProbeCounter, ProbeSpec, crash_backoff, http_success
 from labkit.core.prober import PodProber
+from labkit.core.probes import ProbeCounter, ProbeSpec, crash_backoff, http_success
 from labkit.manifests import ManifestError, load
 from labkit.net import ReplicaProcess
 from labkit.serving.service import knative_service

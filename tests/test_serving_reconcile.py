@@ -101,7 +101,7 @@ def test_a_tick_without_data_keeps_the_previous_decision():
     # 21 concurrent requests at 7 per pod (target 10 at 70 %): 3 pods, and panic (3/1 >= 2).
     assert tick.desired == 3 and decider.in_panic
     assert tick.stable == tick.panic == 21.0
-    assert tick.excess_burst_capacity == int(1 * 10 - 211 - 21)
+    assert tick.excess_burst_capacity == (1 * 10 - 211 - 21)
 
 
 def test_only_a_revision_wanted_at_zero_is_poked():

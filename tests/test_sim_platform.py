@@ -184,7 +184,7 @@ def reference_simulation(arrivals, warm, cold, threshold, max_time, capacity, ma
         now = min(te, ta)
         now = min(max_time, now)
         servers, running, flight = state()
-        while grid and grid[0] < now or (grid and now == max_time):
+        while (grid and grid[0] < now) or (grid and now == max_time):
             samples.append((servers, running, servers - running))
             grid = grid[1:]
         tot["servers"] += servers * (now - t)

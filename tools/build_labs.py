@@ -24,7 +24,7 @@ TOOLS = Path(__file__).resolve().parent
 LABS = TOOLS.parent / "labs"
 sys.path.insert(0, str(TOOLS))  # lab sources import `cells` as a top-level module
 
-from cells import notebook  # noqa: E402
+from cells import notebook  # noqa: E402 - importable only after the sys.path line above
 
 
 def _load(path: Path) -> tuple[str, list[nbformat.NotebookNode]]:

@@ -23,7 +23,7 @@ import uuid
 from datetime import datetime, timezone
 
 from labkit.eventing.dispatch import attempt
-from labkit.eventing.events import Event
+from labkit.eventing.events import AttributeValue, Event
 from labkit.eventing.wire import Client, Request, Response, json_response, serve
 
 __all__ = ["heartbeat", "main", "parse_period"]
@@ -44,10 +44,10 @@ def parse_period(text: str) -> float:
 
 def heartbeat(sequence: int, *, source: str, event_type: str, label: str,
               overrides: dict[str, str]) -> Event:
-    attributes = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": source,
-                  "type": event_type, "datacontenttype": "application/json",
-                  "time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                  "the": 42, "heart": "yes", "beats": True, **overrides}
+    attributes: dict[str, AttributeValue] = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": source,
+                                             "type": event_type, "datacontenttype": "application/json",
+                                             "time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                                             "the": 42, "heart": "yes", "beats": True, **overrides}
     data = json.dumps({"id": sequence, "label": label}, separators=(",", ":")).encode()
     return Event(attributes, data)
 

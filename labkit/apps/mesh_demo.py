@@ -143,7 +143,7 @@ async def answer(request_headers: dict[str, str], config: Config, rng: random.Ra
         return 503, {**me, "error": f"{config.service} {config.version} failed (FAIL_PERCENT={config.fail_percent:g})"}
     forward = {k: v for k, v in request_headers.items() if k in PROPAGATED}
     results = [await call(url, forward, config, env) for url in config.upstreams]
-    status = next((int(r["status"]) for r in results if int(r["status"]) >= 400), 200)  # type: ignore[call-overload]
+    status = next((int(r["status"]) for r in results if int(r["status"]) >= 400), 200)  # type: ignore[call-overload]  # call(): an int
     return status, {**me, "upstreams": results} if results else me
 
 
@@ -159,6 +159,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, con
             if line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
+        payload: dict[str, object]
         if len(parts) != 3 or not headers.get("content-length", "0").isdigit():
             status, payload, keep_alive = 400, {"error": "bad request line or content-length"}, False
         else:

@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-
 __all__ = ["MANIFEST", "demo_manifest"]
 
 MANIFEST = Path(__file__).resolve().parents[2] / "data" / "manifests" / "mesh-demo.yaml"

@@ -13,12 +13,20 @@ import asyncio
 import json
 import os
 import signal
-from typing import Awaitable, Callable, Sequence, Union
+from collections.abc import Awaitable, Callable, Sequence
 
 from labkit import http1
 
-__all__ = ["MAX_BODY", "MAX_HEAD", "Answer", "Reply", "read_head", "answering",
-           "serve_until_signalled", "signalled"]
+__all__ = [
+    "MAX_BODY",
+    "MAX_HEAD",
+    "Answer",
+    "Reply",
+    "answering",
+    "read_head",
+    "serve_until_signalled",
+    "signalled",
+]
 
 MAX_HEAD = http1.MAX_HEAD
 """Longest request head (request line and headers) an app reads, in bytes (431 beyond)."""
@@ -63,7 +71,7 @@ async def read_head(reader: asyncio.StreamReader) -> list[str] | None:
     return [f"{head.method} {head.target} {head.version}", *fields, "", ""]
 
 
-Reply = Union[tuple[int, str, bytes], tuple[int, str, bytes, Sequence[tuple[str, str]]]]
+Reply = tuple[int, str, bytes] | tuple[int, str, bytes, Sequence[tuple[str, str]]]
 """(status, content type, body), optionally with more header fields (a Location, a Set-Cookie)."""
 Answer = Callable[[http1.Request], Awaitable[Reply]]
 """What an app does with one whole request."""

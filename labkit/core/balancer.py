@@ -9,8 +9,9 @@ pod that just died costs no failed connection while another is ready.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from labkit.core.loop import BackgroundLoop
 from labkit.net import HOST
@@ -76,7 +77,11 @@ class L4Balancer:
         # even one cancelled before its first step still has its client connection closed.
         task = asyncio.get_running_loop().create_task(self._forward(reader, writer))
         self._tasks.add(task)
-        task.add_done_callback(lambda done: (writer.close(), self._tasks.discard(done)))
+        task.add_done_callback(functools.partial(self._finished, writer))
+
+    def _finished(self, writer: asyncio.StreamWriter, task: asyncio.Task[None]) -> None:
+        writer.close()
+        self._tasks.discard(task)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = await self._connect()

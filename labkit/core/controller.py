@@ -13,12 +13,12 @@ if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
 
 __all__ = [
+    "ConfigWarning",
     "Controller",
     "ControllerFactory",
     "ObjectStatus",
     "controller_factory",
     "register_controller",
-    "ConfigWarning",
 ]
 
 

@@ -23,8 +23,9 @@ import hashlib
 import itertools
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from labkit.core.controller import ObjectStatus, register_controller
 from labkit.core.images import container_command
@@ -79,7 +80,7 @@ def make_replica(
 
 
 class DeploymentController:
-    def __init__(self, cluster: "LocalCluster", obj: Deployment) -> None:
+    def __init__(self, cluster: LocalCluster, obj: Deployment) -> None:
         self.cluster = cluster
         self.obj: Deployment | None = None
         self.pods: list[Pod] = []

@@ -14,14 +14,25 @@ by name, as some guides write it (`./podinfo --port=9898`), runs the built-in ap
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from labkit.commands import python_command
 
-__all__ = ["BuiltinImage", "IMAGES", "register_image", "image_command", "known_images",
-           "image_name", "builtin_image", "container_command", "Program", "PROGRAMS",
-           "image_program", "program_problem"]
+__all__ = [
+    "IMAGES",
+    "PROGRAMS",
+    "BuiltinImage",
+    "Program",
+    "builtin_image",
+    "container_command",
+    "image_command",
+    "image_name",
+    "image_program",
+    "known_images",
+    "program_problem",
+    "register_image",
+]
 
 CommandFactory = Callable[[], list[str]]
 
@@ -269,12 +280,16 @@ def container_command(
     return [expand(part, env) for part in [*base, *(args or [])]]
 
 
+def _command_of(row: BuiltinImage) -> CommandFactory:
+    return lambda: row.command
+
+
 def _register_table() -> None:
     """Each runnable row runs under labkit's name, its public image and its aliases."""
     for row in IMAGES:
         if row.run:
             for name in (row.name, *([row.public] if row.public else []), *row.aliases):
-                register_image(name, lambda row=row: row.command)
+                register_image(name, _command_of(row))
 
 
 _register_table()

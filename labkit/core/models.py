@@ -9,7 +9,8 @@ with a message rather than silently ignored.
 from __future__ import annotations
 
 import re
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,10 +21,10 @@ from labkit.manifests import (
     CONTAINER_IGNORED,
     DEPLOYMENT_IGNORED,
     POD_IGNORED,
+    FieldPath,
     IntOrString,
     KubeModel,
     KubeObject,
-    FieldPath,
     dns_label_problem,
     dns_subdomain_problem,
     label_problems,
@@ -31,22 +32,22 @@ from labkit.manifests import (
 )
 
 __all__ = [
-    "LabelSelector",
-    "TemplateMeta",
-    "EnvVar",
-    "ContainerPort",
-    "HTTPGetAction",
-    "TCPSocketAction",
-    "Probe",
     "Container",
+    "ContainerPort",
+    "Deployment",
+    "DeploymentSpec",
+    "EnvVar",
+    "HTTPGetAction",
+    "LabelSelector",
     "PodSpec",
     "PodTemplateSpec",
-    "DeploymentSpec",
-    "Deployment",
-    "ServicePort",
-    "ServiceSpec",
+    "Probe",
     "Service",
     "ServiceAccount",
+    "ServicePort",
+    "ServiceSpec",
+    "TCPSocketAction",
+    "TemplateMeta",
 ]
 
 PortProtocol = Literal["TCP", "UDP", "SCTP"]

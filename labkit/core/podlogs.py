@@ -17,7 +17,7 @@ from pathlib import Path
 
 from labkit.runs import RunRecord, read_records, run_dir, same_process
 
-__all__ = ["keep_previous", "drop_previous", "find_logs", "tail_lines", "KINDS"]
+__all__ = ["KINDS", "drop_previous", "find_logs", "keep_previous", "tail_lines"]
 
 KINDS = {"pod": "Pod", "po": "Pod", "pods": "Pod", "deployment": "Deployment",
          "deploy": "Deployment", "deployments": "Deployment", "revision": "Revision",

@@ -7,8 +7,8 @@ here; Services (and later the mesh) select them by labels, like Endpoints in Kub
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from labkit.core.prober import PodProber
 from labkit.net import ReplicaProcess

@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from labkit.core.probes import ProbeCounter, ProbeSpec, http_success
 from labkit.net import HOST, ReplicaProcess, ReplicaStartError, http_status, wait_until

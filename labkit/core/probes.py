@@ -29,8 +29,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-__all__ = ["ProbeSpec", "TCP_READY", "probe_spec", "ProbeCounter", "crash_backoff",
-           "BACKOFF_RESET_SECONDS", "http_success"]
+__all__ = [
+    "BACKOFF_RESET_SECONDS",
+    "TCP_READY",
+    "ProbeCounter",
+    "ProbeSpec",
+    "crash_backoff",
+    "http_success",
+    "probe_spec",
+]
 
 BACKOFF_RESET_SECONDS = 600.0
 """A container that ran this long without a problem starts its back-off again at zero."""

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, ClassVar
 
 from pydantic import PlainValidator
 from pydantic_core import PydanticCustomError
@@ -64,10 +65,10 @@ def _quantity(value: Any) -> str | int | float:
     parsed = _parse(value)
     if isinstance(parsed, str):
         raise PydanticCustomError("quantity", parsed)  # the manifest error adds the value
-    return value  # type: ignore[no-any-return]
+    return value
 
 
-Quantity = Annotated[Union[str, int, float], PlainValidator(_quantity)]
+Quantity = Annotated[str | int | float, PlainValidator(_quantity)]
 """A Kubernetes quantity as written in the manifest (kept as written, for export)."""
 
 
@@ -79,7 +80,7 @@ def cpu_millis(value: object) -> int:
 class ResourceRequirements(KubeModel):
     """``resources``: the requests are kept (the HPA class divides CPU use by ``requests.cpu``)."""
 
-    ignored_fields = {
+    ignored_fields: ClassVar[Mapping[str, str]] = {
         "limits": "labkit does not limit CPU and memory",
         "claims": "labkit allocates no dynamic resources",
     }

@@ -10,7 +10,8 @@ container gets for the Services that exist in its namespace when it starts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from labkit.core.balancer import L4Balancer
@@ -60,7 +61,7 @@ def link_variables(service: Service, local_ports: Mapping[int, int], host: str =
     return env
 
 
-def service_links(cluster: "LocalCluster", namespace: str) -> dict[str, str]:
+def service_links(cluster: LocalCluster, namespace: str) -> dict[str, str]:
     """Link variables for every v1 Service in `namespace` now (later ones are not seen: a
     container only learns the Services that existed when it started, as in Kubernetes)."""
     env: dict[str, str] = {}
@@ -73,7 +74,7 @@ def service_links(cluster: "LocalCluster", namespace: str) -> dict[str, str]:
 
 
 class ServiceController:
-    def __init__(self, cluster: "LocalCluster", obj: Service) -> None:
+    def __init__(self, cluster: LocalCluster, obj: Service) -> None:
         self.cluster = cluster
         self.obj: Service | None = None
         self.balancers: dict[int, L4Balancer] = {}

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["ServiceAccountController", "missing_service_account"]
 
 
-def missing_service_account(cluster: "LocalCluster", namespace: str, name: str) -> str | None:
+def missing_service_account(cluster: LocalCluster, namespace: str, name: str) -> str | None:
     """Why a pod running as `name` cannot be created in `namespace` now, or None if it can."""
     if name == "default" or any(
         isinstance(obj, ServiceAccount)
@@ -35,7 +35,7 @@ def missing_service_account(cluster: "LocalCluster", namespace: str, name: str) 
 
 
 class ServiceAccountController:
-    def __init__(self, cluster: "LocalCluster", obj: ServiceAccount) -> None:
+    def __init__(self, cluster: LocalCluster, obj: ServiceAccount) -> None:
         self.obj = obj
 
     def apply(self, obj: ServiceAccount) -> None:

@@ -422,8 +422,8 @@ async def _run(config_path: Path, store_path: Path, port: int) -> None:
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*workers, stopper], return_when=asyncio.FIRST_COMPLETED)
     for task in done:
-        if task is not stopper and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        if task is not stopper and (error := task.exception()) is not None:
+            raise error
     server.close()
     await core.stop()
     for task in workers:

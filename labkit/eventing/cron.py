@@ -25,8 +25,9 @@ _DESCRIPTORS = {
 _MONTHS = {name: i for i, name in enumerate(
     ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
 _DAYS = {name: i for i, name in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
-_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}),
-           ("day-of-month", 1, 31, {}), ("month", 1, 12, _MONTHS), ("day-of-week", 0, 7, _DAYS))
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}),
+    ("day-of-month", 1, 31, {}), ("month", 1, 12, _MONTHS), ("day-of-week", 0, 7, _DAYS))
 _HORIZON_DAYS = 366 * 5
 
 

@@ -29,31 +29,31 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Union
+from typing import Any
 
 from labkit.eventing import SpecError
 from labkit.suggest import did_you_mean
 
 __all__ = [
-    "DeliverySpec",
     "BROKER_DEFAULT_DELIVERY",
-    "parse_duration",
-    "parse_delivery",
-    "effective_delivery",
-    "backoff_delay",
-    "RUNTIME_SCHEDULE",
     "DOCUMENTED_SCHEDULE",
-    "Outcome",
-    "is_retryable",
-    "parse_retry_after",
-    "Delivered",
-    "RetryAt",
-    "DeadLetter",
-    "Drop",
-    "Decision",
-    "DeliveryPolicy",
-    "dead_letter_extensions",
     "ERROR_DATA_MAX_CHARS",
+    "RUNTIME_SCHEDULE",
+    "DeadLetter",
+    "Decision",
+    "Delivered",
+    "DeliveryPolicy",
+    "DeliverySpec",
+    "Drop",
+    "Outcome",
+    "RetryAt",
+    "backoff_delay",
+    "dead_letter_extensions",
+    "effective_delivery",
+    "is_retryable",
+    "parse_delivery",
+    "parse_duration",
+    "parse_retry_after",
 ]
 
 RUNTIME_SCHEDULE = "runtime"
@@ -305,7 +305,7 @@ class Drop:
     reason: str
 
 
-Decision = Union[Delivered, RetryAt, DeadLetter, Drop]
+Decision = Delivered | RetryAt | DeadLetter | Drop
 
 
 def dead_letter_extensions(destination: str, outcome: Outcome) -> dict[str, str | int]:
@@ -379,10 +379,7 @@ class DeliveryPolicy:
 
 
 def _describe(outcome: Outcome, attempt: int, *, retryable: bool) -> str:
-    if outcome.status is not None:
-        what = f"HTTP {outcome.status}"
-    else:
-        what = outcome.error or "no response"
+    what = f"HTTP {outcome.status}" if outcome.status is not None else outcome.error or "no response"
     if retryable:
         return f"{what} after {attempt} attempt(s), retries exhausted"
     return f"{what} is not retryable"

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 from urllib.parse import quote, unquote
 
 from cloudevents.core.base import BaseCloudEvent
@@ -41,25 +41,25 @@ from cloudevents.core.v1.event import CloudEvent as CloudEventV1
 from dateutil.parser import isoparse  # type: ignore[import-untyped]  # the SDK's own parser
 
 __all__ = [
-    "AttributeValue",
-    "Event",
-    "EventError",
+    "BATCH_CONTENT_TYPE",
     "REQUIRED_ATTRIBUTES",
     "SPEC_VERSIONS",
     "STRUCTURED_CONTENT_TYPE",
-    "BATCH_CONTENT_TYPE",
+    "AttributeValue",
+    "Event",
+    "EventError",
+    "attribute_text",
     "check_body_size",
     "decode_request",
+    "encode",
     "encode_binary",
     "encode_structured",
-    "encode",
-    "to_cloudevent",
     "from_cloudevent",
-    "attribute_text",
     "is_json_content_type",
+    "to_cloudevent",
 ]
 
-AttributeValue = Union[str, int, bool]
+AttributeValue = str | int | bool
 """CloudEvents attribute values as labkit keeps them: JSON's string, integer and boolean."""
 
 REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")

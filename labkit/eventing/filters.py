@@ -31,20 +31,20 @@ from labkit.eventing.events import Event, attribute_text
 from labkit.suggest import did_you_mean
 
 __all__ = [
-    "Filter",
-    "MatchAll",
-    "AttributesFilter",
-    "Exact",
-    "Prefix",
-    "Suffix",
+    "DIALECTS",
     "AllOf",
     "AnyOf",
+    "AttributesFilter",
+    "Exact",
+    "Filter",
+    "MatchAll",
     "Not",
-    "DIALECTS",
+    "Prefix",
+    "Suffix",
     "lookup",
-    "parse_trigger_filter",
     "parse_attributes_filter",
     "parse_filters",
+    "parse_trigger_filter",
 ]
 
 # Attributes defined by the spec: present on every event, "" when an optional one is unset.

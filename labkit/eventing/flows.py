@@ -45,7 +45,7 @@ from labkit.eventing.models import (
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
 
-__all__ = ["FlowController", "sequence_plan", "parallel_plan"]
+__all__ = ["FlowController", "parallel_plan", "sequence_plan"]
 
 Flow = Sequence | Parallel
 

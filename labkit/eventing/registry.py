@@ -47,7 +47,7 @@ class Registered:
 def registry_of(cluster: LocalCluster, kind: type[R]) -> R:
     """The cluster's registry of class `kind`, made on first use."""
     tables = _BY_CLUSTER.setdefault(cluster, {})
-    return tables.setdefault(kind, kind())  # type: ignore[return-value]
+    return tables.setdefault(kind, kind())  # type: ignore[return-value]  # each class maps to its own instance
 
 
 def try_resolve(cluster: LocalCluster, destination: Destination | None,

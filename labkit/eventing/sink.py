@@ -69,7 +69,7 @@ class SinkBehaviour:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SinkBehaviour:
         """Read the SINK_* variables; ValueError names a bad one."""
-        def number(name: str, default: float, kind: type = int) -> Any:
+        def number(name: str, default: float | None, kind: type = int) -> Any:
             raw = env.get(name)
             if raw is None or raw == "":
                 return default
@@ -234,7 +234,7 @@ class InProcessSink:
             self._loop.close()
             self._loop = None
 
-    def __enter__(self) -> InProcessSink:  # noqa: PYI034 (Self needs Python 3.11)
+    def __enter__(self) -> InProcessSink:  # Self needs Python 3.11
         return self.start() if self._loop is None else self
 
     def __exit__(self, *exc: object) -> None:

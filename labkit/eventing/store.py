@@ -48,18 +48,18 @@ from pathlib import Path
 from labkit.eventing.events import Event
 
 __all__ = [
-    "PENDING",
-    "IN_FLIGHT",
-    "DELIVERED",
     "DEAD_LETTERED",
-    "DROPPED",
-    "SUBSCRIBER",
     "DEAD_LETTER_SINK",
-    "StoredEvent",
+    "DELIVERED",
+    "DROPPED",
+    "IN_FLIGHT",
+    "PENDING",
+    "SUBSCRIBER",
     "Claim",
     "DeliveryState",
-    "StoreError",
     "EventStore",
+    "StoreError",
+    "StoredEvent",
 ]
 
 PENDING = "pending"
@@ -391,7 +391,7 @@ class EventStore:
         with self._lock:
             rows = self._db.execute(query + " GROUP BY state", args).fetchall()
         result = dict.fromkeys((PENDING, IN_FLIGHT, *FINAL_STATES), 0)
-        result.update({state: count for state, count in rows})
+        result.update(dict(rows))
         return result
 
     def compact(self) -> int:

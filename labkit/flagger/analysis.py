@@ -18,15 +18,27 @@ docs/gitbook/usage/how-it-works.md, deployment-strategies.md.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from labkit.flagger.models import BUILTIN_METRICS, Canary, CanaryMetric, CanaryWebhook
 
 __all__ = [
-    "INITIALIZING", "INITIALIZED", "WAITING", "PROGRESSING", "WAITING_PROMOTION", "PROMOTING",
-    "FINALISING", "SUCCEEDED", "FAILED",
-    "INITIALIZE", "SCALE_TO_ZERO", "SCALE_FROM_ZERO", "PROMOTE", "POST_ROLLOUT",
+    "FAILED",
+    "FINALISING",
+    "INITIALIZE",
+    "INITIALIZED",
+    "INITIALIZING",
+    "POST_ROLLOUT",
+    "PROGRESSING",
+    "PROMOTE",
+    "PROMOTING",
+    "SCALE_FROM_ZERO",
+    "SCALE_TO_ZERO",
+    "SUCCEEDED",
+    "WAITING",
+    "WAITING_PROMOTION",
     "CanaryStatus",
     "Condition",
     "Event",
@@ -111,7 +123,7 @@ class CanaryStatus:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CanaryStatus":
+    def from_dict(cls, data: Mapping[str, Any]) -> CanaryStatus:
         """Inverse of to_dict() (to resume from a persisted status)."""
         conditions = tuple(
             Condition(c["status"], c["reason"], c["message"], _parse_rfc3339(c["lastTransitionTime"]),
@@ -331,14 +343,14 @@ class _Tick:
         return (Condition(state, phase, message, since),)
 
     def sync_status(self, phase: str, weight: int = 0, failed: int = 0, iterations: int = 0) -> None:
-        changes: dict[str, Any] = dict(phase=phase, canary_weight=weight, failed_checks=failed,
-                                       iterations=iterations, last_applied_spec=self.r.revision)
+        changes: dict[str, Any] = {"phase": phase, "canary_weight": weight, "failed_checks": failed,
+                                   "iterations": iterations, "last_applied_spec": self.r.revision}
         if phase == INITIALIZED:
             changes["last_promoted_spec"] = self.r.revision
         self._write(**changes)
 
     def set_phase(self, phase: str) -> None:
-        changes: dict[str, Any] = dict(phase=phase)
+        changes: dict[str, Any] = {"phase": phase}
         if phase not in (PROGRESSING, WAITING):
             changes.update(canary_weight=0, iterations=0)
             if phase == WAITING_PROMOTION:
@@ -611,9 +623,9 @@ def step(canary: Canary, status: CanaryStatus, routes: Routes, readings: Reading
     elif a.iterations:
         _run_blue_green(t, mirrored)
     elif next_step_weight(canary, canary_weight) > 0:
-        if not mirrored and t.status.phase not in (PROMOTING, WAITING_PROMOTION, FINALISING):
-            if not t.confirm_traffic_increase():
-                return t.result()
+        if (not mirrored and t.status.phase not in (PROMOTING, WAITING_PROMOTION, FINALISING)
+                and not t.confirm_traffic_increase()):
+            return t.result()
         _run_canary(t, primary_weight, canary_weight, mirrored)
     return t.result()
 

@@ -27,9 +27,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from labkit.core.controller import ObjectStatus
 from labkit.core.models import Deployment
@@ -66,7 +66,7 @@ def state_dir() -> Path:
 class MetricTemplateController:
     """A MetricTemplate is data: Canaries look it up when they evaluate a metric."""
 
-    def __init__(self, cluster: "LocalCluster", obj: MetricTemplate) -> None:
+    def __init__(self, cluster: LocalCluster, obj: MetricTemplate) -> None:
         self.obj = obj
 
     def apply(self, obj: MetricTemplate) -> None:
@@ -83,9 +83,9 @@ class MetricTemplateController:
 class CanaryController:
     """Makes one Canary real; see the module docstring."""
 
-    query: PrometheusQuery = staticmethod(prometheus.query)  # type: ignore[assignment]
+    query: PrometheusQuery = staticmethod(prometheus.query)
 
-    def __init__(self, cluster: "LocalCluster", obj: Canary) -> None:
+    def __init__(self, cluster: LocalCluster, obj: Canary) -> None:
         self.cluster = cluster
         self.obj = obj
         self.state = CanaryStatus()
@@ -227,7 +227,7 @@ class CanaryController:
                 return str(exc)
         try:
             return self.query(canary.spec.metrics_server or "", m.query or "")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - as above: the failed check's message
             return str(exc)
 
     # -- acting ------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def metric_window(metric: CanaryMetric) -> float:
     return go_duration(metric.interval, ()) if metric.interval else 60.0
 
 
-def _reference_problems(cluster: "LocalCluster", obj: Canary) -> Iterator[str]:
+def _reference_problems(cluster: LocalCluster, obj: Canary) -> Iterator[str]:
     from labkit.cluster import NotFoundError
     ns = obj.metadata.namespace
     ref = obj.spec.target_ref

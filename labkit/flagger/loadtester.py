@@ -86,7 +86,8 @@ def parse_hey(cmd: str) -> HeyCommand:
     def last(flag: str) -> str | None:
         return opts[flag][-1] if flag in opts else None
 
-    duration = load.parse_duration(last("-z")) if last("-z") else None
+    z = last("-z")
+    duration = load.parse_duration(z) if z else None
     requests = None if duration else int(last("-n") or 200)  # -z wins; hey's -n default is 200
     return HeyCommand(
         url=positional[0], requests=requests, duration=duration,

@@ -42,7 +42,7 @@ class Counters:
     errors: float = 0.0  # response_code 5xx
     buckets: tuple[tuple[float, float], ...] = ()  # (le, cumulative count), le ascending, +Inf last
 
-    def minus(self, earlier: "Counters") -> "Counters":
+    def minus(self, earlier: Counters) -> Counters:
         """The increase since `earlier`; a counter that went down was reset (a new sidecar)
         and counts from zero, as Prometheus' rate() does."""
         if self.requests < earlier.requests:
@@ -148,7 +148,7 @@ class Scrapes:
             return None
         now, newest = self._items[-1]
         start = now - seconds
-        older = [item for item in list(self._items)[:-1]]
+        older = list(self._items)[:-1]
         _, earlier = min(older, key=lambda item: abs(item[0] - start))
         return newest.minus(earlier)
 

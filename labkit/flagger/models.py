@@ -12,7 +12,7 @@ templates exist is checked against the cluster when the Canary is applied (contr
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -22,6 +22,7 @@ from labkit.mesh import spec as meshspec
 __all__ = [
     "API_VERSION",
     "BUILTIN_METRICS",
+    "WEBHOOK_TYPES",
     "Canary",
     "CanaryAnalysis",
     "CanaryMetric",
@@ -31,11 +32,10 @@ __all__ = [
     "MetricTemplate",
     "TargetRef",
     "ThresholdRange",
-    "WEBHOOK_TYPES",
     "go_duration",
 ]
 
-API_VERSION = "flagger.app/v1beta1"
+API_VERSION: Final = "flagger.app/v1beta1"
 
 BUILTIN_METRICS = ("request-success-rate", "request-duration")
 """Metrics Flagger computes from the mesh's own telemetry without a MetricTemplate."""
@@ -199,10 +199,10 @@ def _analysis_problems(a: CanaryAnalysis) -> Iterator[tuple[FieldPath, str]]:
         except ValueError as exc:
             yield base + ("interval",), str(exc)
     steps = a.step_weights
-    for i, w in enumerate(steps):
-        if not 1 <= w <= 100:
-            yield base + ("stepWeights", i), f"must be between 1 and 100, got {w}"
-        elif i and w <= steps[i - 1]:
+    for i, step in enumerate(steps):
+        if not 1 <= step <= 100:
+            yield base + ("stepWeights", i), f"must be between 1 and 100, got {step}"
+        elif i and step <= steps[i - 1]:
             yield base + ("stepWeights", i), (
                 f"must be larger than the step before ({steps[i - 1]}): weights only go up")
     if a.step_weight and a.max_weight and a.step_weight > a.max_weight:

@@ -172,7 +172,7 @@ class Prometheus:
             raise RuntimeError("Prometheus is not started")
         return self._process.url
 
-    def start(self, timeout: float = 60.0) -> "Prometheus":
+    def start(self, timeout: float = 60.0) -> Prometheus:
         """Write the configuration, run the server, wait until /-/ready says so."""
         if self.binary is None:
             raise FileNotFoundError(missing_reason())
@@ -195,7 +195,7 @@ class Prometheus:
             self._remove_dir()
             raise
         with _serving_lock:
-            _serving.update({address: self.url for address in self.serves})
+            _serving.update(dict.fromkeys(self.serves, self.url))
         return self
 
     def set_targets(self, targets: Iterable[ScrapeTarget]) -> None:
@@ -258,7 +258,7 @@ class Prometheus:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def __enter__(self) -> "Prometheus":
+    def __enter__(self) -> Prometheus:
         if self._process is None:
             self.start()
         return self

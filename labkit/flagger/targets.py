@@ -15,16 +15,19 @@ Both act through `cluster.apply()`, so every change is a real object change a st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from labkit.core.deployment import template_hash
 from labkit.core.models import Deployment
 from labkit.flagger import metrics, router
 from labkit.flagger.analysis import Routes
 from labkit.flagger.models import Canary
+from labkit.manifests import KubeObject
+from labkit.mesh.models import VirtualService
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster, Resource
+    from labkit.serving.models import KnativeService
 
 __all__ = ["PRIMARY_REVISION", "DeploymentTarget", "KeepFlaggerFields", "KnativeTarget", "Target",
            "target_for"]
@@ -45,7 +48,17 @@ class Target(Protocol):
     def primary_snapshot(self) -> dict[str, Any] | None: ...
 
 
-def _get(cluster: "LocalCluster", kind: str, name: str, namespace: str) -> "Resource | None":
+_Model = TypeVar("_Model", bound=KubeObject)
+
+
+def _as(resource: Resource, model: type[_Model]) -> _Model:
+    """The stored object as the model its kind is registered with (the cluster types it KubeObject)."""
+    if not isinstance(resource.object, model):
+        raise TypeError(f"{resource.object.kind} {resource.object.metadata.name} is not a {model.__name__}")
+    return resource.object
+
+
+def _get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> Resource | None:
     from labkit.cluster import NotFoundError
     try:
         return cluster.get(kind, name, namespace)
@@ -54,30 +67,30 @@ def _get(cluster: "LocalCluster", kind: str, name: str, namespace: str) -> "Reso
 
 
 class DeploymentTarget:
-    def __init__(self, cluster: "LocalCluster", canary: Canary) -> None:
+    def __init__(self, cluster: LocalCluster, canary: Canary) -> None:
         self.cluster, self.canary = cluster, canary
         self.ns, self.name = canary.metadata.namespace, canary.spec.target_ref.name
         self.apex = canary.spec.service.name or self.name
 
-    def _target(self) -> "Resource":
+    def _target(self) -> Resource:
         found = _get(self.cluster, "apps/v1/Deployment", self.name, self.ns)
         if found is None:
             raise RuntimeError(f"deployment {self.name}.{self.ns} get query error: not found")
         return found
 
-    def _primary(self) -> "Resource | None":
+    def _primary(self) -> Resource | None:
         return _get(self.cluster, "apps/v1/Deployment", f"{self.name}-primary", self.ns)
 
     def revision(self) -> str:
-        return template_hash(self._target().object.spec.template)
+        return template_hash(_as(self._target(), Deployment).spec.template)
 
     def primary_ready(self) -> bool:
         primary = self._primary()
-        return primary is not None and primary.status.ready and primary.object.spec.replicas > 0
+        return primary is not None and primary.status.ready and _as(primary, Deployment).spec.replicas > 0
 
     def not_ready(self) -> str:
         target = self._target()
-        wanted, ready = target.object.spec.replicas, target.status.detail.get("readyReplicas", 0)
+        wanted, ready = _as(target, Deployment).spec.replicas, target.status.detail.get("readyReplicas", 0)
         if wanted > 0 and ready < wanted:
             return (f"waiting for rollout to finish: {ready} of {wanted} (readyThreshold 100%) "
                     "updated replicas are available")
@@ -92,10 +105,10 @@ class DeploymentTarget:
 
     def routes(self) -> Routes | None:
         vs = _get(self.cluster, "networking.istio.io/v1beta1/VirtualService", self.apex, self.ns)
-        return router.routes_of(vs.object.spec, self.canary) if vs is not None else None
+        return router.routes_of(_as(vs, VirtualService).spec, self.canary) if vs is not None else None
 
     def initialize(self, routes: Routes, saved_primary: dict[str, Any] | None) -> None:
-        target: Deployment = self._target().object
+        target = _as(self._target(), Deployment)
         objects: list[Any] = []
         if self._primary() is None:
             objects.append(saved_primary or router.primary_deployment(self.canary, target))
@@ -108,11 +121,11 @@ class DeploymentTarget:
 
     def promote(self) -> None:
         primary = self._primary()
-        replicas = primary.object.spec.replicas if primary else None
-        self.cluster.apply(router.primary_deployment(self.canary, self._target().object, replicas))
+        replicas = _as(primary, Deployment).spec.replicas if primary else None
+        self.cluster.apply(router.primary_deployment(self.canary, _as(self._target(), Deployment), replicas))
 
     def scale(self, replicas: int) -> None:
-        target: Deployment = self._target().object
+        target = _as(self._target(), Deployment)
         if (target.spec.replicas == 0) != (replicas == 0):
             copy = target.model_copy(deep=True)
             copy.spec.replicas = replicas
@@ -124,15 +137,19 @@ class DeploymentTarget:
 
 
 class KnativeTarget:
-    def __init__(self, cluster: "LocalCluster", canary: Canary) -> None:
+    def __init__(self, cluster: LocalCluster, canary: Canary) -> None:
         self.cluster, self.canary = cluster, canary
         self.ns, self.name = canary.metadata.namespace, canary.spec.target_ref.name
 
-    def _service(self) -> "Resource":
+    def _service(self) -> Resource:
         found = _get(self.cluster, "serving.knative.dev/v1/Service", self.name, self.ns)
         if found is None:
             raise RuntimeError(f"Knative Service {self.name}.{self.ns} get query error: not found")
         return found
+
+    def _knative_service(self) -> KnativeService:
+        from labkit.serving.models import KnativeService
+        return _as(self._service(), KnativeService)
 
     def _knative(self) -> dict[str, Any]:
         return self._service().status.detail["knative"]
@@ -162,7 +179,7 @@ class KnativeTarget:
             return None
 
     def routes(self) -> Routes | None:
-        service = self._service().object
+        service = self._knative_service()
         primary = service.metadata.annotations.get(PRIMARY_REVISION)
         if primary is None:
             return None
@@ -171,7 +188,7 @@ class KnativeTarget:
         return Routes(weights.get(primary, 100), weights.get("latest", 0), False)
 
     def _update(self, primary: str, routes: Routes) -> None:
-        service = self._service().object
+        service = self._knative_service()
         body = service.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"status"})
         body["metadata"]["annotations"] = {**service.metadata.annotations, PRIMARY_REVISION: primary}
         body["spec"]["traffic"] = [{"latestRevision": True, "percent": routes.canary},
@@ -196,7 +213,7 @@ class KnativeTarget:
         return None
 
 
-def target_for(cluster: "LocalCluster", canary: Canary) -> Target:
+def target_for(cluster: LocalCluster, canary: Canary) -> Target:
     if canary.provider == "knative":
         return KnativeTarget(cluster, canary)
     return DeploymentTarget(cluster, canary)
@@ -208,7 +225,7 @@ class KeepFlaggerFields:
     `kubectl apply` keeps fields another manager owns. Without it, applying a new template
     would send 100 % to the new revision at once, before any analysis."""
 
-    def __init__(self, cluster: "LocalCluster") -> None:
+    def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
 
     def admit(self, obj: Any) -> Any:
@@ -224,7 +241,7 @@ class KeepFlaggerFields:
         # assigned, not updated in place, so the field counts as set (export() keeps it)
         kept.metadata.annotations = {PRIMARY_REVISION: owned, **kept.metadata.annotations}
         if not kept.spec.traffic:
-            kept.spec.traffic = [t.model_copy() for t in stored.object.spec.traffic or []] or None
+            kept.spec.traffic = [t.model_copy() for t in _as(stored, KnativeService).spec.traffic or []] or None
         return kept
 
     def changed(self) -> None:

@@ -14,7 +14,8 @@ import json
 import re
 import urllib.parse
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from labkit.flagger.models import Canary, CanaryMetric, MetricTemplate
 

@@ -26,9 +26,9 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import nbformat
 from nbformat import NotebookNode
@@ -241,9 +241,10 @@ def passed_cells(report: Path, workdir: Path) -> dict[Path, set[int]]:
     outcomes: dict[tuple[Path, int], bool] = {}
     for case in ElementTree.parse(report).getroot().iter("testcase"):
         match = re.fullmatch(r"Cell (\d+)", case.get("name", ""))
-        if not match or not case.get("file"):
+        file = case.get("file")
+        if not match or not file:
             continue
-        key = ((workdir / case.get("file")).resolve(), int(match.group(1)))
+        key = ((workdir / file).resolve(), int(match.group(1)))
         ok = not any(child.tag in ("failure", "error", "skipped") for child in case)
         outcomes[key] = outcomes.get(key, True) and ok
     passed: dict[Path, set[int]] = {}
@@ -350,7 +351,8 @@ def add_grade_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``labkit grade``."""
     parser.add_argument("master", type=Path, help="the master notebook (with solutions and hidden tests)")
     parser.add_argument("submissions", nargs="+", help="submitted notebooks, or quoted glob patterns")
-    parser.add_argument("-o", "--out", type=Path, default=Path("grades.csv"), help="gradebook CSV (default: grades.csv)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("grades.csv"),
+                        help="gradebook CSV (default: grades.csv)")
     parser.add_argument("--cell-timeout", type=int, default=60, help="seconds a cell may run (default: 60)")
     parser.add_argument("--workdir", type=Path, help="empty folder to keep the rebuilt notebooks and report.xml")
 

@@ -15,8 +15,8 @@ from labkit.sim import (
     SECONDS_PER_MONTH,
     Bursty,
     Diurnal,
-    Poisson,
     PlatformResult,
+    Poisson,
     Prices,
     Workload,
     always_on_monthly_cost,
@@ -205,7 +205,8 @@ def check_serverless_fit(answer: object) -> None:
 
 def scenario_table() -> str:
     """The scenarios as aligned text, for the notebook."""
-    header = f"{'name':<13} {'mean req/s':>10} {'warm s':>7} {'cold start s':>12} {'MB':>5} {'p99 SLO s':>9} {'always-on':>9}"
+    header = (f"{'name':<13} {'mean req/s':>10} {'warm s':>7} {'cold start s':>12} {'MB':>5} {'p99 SLO s':>9} "
+              f"{'always-on':>9}")
     rows = [header] + [
         f"{name:<13} {s.workload.mean_rate:>10.3g} {s.warm_service_time:>7.2f} {s.cold_start:>12.1f} "
         f"{s.memory_mb:>5.0f} {s.p99_slo:>9.1f} {s.always_on_instances:>9d}  {s.what}"
@@ -215,7 +216,19 @@ def scenario_table() -> str:
 
 
 __all__ = [
-    "ALWAYS_ON", "BREAK_EVEN_TASK", "KEEP_ALIVE", "KEEP_ALIVE_TASK", "SCENARIOS", "SERVERLESS", "Scenario",
-    "best_fit", "break_even_with_free_tier", "check_break_even_rate", "monthly_bill_with_free_tier", "check_keep_alive", "check_serverless_fit",
-    "keep_alive_cold_start_probability", "scenario_table",
+    "ALWAYS_ON",
+    "BREAK_EVEN_TASK",
+    "KEEP_ALIVE",
+    "KEEP_ALIVE_TASK",
+    "SCENARIOS",
+    "SERVERLESS",
+    "Scenario",
+    "best_fit",
+    "break_even_with_free_tier",
+    "check_break_even_rate",
+    "check_keep_alive",
+    "check_serverless_fit",
+    "keep_alive_cold_start_probability",
+    "monthly_bill_with_free_tier",
+    "scenario_table",
 ]

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from labkit.grading.checks import NotAnsweredError, check_choices, fail, passed
 from labkit.manifests import ManifestError, load, load_file
-from labkit.serving.models import resolve_traffic
+from labkit.serving.models import KnativeService, resolve_traffic
 
 # --- Exercise 1: predict the names --------------------------------------------------------
 
@@ -81,8 +81,9 @@ def check_traffic_block(traffic: object) -> None:
         problems = "\n".join(f"  {line.split(': ', 2)[-1]}" for line in str(exc).splitlines())
         fail(f"traffic: Knative would refuse this block:\n{problems}",
              "camelCase keys (revisionName, latestRevision, percent, tag); percents sum to 100.")
+    assert isinstance(service, KnativeService)  # _as_service wraps the block in one
     first, latest = TRAFFIC_TASK_REVISIONS
-    table = resolve_traffic(service.traffic, latest, set(TRAFFIC_TASK_REVISIONS),  # type: ignore[attr-defined]
+    table = resolve_traffic(service.traffic, latest, set(TRAFFIC_TASK_REVISIONS),
                             lambda tag: tag)
     split = dict(table.split)
     if split != {first: 90, latest: 10}:
@@ -92,7 +93,7 @@ def check_traffic_block(traffic: object) -> None:
         fail(f"traffic: tag 'candidate' goes to {dict(table.tags).get('candidate')!r}.",
              "put tag: candidate on an entry that resolves to the latest revision (its percent "
              "can be 0: a tag URL always sends 100 % to its revision).")
-    if any(t.revision_name == latest for t in service.traffic):  # type: ignore[attr-defined]
+    if any(t.revision_name == latest for t in service.traffic):
         fail("traffic: the 10 % share names the latest revision explicitly.",
              "use latestRevision: true, so the share moves on by itself with the next revision.")
     passed("traffic block: 90/10 with the candidate tag on the latest revision")
@@ -121,7 +122,9 @@ def check_edited_revision(svc: Any, path: object) -> None:
         [edited] = load_file(Path(str(path)))
     except (OSError, ValueError) as exc:
         fail(f"path: cannot read the edited manifest: {exc}", "write the edited text back to the same `path`.")
-    in_file = _target(edited.spec.template)  # type: ignore[attr-defined]
+    if not isinstance(edited, KnativeService):
+        fail(f"{path}: holds a {edited.kind}, not the Knative Service.", "edit the Service's text in place.")
+    in_file = _target(edited.spec.template)
     if in_file != EDIT_TASK_TARGET:
         fail(f"{path}: TARGET is {in_file!r} in the file, not {EDIT_TASK_TARGET!r}.",
              "replace the value of the TARGET env in the text, then path.write_text(...) it.")

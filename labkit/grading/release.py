@@ -5,8 +5,9 @@ A master notebook holds each exercise's solution between ``### BEGIN SOLUTION`` 
 ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` in its check cells (the
 convention nbgrader uses, so masters stay usable with nbgrader too). The student copy
 replaces each solution region with a stub at the marker's indentation that says what to
-write (the exercise's heading and the names the solution sets), drops hidden tests, and clears every output and execution count: nbval then only checks that cells
-run, since an unrun cell that still has outputs fails nbval even under ``--nbval-lax``.
+write (the exercise's heading and the names the solution sets), drops hidden tests, and clears
+every output and execution count: nbval then only checks that cells run, since an unrun cell
+that still has outputs fails nbval even under ``--nbval-lax``.
 Cell ids, tags and metadata are kept so that ``labkit grade`` can match a submission's
 cells back to the master.
 """
@@ -129,9 +130,11 @@ def assigned_names(code: str) -> list[str]:
     """
     body = "def _block():\n" + "\n".join("    " + line for line in code.split("\n")) + "\n    pass"
     try:
-        statements = ast.parse(body).body[0].body
+        function = ast.parse(body).body[0]
     except SyntaxError:
         return []
+    assert isinstance(function, ast.FunctionDef)
+    statements = function.body
     names: list[str] = []
 
     def bind(name: str) -> None:
@@ -150,7 +153,7 @@ def assigned_names(code: str) -> list[str]:
         for child in ast.iter_child_nodes(statement):  # the bodies of loops, branches, with, try
             if isinstance(child, ast.stmt):
                 visit(child)
-            elif isinstance(child, ast.excepthandler):
+            elif isinstance(child, ast.ExceptHandler):
                 for inner in child.body:
                     visit(inner)
 
@@ -247,7 +250,7 @@ def read_notebook(path: Path) -> NotebookNode:
         return nbformat.read(path, as_version=4)
     except FileNotFoundError:
         raise ReleaseError(f"{path}: no such notebook") from None
-    except Exception as error:  # nbformat raises several unrelated types for bad input
+    except Exception as error:  # noqa: BLE001 - nbformat raises several unrelated types for bad input
         raise ReleaseError(f"{path}: not a readable notebook: {error}") from None
 
 

@@ -159,7 +159,7 @@ class Batcher:
                 raise RuntimeError(
                     f"the model returned {len(result)} predictions for {len(rows)} rows"
                 )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the model: find the culprit below
             if len(batch) == 1:
                 _settle(batch[0].future, exc)
                 return

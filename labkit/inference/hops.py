@@ -83,6 +83,10 @@ def model_server_pids(cluster: LocalCluster) -> list[int]:
     that closing the cluster stopped them)."""
     from labkit.inference.isvc import inference_service
 
-    return [pod["pid"] for obj in cluster.objects() if obj.kind == "InferenceService"
-            for revision in inference_service(cluster, obj.metadata.name).predictor.revisions.values()
-            for pod in revision.describe()["pods"] if pod["pid"]]
+    pids = []
+    for obj in cluster.objects():
+        if obj.kind == "InferenceService":
+            predictor = inference_service(cluster, obj.metadata.name).predictor
+            for revision in predictor.revisions.values() if predictor else ():
+                pids += [pid for pod in list(revision.pods) if (pid := pod.pid)]
+    return pids

@@ -58,6 +58,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[tuple[Request, bool]] = deque()
         self.busy = False
+        self._pending: asyncio.Future[None] | None = None  # the answer being awaited (one at a time: busy)
         self.closing = False
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -67,7 +68,7 @@ class _Connection(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream server's is a Transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -129,20 +130,21 @@ class _Connection(asyncio.Protocol):
             request, keep_alive = self.queue.popleft()
             try:
                 result = self.handler(request)
-            except Exception as exc:  # a handler bug must not kill the connection silently
+            except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the connection silently
                 result = _error(500, f"internal error: {type(exc).__name__}: {exc}")
             if inspect.isawaitable(result):
                 self.busy = True
                 if self.transport:
                     self.transport.pause_reading()
-                asyncio.ensure_future(self._finish(result, keep_alive))
+                # kept: the event loop holds only a weak reference to a task
+                self._pending = asyncio.ensure_future(self._finish(result, keep_alive))
                 return
             self._send(result, keep_alive)
 
     async def _finish(self, pending: Awaitable[Response], keep_alive: bool) -> None:
         try:
             response = await pending
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as in _next
             response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
         self.busy = False
         if self.closing:

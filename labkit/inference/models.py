@@ -2,10 +2,10 @@
 
 A predictor is a model (format + storageUri, run by labkit's model server; the formats are
 labkit.inference.runtimes.FORMATS), the legacy `sklearn:` spec, or a custom container
-(`containers:`, e.g. a kserve.Model class on labkit.inference.custom); around it the component fields KServe shares between predictor and transformer:
-replicas and autoscaling (minReplicas 0 = scale to zero), containerConcurrency, timeout,
-canaryTrafficPercent, batcher and logger. A transformer is a container (a Python program) in
-front of the predictor.
+(`containers:`, e.g. a kserve.Model class on labkit.inference.custom); around it the component
+fields KServe shares between predictor and transformer: replicas and autoscaling (minReplicas 0 =
+scale to zero), containerConcurrency, timeout, canaryTrafficPercent, batcher and logger. A
+transformer is a container (a Python program) in front of the predictor.
 
 `problems()` carries KServe's webhook checks that need no cluster (exactly one predictor
 implementation, minReplicas <= maxReplicas, percent 0..100, logger modes, a storageUri with a
@@ -20,8 +20,8 @@ the messages are labkit's own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -68,8 +68,8 @@ class ModelSpec(KubeModel):
     """predictor.model: what to serve and from where (container fields: env, args)."""
 
     # KServe starts the model server itself: a livenessProbe here changes nothing labkit runs.
-    ignored_fields = {**CONTAINER_IGNORED,
-                      "livenessProbe": "labkit's model server is not probed for liveness"}
+    ignored_fields: ClassVar[Mapping[str, str]] = {
+        **CONTAINER_IGNORED, "livenessProbe": "labkit's model server is not probed for liveness"}
 
     model_format: ModelFormat
     runtime: str | None = None

@@ -178,7 +178,9 @@ def _load_lightgbm(file: Path) -> Loaded:
         booster = lightgbm.Booster(model_file=str(file))
     except lightgbm.basic.LightGBMError as exc:
         raise ModelLoadError(f"{file}: not a readable LightGBM model: {exc}") from exc
-    return Loaded(booster, booster.num_feature(), {"predict": booster.predict})
+    # predict returns a list or a sparse matrix only for options labkit never passes (pred_contrib
+    # on sparse input); for rows of a dense array it is a dense array.
+    return Loaded(booster, booster.num_feature(), {"predict": booster.predict})  # type: ignore[dict-item]
 
 
 def _load_onnx(file: Path) -> Loaded:

@@ -12,8 +12,8 @@ https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_ba
 - consistentHash hashes a request key (header, cookie, source IP or query parameter) onto a
   ring of `minimumRingSize` points (default 1024) spread over the hosts; the same key reaches
   the same host while the host set is unchanged. labkit uses a ring for `maglev` too (same
-  affinity property; Maglev's exact table differs, `tableSize` only validated). Hashes are BLAKE2b, stable across processes
-  (Python's `hash()` is salted). A request without the key gets a random host, as in Envoy.
+  affinity property; Maglev's exact table differs, `tableSize` only validated). Hashes are BLAKE2b,
+  stable across processes (Python's `hash()` is salted). A request without the key gets a random host, as in Envoy.
 - Callers pass only the hosts that may be used (outlier detection already applied), so ejected
   hosts are skipped by construction. `avoid` implements the retry "previous hosts" predicate:
   selection is re-run up to `attempts` times (istiod sets 5) while it lands on an avoided host.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from labkit.cluster import register_extension
 from labkit.core.controller import register_controller
-from labkit.manifests import register_kind
+from labkit.manifests import KubeObject, register_kind
 from labkit.mesh.control import ControlPlane, MeshObjectController, NamespaceController
 from labkit.mesh.models import (
     NETWORKING_VERSIONS,
@@ -18,6 +18,7 @@ from labkit.mesh.models import (
     VirtualService,
 )
 
+_model: type[KubeObject]  # both loops' kinds
 for _version in NETWORKING_VERSIONS:
     for _model in (VirtualService, DestinationRule):
         register_kind(_version, _model.model_fields["kind"].default, _model)

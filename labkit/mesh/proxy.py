@@ -26,13 +26,14 @@ xDS); in-flight requests finish with the snapshot they started with, and per-clu
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import socket
 import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -50,6 +51,7 @@ from labkit.mesh.routing import (
     Destination,
     DirectResponse,
     Forward,
+    HeaderOps,
     NoRoute,
     Redirect,
     Request,
@@ -323,7 +325,7 @@ class _Downstream(asyncio.Protocol):
         self._closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream server's is a Transport
         self.open_set.add(self)
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
@@ -546,7 +548,7 @@ class _Upstream(asyncio.Protocol):
         """The response headers a retry policy looks at (`retries.RetryPolicy.retriable`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream server's is a Transport
 
     def send(self, data: bytes, head: bool) -> asyncio.Future[_Response]:
         waiter = self.loop.create_future()
@@ -922,7 +924,7 @@ class Sidecar:
         for name, handler, fast in (("outbound", self._outbound, self._outbound_fast),
                                     ("admin", self._admin, None)):
             server = await self.loop.create_server(
-                lambda h=handler, f=fast: _Downstream(h, self._downstreams, f), HOST, 0,
+                functools.partial(_Downstream, handler, self._downstreams, fast), HOST, 0,
                 reuse_address=True)
             self._servers.append(server)
             self.ports[name] = server.sockets[0].getsockname()[1]
@@ -980,8 +982,8 @@ class Sidecar:
         for task in list(self._tasks):
             task.cancel()
         for conns in self._idle.values():
-            for conn in conns:
-                conn.close()
+            for upstream in conns:
+                upstream.close()
         self._idle.clear()
 
     @property
@@ -1072,9 +1074,8 @@ class Sidecar:
     # -- outbound ----------------------------------------------------------------------------
 
     def _target(self, authority: str) -> _Target | None:
-        found = self._targets.get(authority, False)
-        if found is not False:
-            return found  # type: ignore[return-value]
+        if authority in self._targets:  # None cached too: an authority the mesh does not know
+            return self._targets[authority]
         mesh = self.mesh
         fqdn, port = resolve_authority(authority, self.workload.namespace, mesh.services)
         service = mesh.services.get(fqdn)
@@ -1330,6 +1331,8 @@ class Sidecar:
         vs = target.virtual_service
         headers = req.headers
         route_name = ""
+        response_ops: tuple[HeaderOps, ...]
+        mirrors: tuple[Destination, ...]
         if vs is None:
             destination = target.default
             path, authority = req.path, req.authority
@@ -1620,9 +1623,9 @@ class Sidecar:
         await self._attempts(req.method, path, authority, copy, req.body, found,
                              Router(state, found), self._peer, self._use_tls)
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         assert self.loop is not None
-        task = self.loop.create_task(coro)  # type: ignore[arg-type]
+        task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -123,9 +123,9 @@ class Router:
         if host is None:
             if state.attempts:
                 state.begin(None, now)  # Envoy's doRetry counts the attempt before the pick
-            final = state.on_outcome(_NO_HEALTHY, now)
-            assert isinstance(final, Finish)
-            return final
+            done = state.on_outcome(_NO_HEALTHY, now)
+            assert isinstance(done, Finish)
+            return done
         return Try(host, state.begin(host, now), state.attempts)
 
     def adopt(self, host: str, now: float) -> None:

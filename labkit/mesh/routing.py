@@ -174,7 +174,7 @@ class StringMatch:
         if self.kind == "present":
             return True
         if self.kind == "regex":
-            return self.regex.fullmatch(value) is not None  # type: ignore[union-attr]
+            return self.regex.fullmatch(value) is not None  # type: ignore[union-attr]  # compiled for kind regex
         if self.ignore_case:
             value = value.lower()
         if self.kind == "exact":

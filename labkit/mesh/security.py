@@ -276,7 +276,7 @@ class WorkloadCertificate:
             f"Issuer:      {c.issuer.rfc4514_string()}",
             f"URI SAN:     {self.identity.uri}",
             f"Valid:       {self.not_before:%Y-%m-%d %H:%M:%S} .. {self.not_after:%Y-%m-%d %H:%M:%S} UTC",
-            f"Key:         ECDSA P-256, signature {c.signature_hash_algorithm.name.upper()}",  # type: ignore[union-attr]
+            f"Key:         ECDSA P-256, signature {c.signature_hash_algorithm.name.upper()}",  # type: ignore[union-attr]  # ECDSA has one
             f"SHA-256:     {hashlib.sha256(self.der).hexdigest()}",
         ])
 

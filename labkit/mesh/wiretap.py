@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import string
 import threading
+from collections.abc import Callable
 
 from labkit.net import HOST
 
@@ -62,8 +63,8 @@ class WireTap:
             self.to_server.clear()
             self.to_client.clear()
 
-    def _start(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name="labkit-wiretap")  # type: ignore[arg-type]
+    def _start(self, target: Callable[..., object], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name="labkit-wiretap")
         self._threads.append(thread)
         thread.start()
 
@@ -122,7 +123,7 @@ class WireTap:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def __enter__(self) -> WireTap:  # noqa: PYI034 (a final class in practice)
+    def __enter__(self) -> WireTap:  # not Self: a final class in practice
         return self
 
     def __exit__(self, *exc: object) -> None:

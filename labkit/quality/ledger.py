@@ -183,8 +183,8 @@ class Ledger:
                                     "its response was not (failed, or logger mode is request)")
             raise FeedbackError(404, f"{at}.id", f"no prediction logged with id {request_id!r}")
         # the labels must fit every version's rows (a mirrored copy has the answer's rows)
-        labels = [_labels(label, predicted, f"{at}.label")
-                  for predicted in answers.predicted.values()][0]
+        per_version = [_labels(label, predicted, f"{at}.label") for predicted in answers.predicted.values()]
+        labels = per_version[0]
         earlier = planned.get(request_id, answers.labels)
         if earlier is not None and earlier != labels:
             raise FeedbackError(409, f"{at}.label", f"request {request_id!r} is already labelled "

@@ -19,13 +19,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import orjson
 
 __all__ = ["Label", "PayloadError", "Served", "label_kind", "read_response"]
 
-Label = Union[int, float, str, bool]
+Label = int | float | str | bool
 
 # `<revision>-deployment-<replicaset hash>-<pod hash>` (labkit: `<revision>-deployment-<n>`)
 _KNATIVE_POD = re.compile(r"^(?:.*/)?(?P<revision>[a-z0-9][-a-z0-9.]*?)-deployment-[-a-z0-9]+/?$")

@@ -239,9 +239,9 @@ def resource_replicas(pods: Sequence[PodReading], target_utilization: int, curre
         fallback = max(100, target_utilization)
         filled.update({name: requests[name] * fallback // 100 for name in missing})
     elif missing and ratio > 1.0:
-        filled.update({name: 0 for name in missing})  # on a scale-up, as idle
+        filled.update(dict.fromkeys(missing, 0))  # on a scale-up, as idle
     if scale_up_with_unready:
-        filled.update({name: 0 for name in unready})
+        filled.update(dict.fromkeys(unready, 0))
     new_ratio = _utilization(filled, requests) / target_utilization
     if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return ReplicaProposal(current_replicas, utilization, pods=groups)  # too small, or direction flips

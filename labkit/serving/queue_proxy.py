@@ -379,7 +379,7 @@ class HttpServer:
                     return
                 try:
                     response = await self._handler(request)
-                except Exception as exc:  # a bug must cost one request, not the connection
+                except Exception as exc:  # noqa: BLE001 - a bug must cost one request, not the connection
                     response = error_response(500, f"{type(exc).__name__}: {exc}")
                 keep_alive = request.keep_alive
                 extra = self._extra(request, response) if self._extra else None

@@ -40,9 +40,9 @@ from typing import NamedTuple
 __all__ = [
     "ACTIVATOR_TIMEOUT_BODY",
     "IDLE",
+    "KNATIVE_DEFAULTS",
     "RESPONSE_START",
     "TIMEOUT",
-    "KNATIVE_DEFAULTS",
     "TIMEOUT_BODY",
     "ConfigDefaults",
     "Deadline",
@@ -79,11 +79,11 @@ class ConfigDefaults:
         if timeout > self.max_revision_timeout_seconds:
             raise ValueError(f"revision-timeout-seconds ({timeout}) cannot be greater than "
                              f"max-revision-timeout-seconds ({self.max_revision_timeout_seconds})")
-        if 0 < start and start > timeout:
+        if start > 0 and start > timeout:
             raise ValueError(f"revision-response-start-timeout-seconds ({start}) cannot be "
                              f"greater than revision-timeout-seconds ({timeout})")
         idle = self.revision_idle_timeout_seconds
-        if 0 < idle and idle > timeout:
+        if idle > 0 and idle > timeout:
             raise ValueError(f"revision-idle-timeout-seconds ({idle}) cannot be greater than "
                              f"revision-timeout-seconds ({timeout})")
 

@@ -22,6 +22,7 @@ of the autoscaling simulation (:mod:`labkit.sim.dataflow`):
     simulate_dataflow(arrival_rate=0.02, min_replicas=0, model="digits-random-forest").breakdown("cold")
 """
 
+from labkit.sim.autoscaling import AutoscalingResult, burst_workload, clients_workload, simulate_autoscaling
 from labkit.sim.cost import (
     HOURS_PER_MONTH,
     SECONDS_PER_MONTH,
@@ -31,10 +32,9 @@ from labkit.sim.cost import (
     serverless_monthly_cost,
     serverless_monthly_cost_for_rate,
 )
-from labkit.sim.mesh import MeshSimResult, simulate_mesh
-from labkit.sim.delivery import DeliverySimResult, simulate_delivery
-from labkit.sim.autoscaling import AutoscalingResult, burst_workload, clients_workload, simulate_autoscaling
 from labkit.sim.dataflow import DataflowResult, simulate_dataflow
+from labkit.sim.delivery import DeliverySimResult, simulate_delivery
+from labkit.sim.mesh import MeshSimResult, simulate_mesh
 from labkit.sim.platform import SERVICE_DISTRIBUTIONS, PlatformResult, simulate_platform
 from labkit.sim.workloads import (
     Bursty,
@@ -50,7 +50,9 @@ __all__ = [
     "HOURS_PER_MONTH",
     "SECONDS_PER_MONTH",
     "SERVICE_DISTRIBUTIONS",
+    "AutoscalingResult",
     "Bursty",
+    "DataflowResult",
     "DeliverySimResult",
     "Diurnal",
     "MeshSimResult",
@@ -62,16 +64,14 @@ __all__ = [
     "always_on_monthly_cost",
     "as_generator",
     "break_even_rate",
+    "burst_workload",
+    "clients_workload",
     "interarrival_cv",
     "serverless_monthly_cost",
     "serverless_monthly_cost_for_rate",
-    "simulate_mesh",
-    "simulate_delivery",
-    "simulate_platform",
-    "AutoscalingResult",
-    "burst_workload",
-    "clients_workload",
     "simulate_autoscaling",
-    "DataflowResult",
     "simulate_dataflow",
+    "simulate_delivery",
+    "simulate_mesh",
+    "simulate_platform",
 ]

@@ -231,6 +231,7 @@ class _Revision:
         self.timeout = timeout
         self.has_scrape_target = settings.target_burst_capacity != -1
         self.metrics = RevisionMetrics(settings.stable_window, settings.panic_window,
+                                       # a str the settings validated as one of the two algorithms
                                        settings.aggregation_algorithm,  # type: ignore[arg-type]
                                        has_scrape_target=self.has_scrape_target)
 

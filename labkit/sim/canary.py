@@ -476,7 +476,7 @@ class _Rollout:
             elif name == "request-success-rate":
                 out[name] = 100.0 * sum(x.ok for x in recent) / n
             else:
-                out[name] = histogram_quantile(0.99, sum(x.buckets for x in recent))
+                out[name] = histogram_quantile(0.99, np.sum([x.buckets for x in recent], axis=0))
         for name, window in self.s.gates.items():
             canary = self.labels["canary"].accuracy(self.env.now, window)
             out[f"{name} accuracy"] = None if not canary.labelled else 100.0 * canary.correct / canary.labelled

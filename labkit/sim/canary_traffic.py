@@ -41,8 +41,8 @@ from labkit.mesh.routing import MatchBlock, Request
 from labkit.mesh.telemetry import DURATION_BUCKETS_MS
 
 __all__ = [
-    "FAILURES",
     "DEFAULT_SEVERITY",
+    "FAILURES",
     "Served",
     "Traffic",
     "Version",
@@ -98,7 +98,7 @@ class Version:
 @lru_cache(maxsize=256)
 def _bucket_mass(median: float, sigma: float) -> np.ndarray:
     if sigma == 0:
-        cdf = (_BOUNDS >= median).astype(float)
+        cdf = (median <= _BOUNDS).astype(float)
     else:
         z = (np.log(_BOUNDS) - math.log(median)) / (sigma * math.sqrt(2))
         cdf = 0.5 * (1 + np.array([math.erf(v) for v in z]))
@@ -243,10 +243,11 @@ def serve(rng: np.random.Generator, version: Version, n: int, users: np.ndarray 
     Only what someone reads is drawn: duration buckets with `latency`, feedback with `labels`."""
     if n == 0:
         return Served()
-    failing = int(segment[users].sum()) if users is not None and version.segment_error_rate is not None else 0
+    segment_rate = version.segment_error_rate
+    failing = int(segment[users].sum()) if users is not None and segment_rate is not None else 0
     errors = rng.binomial(n - failing, version.error_rate)
-    if failing:
-        errors += rng.binomial(failing, version.segment_error_rate)
+    if failing and segment_rate is not None:
+        errors += rng.binomial(failing, segment_rate)
     buckets = rng.multinomial(n, version.bucket_mass) if latency else _NO_BUCKETS
     if not labels:
         return Served(n, n - int(errors), buckets)

@@ -106,7 +106,7 @@ class DataflowResult:
         else:
             raise ValueError(f"which must be mean, p50, p99, warm or cold, got {which!r}")
         if not chosen.any():
-            return {hop: 0.0 for hop in HOPS}
+            return dict.fromkeys(HOPS, 0.0)
         return {hop: float(self.hops[hop][chosen].mean()) for hop in HOPS}
 
     def dominant_hop(self, which: str = "mean") -> str:

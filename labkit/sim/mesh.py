@@ -31,7 +31,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import simpy
 
@@ -126,8 +126,12 @@ class MeshSimResult:
         ])
 
 
-def _as(kind: type, value: Any, path: str) -> Any:
-    return value if isinstance(value, kind) else kind.from_spec(value, path)
+_Spec = TypeVar("_Spec", PoolLimits, OutlierPolicy)
+
+
+def _as(kind: type[_Spec], value: _Spec | Mapping[str, Any], path: str) -> _Spec:
+    """`value` as `kind`: already one, or its manifest form (a DestinationRule's field)."""
+    return kind.from_spec(value, path) if isinstance(value, Mapping) else value
 
 
 def _percentile(ordered: list[float], p: float) -> float:
@@ -223,7 +227,9 @@ class _Model:
                 yield answer | self.env.timeout(max(until - self.clock.now(), 0.0))
             if answer.triggered:
                 self._wake(self.pool.release(lease))
-                return router.on_result(Outcome.response(answer.value), self.clock.now())
+                status = answer.value  # _serve's return: the host's status code
+                assert isinstance(status, int)
+                return router.on_result(Outcome.response(status), self.clock.now())
             # Timed out: the stream is reset, and an HTTP/1.1 connection cannot be reused.
             self._wake(self.pool.release(lease, reusable=False))
             return router.on_result(Outcome.of(PER_TRY_TIMEOUT), self.clock.now())
@@ -315,7 +321,7 @@ def _result(model: _Model, duration: float, bin_seconds: float, ejected: list[in
     latencies = sorted(end - start for start, end, _, _ in records)
     n_bins = max(1, round(duration / bin_seconds))
     done, ok, failing = [0] * n_bins, [0] * n_bins, [0] * n_bins
-    for start, end, status, _ in records:
+    for start, _, status, _ in records:
         i = min(int(start / bin_seconds), n_bins - 1)
         done[i] += 1
         ok[i] += 200 <= status < 300
@@ -330,7 +336,7 @@ def _result(model: _Model, duration: float, bin_seconds: float, ejected: list[in
         latency_p50=_percentile(latencies, 50), latency_p90=_percentile(latencies, 90),
         latency_p99=_percentile(latencies, 99),
         mean_latency=sum(latencies) / len(latencies) if latencies else math.nan,
-        tries=len(model.try_log), tries_per_host={h: n for h, n in sorted(Counter(h for _, h in model.try_log).items())},
+        tries=len(model.try_log), tries_per_host=dict(sorted(Counter(h for _, h in model.try_log).items())),
         failing_hosts=model.failing, max_active_requests=model.max_active,
         max_in_service=dict(model.max_in_service),
         ejections=model.outlier.ejections_total if model.outlier else 0,

@@ -90,7 +90,7 @@ def sidecar_cost(hop_ms: np.ndarray, *, depth: int, fanout: int, app_ms: float, 
     width = fanout ** depth
     bare = rng.exponential(app_ms, (requests, width)) if app_ms else np.zeros((requests, width))
     meshed = bare.copy()
-    for level in range(depth, 0, -1):
+    for _ in range(depth):
         width //= fanout
         overhead = hop((requests, width * fanout)) + hop((requests, width * fanout))
         app = rng.exponential(app_ms, (requests, width)) if app_ms else np.zeros((requests, width))

@@ -195,6 +195,7 @@ class AutoscalingDashboard(Dashboard):
         pods.step(t, np.maximum(r.timeline["desired"], 0), where="post", color="tab:blue", ls="--", alpha=0.6,
                   label="desired pods")
         # The load in pods: what the metric of each second calls for at the per-pod target.
+        assert r.spec is not None, "the dashboard's settings have no HPA class: the KPA decides"
         metric = r.spec.scaling_metric
         series = r.timeline["concurrency"] if metric == "concurrency" else r.timeline["requests"]
         pods.plot(t, series / r.spec.target_value, color="tab:orange", lw=0.8, alpha=0.8,

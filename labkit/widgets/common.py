@@ -29,7 +29,7 @@ import html
 import io
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import matplotlib
@@ -39,8 +39,12 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 from PIL import Image
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 __all__ = ["COLUMN_WIDTH_PX", "FIGURE_DPI", "FIGURE_WIDTH_IN", "LABEL_WIDTH", "OUTPUT_WIDTH_PX", "Dashboard",
-           "DashboardBox", "description_width_px", "html_to_text", "label_width_px", "new_figure", "render_png", "slider"]
+           "DashboardBox", "description_width_px", "html_to_text", "label_width_px", "new_figure", "render_png",
+           "slider"]
 
 LABEL_WIDTH = "150px"
 """Label width of a control made with `slider` before a Dashboard lays it out (kept for callers)."""
@@ -63,7 +67,7 @@ READOUT_PX = 64
 MIN_TRACK_PX = 120
 """The narrowest slider track still easy to drag."""
 FIGURE_DPI = 100
-FIGURE_RC = {"axes.titley": 1.0}
+FIGURE_RC: dict[RcKeyType, Any] = {"axes.titley": 1.0}
 """A fixed title height: matplotlib's automatic one (titley None) lays out every y axis's tick labels
 once more per titled axes on each draw, which was a third of a dashboard's redraw time."""
 FIGURE_WIDTH_IN = 9.2

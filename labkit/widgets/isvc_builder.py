@@ -32,20 +32,20 @@ import ipywidgets as widgets
 import yaml
 from matplotlib.figure import Figure
 
-from labkit.inference.httpd import Request
+from labkit.inference.httpd import Request, Response
 from labkit.inference.isvc import predictor_knative_service
 from labkit.inference.models import InferenceService
 from labkit.inference.rollout import Rollout, traffic_block
+from labkit.inference.runtimes import FORMATS as RUNTIMES
 from labkit.inference.runtimes import LoadedModel
 from labkit.inference.server import ModelServer
 from labkit.inference.storage import resolve_storage_uri
 from labkit.manifests import load
 from labkit.serving.expand import expand_revisions
 from labkit.serving.models import RouteTable
-from labkit.inference.runtimes import FORMATS as RUNTIMES
 from labkit.widgets.common import Dashboard, new_figure, slider
 
-__all__ = ["BASELINE", "IsvcDashboard", "IsvcPlan", "MODELS", "isvc_dashboard", "isvc_manifest"]
+__all__ = ["BASELINE", "MODELS", "IsvcDashboard", "IsvcPlan", "isvc_dashboard", "isvc_manifest"]
 
 NAME = "sklearn-iris"
 MODELS = {"iris (joblib)": "data/models/iris", "iris (skops)": "data/models/iris-skops",
@@ -55,8 +55,8 @@ MODELS = {"iris (joblib)": "data/models/iris", "iris (skops)": "data/models/iris
 FORMATS = tuple(RUNTIMES)
 PROTOCOLS = ("v1", "v2", "grpc-v2")
 SAMPLE = [[6.8, 2.8, 4.8, 1.4]]
-BASELINE = {"model": "iris (joblib)", "model_format": "sklearn", "protocol": "v2", "min_replicas": 1,
-            "max_replicas": 3, "canary_percent": 100}
+BASELINE: dict[str, Any] = {"model": "iris (joblib)", "model_format": "sklearn", "protocol": "v2",
+                            "min_replicas": 1, "max_replicas": 3, "canary_percent": 100}
 DOMAIN = "example.com"
 """KServe's quick install configures this Knative domain; Knative's own default is svc.cluster.local."""
 
@@ -108,6 +108,7 @@ def _server(model_path: str, model_format: str, protocol: str) -> ModelServer:
 
 def _predict(model_path: str, settings: Mapping[str, Any]) -> tuple[dict[str, Any], str, int, dict[str, Any]]:
     server = _server(model_path, settings["model_format"], settings["protocol"])
+    body: dict[str, Any]
     if settings["protocol"] == "v1":
         path, body = f"/v1/models/{NAME}:predict", {"instances": SAMPLE}
     else:
@@ -115,8 +116,8 @@ def _predict(model_path: str, settings: Mapping[str, Any]) -> tuple[dict[str, An
         body = {"inputs": [{"name": "input-0", "shape": [len(SAMPLE), len(SAMPLE[0])], "datatype": "FP64",
                             "data": [x for row in SAMPLE for x in row]}]}
     response = server.handle(Request("POST", path, {"content-type": "application/json"}, json.dumps(body).encode()))
-    assert not hasattr(response, "__await__"), "no batcher is configured, so the answer is immediate"
-    return body, path, response.status, json.loads(response.body)  # type: ignore[union-attr]
+    assert isinstance(response, Response), "no batcher is configured, so the answer is immediate"
+    return body, path, response.status, json.loads(response.body)
 
 
 def plan_isvc(settings: Mapping[str, Any]) -> IsvcPlan:

@@ -23,8 +23,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from labkit.sim import (
     Bursty,
     Diurnal,
-    Poisson,
     PlatformResult,
+    Poisson,
     Prices,
     TraceReplay,
     Workload,
@@ -207,7 +207,8 @@ class ServerlessDashboard(Dashboard):
         latency.legend(loc="upper left")
 
         rates = np.logspace(-3, 2, 60)
-        serverless = [serverless_monthly_cost_for_rate(x, s["warm_service_time"], s["memory_mb"], r.prices) for x in rates]
+        serverless = [serverless_monthly_cost_for_rate(x, s["warm_service_time"], s["memory_mb"], r.prices)
+                      for x in rates]
         cost.loglog(rates, serverless, label=f"serverless ({s['memory_mb']} MB)")
         cost.axhline(costs["always_on_monthly"], color="tab:purple", label="1 always-on instance")
         cost.axvline(costs["break_even_rate"], color="black", linestyle=":",

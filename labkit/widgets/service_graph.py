@@ -141,7 +141,7 @@ def service_graph(before: Mapping[Key, float], after: Mapping[Key, float], secon
 
 def _layers(graph: ServiceGraph) -> dict[str, int]:
     """Left to right: callers nobody calls first, then by longest call path."""
-    depth = {n: 0 for n in graph.nodes}
+    depth = dict.fromkeys(graph.nodes, 0)
     for _ in graph.nodes:  # longest path by relaxation; cycles stop after len(nodes) rounds
         for e in graph.edges:
             if e.source != e.destination:
@@ -170,10 +170,10 @@ def draw_service_graph(graph: ServiceGraph, ax: Axes, *, title: str = "service g
         above = y1 >= y0
         ax.text((x0 + x1) / 2, (y0 + y1) / 2 + (0.15 if above else -0.15), label, ha="center",
                 va="bottom" if above else "top", fontsize=8, color=color)
-    for name, (x, y) in pos.items():
-        ax.add_patch(FancyBboxPatch((x - 0.75, y - 0.3), 1.5, 0.6, boxstyle="round,pad=0.05",
+    for name, (box_x, box_y) in pos.items():
+        ax.add_patch(FancyBboxPatch((box_x - 0.75, box_y - 0.3), 1.5, 0.6, boxstyle="round,pad=0.05",
                                     facecolor="#e8f0fe", edgecolor="#3c6fd1"))
-        ax.text(x, y, name, ha="center", va="center", fontsize=9)
+        ax.text(box_x, box_y, name, ha="center", va="center", fontsize=9)
     xs = [p[0] for p in pos.values()] or [0.0]
     ys = [p[1] for p in pos.values()] or [0.0]
     ax.set_xlim(min(xs) - 1.2, max(xs) + 1.2)

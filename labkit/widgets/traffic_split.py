@@ -89,7 +89,7 @@ def plan_traffic(settings: Mapping[str, Any], *, seed: int, domain: str) -> Traf
     [service] = load(traffic_service(settings))  # ManifestError (a ValueError) names the field
     assert isinstance(service, KnativeService)
     templates = [load({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "hello"},
-                       "spec": {"template": _template(target)}})[0].spec.template  # type: ignore[attr-defined]
+                       "spec": {"template": _template(target)}})[0].spec.template  # type: ignore[attr-defined]  # a Service
                  for target in ("Knative", "revision two", "revision three")]
     objects, table = expand_revisions(service, templates, domain)
     if table.problems:

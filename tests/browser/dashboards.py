@@ -229,16 +229,18 @@ def move_all(page: Page, dashboards: list[Dashboard], timeout_ms: float) -> list
                  for c in d.controls}
 
         def retry(control: dict[str, str], attempts: range, how: str) -> None:
-            again = move(page, d, control, timeout_ms, attempts)
-            again.attempts += tried[control["id"]].attempts
+            # B023: called only within this iteration, so the loop's d and tried are the ones meant.
+            again = move(page, d, control, timeout_ms, attempts)  # noqa: B023
+            again.attempts += tried[control["id"]].attempts  # noqa: B023
             if again.changed:
                 again.note += how
-            tried[control["id"]] = again
+            tried[control["id"]] = again  # noqa: B023
 
-        # Bigger steps first: a setting rounded by the model (a panic window in whole seconds)
-        # shows a change only after a larger move; switching first could leave the dashboard in
-        # a state where nothing else matters (a Poisson workload at a base rate of 0: an error).
-        for control in [c for c in d.controls if not tried[c["id"]].changed and not _disabled(page, c)]:
+        # Bigger steps first, for sliders: a setting rounded by the model (a panic window in whole
+        # seconds) shows a change only after a larger move; switching first could leave the
+        # dashboard in a state where nothing else matters (a Poisson workload at rate 0: an error).
+        for control in [c for c in d.controls if c["kind"] == "slider" and not tried[c["id"]].changed
+                        and not _disabled(page, c)]:
             retry(control, range(1, ATTEMPTS), "; moved further")
         switches = [c for c in d.controls if c["kind"] in SWITCHES and tried[c["id"]].changed]
         for switch in switches:  # grows as switched-on features make more switches matter
@@ -252,7 +254,11 @@ def move_all(page: Page, dashboards: list[Dashboard], timeout_ms: float) -> list
                     switches.append(control)
         for control in [c for c in d.controls if not tried[c["id"]].changed]:
             if _disabled(page, control):
-                _enable(page, d, control, [c for c in d.controls if tried[c["id"]].changed], timeout_ms)
+                # The control that enables another is usually next to it (maxBatchSize, maxLatency).
+                at = d.controls.index(control)
+                nearest = sorted((c for c in d.controls if tried[c["id"]].changed),
+                                 key=lambda c: abs(d.controls.index(c) - at))
+                _enable(page, d, control, nearest, timeout_ms)
             if _disabled(page, control):
                 tried[control["id"]].note += "; still disabled after moving every other control"
                 continue

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, Page
-
 import dashboards
 from dashboards import Dashboard, Move
 from notebook import Notebook, Output
+from playwright.sync_api import Browser, Page
 from processes import LabkitProcess, labkit_descendants, stop, wait_gone
 from server import JupyterLab
 
@@ -130,7 +129,7 @@ class LabDriver:
             run.seconds["open"] = time.monotonic() - self.started
             self.run_started = time.monotonic()
             self.nb.start_restart_and_run_all()
-        except BaseException as exc:  # raised by `finish`, in this lab's own tests
+        except BaseException as exc:  # noqa: BLE001 - raised by `finish`, in this lab's own tests
             self.failure = exc
 
     def wait_run(self) -> None:
@@ -139,7 +138,7 @@ class LabDriver:
             try:
                 self.nb.wait_run_done(RUN_TIMEOUT_MS)
                 self.run.seconds["run_all"] = time.monotonic() - self.run_started
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - as in `start`
                 self.failure = exc
 
     def finish(self) -> LabRun:

@@ -3,6 +3,7 @@ and whether they are still alive later, when their parent may be gone (re-parent
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ class LabkitProcess:
 
 def is_labkit(cmdline: list[str]) -> bool:
     """`python -m labkit.apps.httpbin …` and the like; the kernel itself is not one."""
-    return any(flag == "-m" and module.startswith("labkit.") for flag, module in zip(cmdline, cmdline[1:]))
+    return any(flag == "-m" and module.startswith("labkit.") for flag, module in itertools.pairwise(cmdline))
 
 
 def labkit_descendants(root_pid: int) -> list[LabkitProcess]:

@@ -49,7 +49,7 @@ class JupyterLab:
         ]
         if os.geteuid() == 0:
             command.append("--allow-root")  # else the server refuses to start as root
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the server's log for its lifetime; stop() closes it
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         try:

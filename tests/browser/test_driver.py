@@ -6,18 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
 pytest.importorskip("playwright.sync_api", reason="browser tests skipped: Python playwright not installed")
 
-from dashboards import Dashboard  # noqa: E402  (after the skip: these import playwright)
-from lab_run import LabRun  # noqa: E402
-from notebook import Output  # noqa: E402
-from processes import is_labkit, labkit_descendants, stop, wait_gone  # noqa: E402
+from dashboards import Dashboard
+from lab_run import LabRun
+from notebook import Output
+from processes import is_labkit, labkit_descendants, stop, wait_gone
 
-from labkit.net import free_port  # noqa: E402
+from labkit.net import free_port
 
 REPR = ("HBox(children=(VBox(children=(Dropdown(description='workload', layout=Layout(width='300px'), "
         "options=('one bur…")

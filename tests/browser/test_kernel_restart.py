@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 pytest.importorskip("playwright.sync_api", reason="browser tests skipped: Python playwright not installed")
 
-from lab_run import OPEN_TIMEOUT_MS, VIEWPORT  # noqa: E402  (after the skip: they import playwright)
-from notebook import Notebook  # noqa: E402
-from processes import labkit_descendants, stop, wait_gone  # noqa: E402
+from lab_run import OPEN_TIMEOUT_MS, VIEWPORT
+from notebook import Notebook
+from processes import labkit_descendants, stop, wait_gone
 
 pytestmark = pytest.mark.timeout(900)
 

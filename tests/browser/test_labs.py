@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="browser tests skipped: Python playwright not installed")
 
-from lab_run import LabRun  # noqa: E402  (after the skip: it imports playwright)
+from lab_run import LabRun
 
 pytestmark = pytest.mark.timeout(1800)  # one lab's whole run happens in the first test's setup
 

@@ -1,6 +1,6 @@
 """Cell sources of lab 00; built into labs/00_welcome.ipynb by tools/build_labs.py."""
 
-from cells import IGNORE, check, code, md  # noqa: F401
+from cells import IGNORE, check, code, md
 
 FILENAME = "00_welcome.ipynb"
 

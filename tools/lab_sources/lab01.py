@@ -1,6 +1,6 @@
 """Cell sources of lab 01; built into labs/01_serverless_tradeoffs.ipynb by tools/build_labs.py."""
 
-from cells import IGNORE, check, code, md  # noqa: F401
+from cells import IGNORE, check, code, md
 
 FILENAME = "01_serverless_tradeoffs.ipynb"
 

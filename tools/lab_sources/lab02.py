@@ -1,6 +1,6 @@
 """Cell sources of lab 02; built into labs/02_why_service_mesh.ipynb by tools/build_labs.py."""
 
-from cells import IGNORE, check, code, md  # noqa: F401
+from cells import IGNORE, check, code, md
 
 FILENAME = "02_why_service_mesh.ipynb"
 

@@ -1,6 +1,6 @@
 """Cell sources of lab 03; built into labs/03_sidecar_proxy.ipynb by tools/build_labs.py."""
 
-from cells import IGNORE, check, code, md  # noqa: F401
+from cells import IGNORE, check, code, md
 
 FILENAME = "03_sidecar_proxy.ipynb"
 

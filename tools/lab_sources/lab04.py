@@ -1,6 +1,6 @@
 """Cell sources of lab 04; built into labs/04_traffic_management.ipynb by tools/build_labs.py."""
 
-from cells import IGNORE, check, code, md  # noqa: F401
+from cells import IGNORE, check, code, md
 
 FILENAME = "04_traffic_management.ipynb"
 

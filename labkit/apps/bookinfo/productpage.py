@@ -42,7 +42,7 @@ from labkit.apps.bookinfo.page import PRODUCT, productpage_html
 from labkit.apps.bookinfo.upstream import TRACE_HEADERS, forwarded, get_json, service_url
 from labkit.apps.serve import Reply, answering, serve_until_signalled
 
-__all__ = ["CALL_TIMEOUT", "REVIEWS_TRIES", "answer", "session_user", "session_cookie"]
+__all__ = ["CALL_TIMEOUT", "REVIEWS_TRIES", "answer", "session_cookie", "session_user"]
 
 CALL_TIMEOUT = 3.0
 """Seconds productpage waits for each call (requests' timeout=3.0)."""

@@ -109,7 +109,7 @@ async def answer(request: http1.Request, config: Reviews) -> tuple[int, str, byt
         return 200, _JSON, json.dumps({"status": "Reviews is healthy"}).encode()
     if (match := _REVIEWS_PATH.fullmatch(path)) and request.method == "GET":
         product_id = int(match.group(1))
-        stars = [None, None] if not config.ratings_enabled else \
+        stars: list[int | None] = [None, None] if not config.ratings_enabled else \
             await config.stars(product_id, forwarded(request.headers, FORWARDED))
         return 200, _JSON, json.dumps(config.document(product_id, stars)).encode()
     return 404, _JSON, json.dumps({"error": f"{request.method} {path} not found"}).encode()

@@ -54,6 +54,15 @@ def forwarded(headers: Iterable[tuple[str, str]], names: Iterable[str]) -> dict[
     return out
 
 
+async def _exchange(where: tuple[str, int], head: list[str]) -> http1.Response:
+    reader, writer = await asyncio.open_connection(*where, limit=http1.MAX_HEAD)
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        return await http1.read_response(reader, "GET")
+    finally:
+        writer.close()
+
+
 async def get_json(url: str, headers: Mapping[str, str], timeout: float,
                    env: Mapping[str, str] | None = None) -> tuple[int, Any] | None:
     """GET `url` through the pod's sidecar ($HTTP_PROXY, the URL in absolute form so the sidecar
@@ -73,14 +82,10 @@ async def get_json(url: str, headers: Mapping[str, str], timeout: float,
     head = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}", "Accept: application/json",
             "Connection: close", *(f"{name}: {value}" for name, value in headers.items())]
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(*where, limit=http1.MAX_HEAD)
-            try:
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-                response = await http1.read_response(reader, "GET")
-            finally:
-                writer.close()
-    except (OSError, TimeoutError, asyncio.IncompleteReadError, http1.HttpError):
+        # wait_for, not `async with asyncio.timeout()`: that is Python 3.11's, and labkit runs on 3.10
+        # (where wait_for's asyncio.TimeoutError is not yet the builtin TimeoutError).
+        response = await asyncio.wait_for(_exchange(where, head), timeout)
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, http1.HttpError):
         return None
     try:
         return response.status, json.loads(response.body)
