@@ -146,10 +146,19 @@ def export_objects(objects: Iterable[KubeObject]) -> Export:
     return out
 
 
+UPLOAD_FOLDER = "upload"
+"""Where the model-upload pod goes: `kubectl apply -f DIR/` does not recurse into it."""
+_EXPORTED_FILE = "[0-9][0-9]-*.yaml"
+"""How `Document.filename` names a file: what a new export into the same folder replaces."""
+
+
 def write_export(export: Export, directory: str | os.PathLike[str]) -> list[Path]:
     """Write each document, README.txt and (when something must be built) a Dockerfile."""
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
+    # `kubectl apply -f DIR/` applies every file there: an earlier export's files must go.
+    for stale in [*folder.glob(_EXPORTED_FILE), *folder.glob(f"{UPLOAD_FOLDER}/{_EXPORTED_FILE}")]:
+        stale.unlink()
     written = []
     for document in export.documents:
         path = folder / document.filename
@@ -264,7 +273,7 @@ def _container(container: dict[str, Any], path: tuple[str | int, ...], doc: Docu
         return  # a public image already
     new = row.public or build_image(row)
     container["image"] = new
-    if not row.run:
+    if not row.run and row.module.startswith("labkit.inference"):  # a KServe model server
         doc.notes.append(f"{where}: {new} is started by its controller, with its own arguments "
                          f"(not labkit's {container.get('args', [])}) and the model copied in "
                          "for it: on a cluster write a KServe InferenceService instead")
@@ -279,8 +288,21 @@ def _container(container: dict[str, Any], path: tuple[str | int, ...], doc: Docu
         doc.notes.append(f"{where}.image: {image or '(none)'} -> {new}: labkit's own program "
                          f"(python -m {row.module}), no public image does the same; build it "
                          "with the Dockerfile here (README.txt step 1)")
+        _port_env(container, where, doc)
         if row not in out.builds:
             out.builds.append(row)
+
+
+def _port_env(container: dict[str, Any], where: str, doc: Document) -> None:
+    """labkit's programs listen on $PORT: Knative sets it for a Service's container, a plain
+    Deployment does not, so the declared containerPort is passed as PORT."""
+    declared = [p["containerPort"] for p in container.get("ports") or () if p.get("containerPort")]
+    env = container.get("env") or []
+    if doc.kind != "Deployment" or not declared or any(e.get("name") == "PORT" for e in env):
+        return
+    container["env"] = [*env, {"name": "PORT", "value": str(declared[0])}]
+    doc.notes.append(f"{where}.env: PORT={declared[0]}: labkit's programs listen on $PORT, which "
+                     "Knative sets and a Deployment does not")
 
 
 def _storage_uri(node: dict[str, Any], path: tuple[str | int, ...], doc: Document,
@@ -349,7 +371,7 @@ def _add_model_claims(out: Export) -> None:
             ["added: holds the models whose storageUri was a folder on this machine"]))
         out.documents.append(Document(_model_store_pod(namespace), [
             "added: a pod that mounts the claim so `kubectl cp` can copy models into it; "
-            "delete it once the models are copied"], folder="upload"))
+            "delete it once the models are copied"], folder=UPLOAD_FOLDER))
 
 
 def _model_store_pod(namespace: str) -> dict[str, Any]:
@@ -372,6 +394,8 @@ COPY . /src
 RUN pip install --no-cache-dir /src
 ARG MODULE
 ENV LABKIT_MODULE=${MODULE}
+# labkit's servers listen on 127.0.0.1 on a laptop; in a pod other pods must reach them.
+ENV LABKIT_BIND_ADDRESS=0.0.0.0
 ENTRYPOINT ["sh", "-c", "exec python -m \\"$LABKIT_MODULE\\" \\"$@\\"", "--"]
 """
 

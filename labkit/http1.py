@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import re
 import socket
 from collections.abc import Callable, Coroutine
@@ -33,6 +34,7 @@ from http import HTTPStatus
 from typing import Any, NamedTuple
 
 __all__ = [
+    "BIND_ADDRESS",
     "MAX_HEAD",
     "Framing",
     "HttpError",
@@ -49,6 +51,10 @@ __all__ = [
     "refuse",
     "start_server",
 ]
+
+BIND_ADDRESS = os.environ.get("LABKIT_BIND_ADDRESS", "127.0.0.1")
+"""Where labkit's servers listen: loopback only, unless a container built from `labkit export`'s
+Dockerfile sets LABKIT_BIND_ADDRESS=0.0.0.0, so that other pods can reach it on a cluster."""
 
 MAX_HEAD = 64 * 1024
 """Longest request line plus header fields (and, apart, trailer section), in bytes. Streams

@@ -3,6 +3,7 @@ official CRD schemas kept in tests/crds/ (see tests/crds/SOURCES.md)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,7 +148,8 @@ spec:
     written = write_export(export, tmp_path / "out")
     names = [p.name for p in written]
     assert names.index("00-namespace-shop.yaml") < names.index("03-deployment-shop-web.yaml")
-    assert (tmp_path / "out" / "Dockerfile").is_file()
+    # A built labkit program must answer other pods, not only its own loopback.
+    assert "ENV LABKIT_BIND_ADDRESS=0.0.0.0" in (tmp_path / "out" / "Dockerfile").read_text()
     readme = (tmp_path / "out" / "README.txt").read_text()
     assert "kubectl cp data/models/iris shop/model-store:/pv/iris/iris" in readme
     assert "--build-arg MODULE=labkit.apps.mesh_demo" in readme
@@ -225,3 +227,43 @@ def test_ps_does_not_import_grading() -> None:
          "print(any(m.startswith(('labkit.grading', 'nbformat')) for m in sys.modules))"],
         capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_servers_listen_on_loopback_unless_the_built_image_says_otherwise() -> None:
+    import subprocess
+    import sys
+
+    probe = [sys.executable, "-c", "from labkit.http1 import BIND_ADDRESS; print(BIND_ADDRESS)"]
+    env = {k: v for k, v in os.environ.items() if k != "LABKIT_BIND_ADDRESS"}
+    assert subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout.strip() == "127.0.0.1"
+    env["LABKIT_BIND_ADDRESS"] = "0.0.0.0"
+    assert subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout.strip() == "0.0.0.0"
+
+
+BUILT_PROGRAM = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: NAME}
+spec:
+  selector: {matchLabels: {app: NAME}}
+  template:
+    metadata: {labels: {app: NAME}}
+    spec:
+      containers: [{name: app, image: labkit/mesh-demo, ports: [{containerPort: 9080}]}]
+"""
+
+
+def test_a_built_program_in_a_deployment_is_told_its_port(tmp_path: Path) -> None:
+    [document] = [d for d in export_objects(manifests.load_text(BUILT_PROGRAM.replace("NAME", "web"))).documents
+                  if d.kind == "Deployment"]
+    container = document.body["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "PORT", "value": "9080"} in container["env"]
+    assert any("PORT=9080" in note for note in document.notes)
+
+
+def test_a_new_export_replaces_the_files_of_an_earlier_one(tmp_path: Path) -> None:
+    first = write_export(export_objects(manifests.load_text(BUILT_PROGRAM.replace("NAME", "web"))), tmp_path)
+    (tmp_path / "notes.md").write_text("mine")
+    second = write_export(export_objects(manifests.load_text(BUILT_PROGRAM.replace("NAME", "api"))), tmp_path)
+    assert [p for p in first if p.suffix == ".yaml" and not p.exists()]  # web's files are gone
+    assert all(p.exists() for p in second) and (tmp_path / "notes.md").read_text() == "mine"

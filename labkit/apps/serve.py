@@ -106,7 +106,7 @@ def _refusal(err: http1.HttpError) -> bytes:
 
 
 async def serve_until_signalled(connection: http1.Connection, port: int | None = None) -> None:
-    """Serve `connection` for each client on 127.0.0.1:`port` ($PORT, else 8080, as Knative's
+    """Serve `connection` for each client on BIND_ADDRESS (127.0.0.1):`port` ($PORT, else 8080, as Knative's
     samples) until SIGTERM or SIGINT.
 
     A request `read_head` cannot frame is answered with its status and a JSON error, then the
@@ -125,7 +125,7 @@ async def serve_until_signalled(connection: http1.Connection, port: int | None =
 
     if port is None:
         port = int(os.environ.get("PORT", "8080"))
-    server = await http1.start_server(guarded, "127.0.0.1", port)
+    server = await http1.start_server(guarded, http1.BIND_ADDRESS, port)
     await signalled().wait()
     server.close()
     await asyncio.wait_for(server.wait_closed(), timeout=2.0)

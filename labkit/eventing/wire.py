@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from labkit import http1
-from labkit.net import HOST
+from labkit.http1 import BIND_ADDRESS
 
 __all__ = [
     "Client",
@@ -81,7 +81,7 @@ def _joined(fields: list[tuple[str, str]]) -> dict[str, str]:
     return headers
 
 
-async def serve(handler: Handler, *, host: str = HOST, port: int = 0,
+async def serve(handler: Handler, *, host: str = BIND_ADDRESS, port: int = 0,
                 max_body: int | None = None) -> Server:
     """Start serving on host:port (0: a free port; read it from the returned server).
 

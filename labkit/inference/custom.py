@@ -75,6 +75,7 @@ from typing import Any
 
 import orjson
 
+from labkit.http1 import BIND_ADDRESS
 from labkit.inference.httpd import Request, Response, serve
 from labkit.inference.infer_types import (
     InferenceError,
@@ -377,7 +378,7 @@ class ModelServer:
         # controller also passes as --http_port; here labkit picks a free one, so $PORT wins
         # and the same container args work in both places.
         self.http_port = listen_port(http_port if http_port is not None else args.http_port)
-        self.host = "127.0.0.1"  # labkit binds loopback only
+        self.host = BIND_ADDRESS  # loopback on a laptop (labkit.http1.BIND_ADDRESS)
         # As kserve 0.21's ModelServer: the predictor config comes from the process arguments
         # (kserve reads only --predictor_protocol; --protocol, the name its transformer docs
         # still use, counts here when --predictor_protocol is absent).

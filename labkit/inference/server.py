@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from labkit.http1 import BIND_ADDRESS
 from labkit.inference.batcher import BatchConfig, Batcher
 from labkit.inference.httpd import Request, Response, serve
 from labkit.inference.protocol import (
@@ -423,7 +424,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--exit-on-load-failure", action="store_true",
                         help="exit with code 1 if the model does not load (as KServe's model "
                              "servers do, so the revision fails) instead of staying not ready")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default=BIND_ADDRESS)
     parser.add_argument("--port", type=int, default=None, help="default: $PORT")
     return parser.parse_args(argv)
 

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import orjson
 
+from labkit.http1 import BIND_ADDRESS
 from labkit.inference.httpd import Request, Response
 from labkit.inference.httpd import serve as serve_http
 from labkit.inference.infer_types import InferenceError, InferRequest, InferResponse
@@ -273,7 +274,7 @@ def _parse(argv: Sequence[str] | None, extra: bool) -> argparse.Namespace:
 async def _run(args: argparse.Namespace, preprocess: Hook | None, postprocess: Hook | None) -> None:
     port = listen_port(args.http_port)
     transformer = Transformer(f"http://{args.predictor_host}", preprocess, postprocess)
-    listener = await serve_http(transformer.handle, "127.0.0.1", port)
+    listener = await serve_http(transformer.handle, BIND_ADDRESS, port)
     try:
         await asyncio.Event().wait()  # until the process is stopped
     finally:

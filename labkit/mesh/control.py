@@ -133,8 +133,10 @@ class ControlPlane:
                       if isinstance(o, Namespace)}
         if not should_inject(obj, namespaces.get(obj.metadata.namespace, {})):
             return obj
-        sidecar = self.cluster.loop.run(self._workload_sidecar(obj))
+        # Marked before the sidecar exists: a sync running on the loop meanwhile (any pod that
+        # changes schedules one) would otherwise close it as belonging to no Deployment.
         self._admitted.add((obj.metadata.namespace, obj.metadata.name))
+        sidecar = self.cluster.loop.run(self._workload_sidecar(obj))
         admitted = obj.model_copy(deep=True)
         container = admitted.spec.template.spec.containers[0]
         container.env = [e for e in container.env if e.name != PROXY_ENV] + [

@@ -60,6 +60,7 @@ from prometheus_client import (
 
 from labkit.apps.serve import signalled
 from labkit.eventing.events import EventError, decode_request
+from labkit.http1 import BIND_ADDRESS
 from labkit.inference.httpd import Request, Response, serve
 from labkit.inference.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
 from labkit.quality.gate import GateError, judge, parse_webhook
@@ -289,7 +290,7 @@ async def _run(args: argparse.Namespace) -> None:
     port = args.port if args.port is not None else int(os.environ.get("PORT", "8080"))
     monitor = Monitor(Ledger(max_predictions=args.max_predictions), window=args.window)
     stop = signalled()
-    listener = await serve(monitor.handle, "127.0.0.1", port)
+    listener = await serve(monitor.handle, BIND_ADDRESS, port)
     print(f"READY model-monitor url=http://127.0.0.1:{port}", file=sys.stderr, flush=True)
     await stop.wait()
     listener.close()
