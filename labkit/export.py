@@ -141,6 +141,7 @@ def export_objects(objects: Iterable[KubeObject]) -> Export:
             _walk(document.body, (), document, out)
             out.documents.append(document)
     _label_mesh_namespaces(out.documents)
+    _target_public_ports(out.documents)
     _add_model_claims(out)
     out.documents.sort(key=lambda d: d.filename)
     return out
@@ -362,6 +363,35 @@ def _label_mesh_namespaces(documents: list[Document]) -> None:
             namespaces[name].notes.append(
                 f"metadata.labels.{MESH_LABEL}: enabled, so Istio injects a sidecar into every "
                 "pod created here (objects in this namespace use the mesh)")
+
+
+def _target_public_ports(documents: list[Document]) -> None:
+    """A Service in front of pods now running a public image sends to the port that image
+    listens on (event_display: 8080), not to the one labkit's app took from $PORT."""
+    listening: list[tuple[str | None, dict[str, str], int]] = []
+    for doc in documents:
+        if doc.kind != "Deployment":
+            continue
+        template = doc.body["spec"]["template"]
+        for container in template["spec"].get("containers", []):
+            row = builtin_image(str(container.get("image", "")))
+            if row is not None and row.public and image_name(container["image"]) == image_name(row.public):
+                listening.append((doc.namespace, template["metadata"].get("labels") or {}, row.port))
+    for doc in documents:
+        if doc.kind != "Service" or doc.body.get("apiVersion") != "v1":
+            continue
+        selector = doc.body["spec"].get("selector") or {}
+        ports = {port for namespace, labels, port in listening if namespace == doc.namespace and selector
+                 and all(labels.get(k) == v for k, v in selector.items())}
+        if len(ports) != 1:
+            continue
+        [port] = ports
+        for i, service_port in enumerate(doc.body["spec"].get("ports", [])):
+            target = service_port.get("targetPort", service_port.get("port"))
+            if isinstance(target, int) and target != port:
+                service_port["targetPort"] = port
+                doc.notes.append(f"spec.ports[{i}].targetPort: {target} -> {port}, where the public "
+                                 "image its pods run listens")
 
 
 def _add_model_claims(out: Export) -> None:

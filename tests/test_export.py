@@ -267,3 +267,19 @@ def test_a_new_export_replaces_the_files_of_an_earlier_one(tmp_path: Path) -> No
     second = write_export(export_objects(manifests.load_text(BUILT_PROGRAM.replace("NAME", "api"))), tmp_path)
     assert [p for p in first if p.suffix == ".yaml" and not p.exists()]  # web's files are gone
     assert all(p.exists() for p in second) and (tmp_path / "notes.md").read_text() == "mine"
+
+
+def test_a_service_sends_to_the_port_the_public_image_listens_on() -> None:
+    text = BUILT_PROGRAM.replace("NAME", "display").replace("labkit/mesh-demo", "labkit/event-display").replace(
+        ", ports: [{containerPort: 9080}]", "") + """---
+apiVersion: v1
+kind: Service
+metadata: {name: display}
+spec:
+  selector: {app: display}
+  ports: [{port: 80}]
+"""
+    [service] = [d for d in export_objects(manifests.load_text(text)).documents if d.kind == "Service"]
+    row = images.builtin_image("labkit/event-display")
+    assert row is not None and service.body["spec"]["ports"] == [{"port": 80, "targetPort": row.port}]
+    assert any("targetPort: 80 -> 8080" in note for note in service.notes)
