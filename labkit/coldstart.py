@@ -9,7 +9,6 @@ HTTP on loopback, so lab 01 can put a measured number next to the simulator's.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 
 from labkit.net import ReplicaProcess, python_command
+from labkit.stats import percentile
 
 DEFAULT_PATH = "/predict?index=0"
 
@@ -25,22 +25,6 @@ DEFAULT_PATH = "/predict?index=0"
 def default_command() -> list[str]:
     """The bundled digit-classifier function (:mod:`labkit.apps.function`)."""
     return python_command("labkit.apps.function")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) by linear interpolation between closest ranks.
-
-    Same definition as ``numpy.percentile``'s default; written out so the measurement
-    has no hidden dependency and students can read it.
-    """
-    if not values:
-        raise ValueError("percentile: values is empty")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile: q must be within 0..100, got {q}")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass(frozen=True)

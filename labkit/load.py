@@ -33,10 +33,10 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from labkit import http1
+from labkit.stats import percentile, percentiles
 
 __all__ = [
     "ERROR_STATUS",
@@ -104,25 +104,14 @@ class LoadResult:
         return self.status_counts.get(status, 0)
 
     def percentile(self, p: float) -> float:
-        """The p-th percentile latency (seconds), interpolated between the nearest samples."""
-        if not 0 <= p <= 100:
-            raise ValueError(f"percentile must be in [0, 100], got {p}")
-        if not self.latencies:
-            return math.nan
-        ordered = self._sorted
-        rank = p / 100 * (len(ordered) - 1)
-        low = math.floor(rank)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-    @cached_property
-    def _sorted(self) -> list[float]:
-        return sorted(self.latencies)
+        """The p-th percentile latency (seconds), interpolated between the nearest samples
+        (`labkit.stats.percentile`, numpy's default); NaN without samples."""
+        return percentile(self.latencies, p)
 
     @property
     def percentiles(self) -> dict[float, float]:
         """p50, p75, p90, p99 and p99.9 in seconds."""
-        return {p: self.percentile(p) for p in PERCENTILES}
+        return dict(zip(PERCENTILES, percentiles(self.latencies, PERCENTILES).tolist()))
 
     @property
     def mean(self) -> float:

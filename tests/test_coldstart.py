@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from labkit import coldstart
-from labkit.coldstart import ColdStartMeasurement, measure_cold_start, percentile
+from labkit.coldstart import ColdStartMeasurement, measure_cold_start
 from labkit.net import ReplicaProcess, process_alive, python_command
 
 
@@ -72,14 +72,6 @@ def test_failed_request_still_stops_the_process(monkeypatch):
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="warm_requests: must be at least 1, got 0"):
         measure_cold_start(warm_requests=0)
-
-
-def test_percentile_matches_linear_interpolation():
-    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.5
-    assert percentile([5.0], 99) == 5.0
-    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
-    with pytest.raises(ValueError, match="empty"):
-        percentile([], 50)
 
 
 def test_function_app_validates_requests_and_predicts():

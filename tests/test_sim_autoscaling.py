@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -200,7 +201,7 @@ def test_bad_input_is_named():
     with pytest.raises(AnnotationError, match="autoscaling.knative.dev/target"):
         simulate_autoscaling(Poisson(1.0), {TARGET: "lots"}, duration=10.0)
     with pytest.raises(TypeError, match=r"annotations\['autoscaling.knative.dev/target'\].*quote"):
-        simulate_autoscaling(Poisson(1.0), {TARGET: 10}, duration=10.0)  # type: ignore[dict-item]
+        simulate_autoscaling(Poisson(1.0), {TARGET: 10}, duration=10.0)  # type: ignore[dict-item]  # the wrong type is the test
     with pytest.raises(ValueError, match="service_distribution"):
         simulate_autoscaling(Poisson(1.0), service_distribution="pareto", duration=10.0)
     with pytest.raises(ValueError, match="burst"):
@@ -254,7 +255,7 @@ def test_pod_parallelism_queues_inside_the_pod_and_counts_as_concurrency():
     # containerConcurrency 0 lets every request into the pod; an app that serves one at a time
     # then queues them itself, and the queue-proxy still counts them in flight.
     anns = {"autoscaling.knative.dev/max-scale": "1"}
-    kw = {"duration": 120.0, "seed": 1, "service_time": 0.5, "service_distribution": "deterministic"}
+    kw: dict[str, Any] = {"duration": 120.0, "seed": 1, "service_time": 0.5, "service_distribution": "deterministic"}
     free = simulate_autoscaling(Poisson(1.5), anns, **kw)
     single = simulate_autoscaling(Poisson(1.5), anns, pod_parallelism=1, **kw)
     assert free.queue_delay.max() == 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from labkit.flagger import analysis
+from labkit.flagger.models import Canary
 from labkit.manifests import ManifestError, load
 from labkit.sim.canary import (
     CANARY_REVISION,
@@ -153,6 +154,7 @@ def test_simulator_decisions_are_exactly_the_pure_steps():
     """Replaying the recorded readings and webhook answers through analysis.step gives the
     simulator's timeline back, decision for decision."""
     canary = load(canary_manifest(min_accuracy=86))[0]
+    assert isinstance(canary, Canary)
     for failure in ("none", "errors", "quality"):
         run = simulate_canary(canary, failure=failure, seed=11)
         status, routes = analysis.CanaryStatus(), analysis.Routes()
@@ -172,7 +174,10 @@ def test_batch_rates_at_the_defaults():
     bad = run_many(100, seed=1, failure="errors")
     assert bad.detection_rate >= 0.95 and bad.caught_below(25) >= 0.95
     assert len(bad.detection_seconds()) == 100
-    assert "detection rate" in bad.summary() and "false rollbacks" in good.summary()
+    assert "detection rate" in str(bad) and "false rollbacks" in str(good)
+    assert bad.summary()["detection_rate"] == bad.detection_rate
+    shares = bad.exposed_share()
+    assert bad.summary()["exposed_share_p95"] == pytest.approx(np.percentile(shares, 95))
 
 
 def test_failure_modes_change_only_their_own_property():
@@ -198,7 +203,7 @@ def test_bad_input_is_named():
     gate["spec"]["analysis"]["webhooks"][0]["metadata"]["minAccuracy"] = "0.86"
     with pytest.raises(ValueError, match=r"webhooks\[0\]\.metadata\.minAccuracy"):
         simulate_canary(gate)
-    with pytest.raises(ValueError, match="rate must be within"):
+    with pytest.raises(ValueError, match=r"rate must be a number in the range \[0, 1e\+06\], got -1"):
         Traffic(rate=-1)
     with pytest.raises(ValueError, match="n must be"):
         run_many(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from labkit.mesh import spec
 from labkit.mesh.retries import RetryPolicy
 from labkit.sim import simulate_mesh
 
-SHORT = {"duration": 20.0, "arrival_rate": 100.0}
+SHORT: dict[str, Any] = {"duration": 20.0, "arrival_rate": 100.0}
 RETRY_5XX = {"attempts": 2, "retryOn": "5xx"}
 EJECT = {"consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "30s", "maxEjectionPercent": 100}
 
@@ -131,7 +132,10 @@ def test_policy_objects_and_series_shapes() -> None:
     assert len(r.series_time) == len(r.series_success) == len(r.series_ejected) == 5
     assert r.series_time == [0.0, 2.0, 4.0, 6.0, 8.0]
     assert all(math.isnan(s) or 0 <= s <= 1 for s in r.series_success)
-    assert "requests in 10 s" in r.summary()
+    assert "requests in 10 s" in str(r)
+    summary = r.summary()
+    assert summary["requests"] == r.requests and summary["status_200"] == r.status_counts[200]
+    assert summary["latency_p99"] == r.latency_p99
 
 
 def test_bad_input_is_named() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from labkit.grading.checks import NotAnsweredError, check_choices, fail, passed
 from labkit.quality.abtest import sample_size_per_arm, two_proportion_z_test
 from labkit.sim.canary import CanaryBatch, Traffic, canary_manifest, run_many
+from labkit.stats import percentile
 
 # --- Exercise 1: gates that catch a 5-point accuracy drop and spare a good model --------------
 
@@ -83,7 +84,7 @@ def check_gates(gates: object) -> None:
     settings = _gate_settings(gates)
     worse, good = simulate_gates(settings)
     caught = worse.rollback_rate
-    exposed = float(np.percentile(worse.exposed_requests(), 95))
+    exposed = percentile(worse.exposed_requests(), 95)
     false = good.false_rollback_rate
     problems = []
     if caught < GATE_TASK.min_caught:

@@ -10,6 +10,10 @@
 
 The model and where it follows SimFaaS are described in :mod:`labkit.sim.platform`.
 
+Every simulator's result is a :class:`~labkit.sim.results.SimResult`: ``r.summary()`` is a flat
+dict of scalars (percentiles as ``<what>_p<q>``, by :func:`labkit.stats.percentile`),
+``print(r)`` reads it out, and every ``seed`` defaults to 1.
+
 A client sidecar under failures (retries, circuit breaking, outlier detection), with the
 sidecar's own policy code (:mod:`labkit.sim.mesh`):
 
@@ -20,6 +24,11 @@ A KServe request's path, hop by hop (sidecars, activator, queue-proxy, model ser
 of the autoscaling simulation (:mod:`labkit.sim.dataflow`):
 
     simulate_dataflow(arrival_rate=0.02, min_replicas=0, model="digits-random-forest").breakdown("cold")
+
+A Knative Service's revisions over days: gradual rollout, garbage collection and the progress
+deadline, with the live controller's own functions (:mod:`labkit.sim.revisions`):
+
+    simulate_revisions([Deploy(0), Deploy(3600), Deploy(7200, startup=None)], horizon=86400)
 """
 
 from labkit.sim.autoscaling import AutoscalingResult, burst_workload, clients_workload, simulate_autoscaling
@@ -36,6 +45,8 @@ from labkit.sim.dataflow import DataflowResult, simulate_dataflow
 from labkit.sim.delivery import DeliverySimResult, simulate_delivery
 from labkit.sim.mesh import MeshSimResult, simulate_mesh
 from labkit.sim.platform import SERVICE_DISTRIBUTIONS, PlatformResult, simulate_platform
+from labkit.sim.results import SimResult
+from labkit.sim.revisions import Deploy, RevisionsResult, simulate_revisions
 from labkit.sim.workloads import (
     Bursty,
     Diurnal,
@@ -54,11 +65,14 @@ __all__ = [
     "Bursty",
     "DataflowResult",
     "DeliverySimResult",
+    "Deploy",
     "Diurnal",
     "MeshSimResult",
     "PlatformResult",
     "Poisson",
     "Prices",
+    "RevisionsResult",
+    "SimResult",
     "TraceReplay",
     "Workload",
     "always_on_monthly_cost",
@@ -74,4 +88,5 @@ __all__ = [
     "simulate_delivery",
     "simulate_mesh",
     "simulate_platform",
+    "simulate_revisions",
 ]

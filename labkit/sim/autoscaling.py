@@ -77,6 +77,7 @@ import numpy as np
 import simpy
 
 from labkit.clock import Cancellable, SimClock
+from labkit.params import check_range, check_seed
 from labkit.serving.autoscaler_config import (
     HPA_CLASS,
     AutoscalerConfig,
@@ -105,7 +106,9 @@ from labkit.serving.reconcile import (
 )
 from labkit.sim.cost import SECONDS_PER_MONTH, Prices
 from labkit.sim.platform import SERVICE_DISTRIBUTIONS, _service_sampler
+from labkit.sim.results import Scalar, SimResult
 from labkit.sim.workloads import TraceReplay, Workload, as_generator
+from labkit.stats import percentile
 
 __all__ = [
     "ACTIVATOR_QUEUE_DEPTH",
@@ -561,12 +564,8 @@ class _Revision:
 
 # --- the result -----------------------------------------------------------------------------
 
-def _percentile(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if values.size else math.nan
-
-
 @dataclass(frozen=True, eq=False)
-class AutoscalingResult:
+class AutoscalingResult(SimResult):
     """What happened to one revision. Times in seconds from the start of the run.
 
     Per second (``timeline``, arrays of equal length, at t = 1, 2, ...): ``requests`` that
@@ -660,15 +659,15 @@ class AutoscalingResult:
 
     def latency_percentile(self, q: float) -> float:
         """The q-th percentile of the served requests' latency (NaN if none was served)."""
-        return _percentile(self.latency, q)
+        return percentile(self.latency, q)
 
     def queue_delay_percentile(self, q: float) -> float:
         """The q-th percentile of the served requests' queueing delay."""
-        return _percentile(self.queue_delay, q)
+        return percentile(self.queue_delay, q)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Scalar]:
         """Scalar results as a plain dict (tables, JSON)."""
-        out: dict[str, Any] = {
+        out: dict[str, Scalar] = {
             "requests": self.requests, "served": self.served, "rejected": self.rejected,
             "timed_out": self.timed_out, "cold_starts": self.cold_starts,
             "requests_cold": self.requests_cold, "pods_started": self.pods_started,
@@ -683,15 +682,6 @@ class AutoscalingResult:
 
 
 # --- entry points ---------------------------------------------------------------------------
-
-def _positive(name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return number
-
 
 def _check_annotations(annotations: Mapping[str, str] | None) -> dict[str, str]:
     anns = dict(annotations or {})
@@ -769,19 +759,16 @@ def simulate_autoscaling(
     hpa = None
     if settings.autoscaler_class == HPA_CLASS:
         hpa = _HPAModel(knative_hpa_spec(settings, _check_annotations(annotations)),
-                        request_millis=round(_positive("cpu_request", cpu_request) * 1000),
-                        cpu_per_request=_positive("cpu_per_request", cpu_per_request),
-                        sync_seconds=_positive("hpa_sync_seconds", hpa_sync_seconds))
-    duration = _positive("duration", duration)
-    service_time = _positive("service_time", service_time)
-    cold_start = _positive("cold_start", cold_start, allow_zero=True)
-    timeout = _positive("timeout", timeout)
-    if pod_parallelism is not None and (isinstance(pod_parallelism, bool) or not isinstance(pod_parallelism, int)
-                                        or pod_parallelism < 1):
-        raise ValueError(f"pod_parallelism must be None or an integer >= 1, got {pod_parallelism!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
-    recorded_seed = seed if seed is not None else int(as_generator(None).integers(2**63))
+                        request_millis=round(check_range("cpu_request", cpu_request, 0, closed="neither") * 1000),
+                        cpu_per_request=check_range("cpu_per_request", cpu_per_request, 0, closed="neither"),
+                        sync_seconds=check_range("hpa_sync_seconds", hpa_sync_seconds, 0, closed="neither"))
+    duration = check_range("duration", duration, 0, closed="neither")
+    service_time = check_range("service_time", service_time, 0, closed="neither")
+    cold_start = check_range("cold_start", cold_start, 0, closed="left")
+    timeout = check_range("timeout", timeout, 0, closed="neither")
+    if pod_parallelism is not None:
+        pod_parallelism = check_range("pod_parallelism", pod_parallelism, 1, integer=True)
+    recorded_seed = check_seed(seed) if seed is not None else int(as_generator(None).integers(2**63))
     arrival_rng, service_rng, startup_rng, route_rng = (
         np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(recorded_seed).spawn(4))
 
@@ -834,22 +821,22 @@ def simulate_autoscaling(
 
 
 def burst_workload(base_rate: float, burst_rate: float, burst_start: float, burst_duration: float,
-                   horizon: float, seed: int = 0) -> TraceReplay:
+                   horizon: float, seed: int = 1) -> TraceReplay:
     """Poisson traffic at `base_rate` with one burst at `burst_rate` (req/s) from `burst_start`
     for `burst_duration` seconds: the scenario of "a burst hits a quiet revision".
 
     Drawn once from `seed` and replayed, so every run (and every setting compared) sees the
     very same requests.
     """
-    base_rate = _positive("base_rate", base_rate, allow_zero=True)
-    burst_rate = _positive("burst_rate", burst_rate, allow_zero=True)
-    burst_start = _positive("burst_start", burst_start, allow_zero=True)
-    burst_duration = _positive("burst_duration", burst_duration, allow_zero=True)
-    horizon = _positive("horizon", horizon)
+    base_rate = check_range("base_rate", base_rate, 0, closed="left")
+    burst_rate = check_range("burst_rate", burst_rate, 0, closed="left")
+    burst_start = check_range("burst_start", burst_start, 0, closed="left")
+    burst_duration = check_range("burst_duration", burst_duration, 0, closed="left")
+    horizon = check_range("horizon", horizon, 0, closed="neither")
     if burst_start + burst_duration > horizon:
         raise ValueError(f"the burst ({burst_start:g} s + {burst_duration:g} s) must end within the horizon "
                          f"({horizon:g} s)")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     base = np.sort(rng.uniform(0.0, horizon, rng.poisson(base_rate * horizon)))
     burst = burst_start + np.sort(rng.uniform(0.0, burst_duration, rng.poisson(burst_rate * burst_duration)))
     times = np.sort(np.concatenate([base, burst]))
@@ -867,12 +854,11 @@ def clients_workload(clients: int, request_seconds: float, start: float, seconds
     keep while no request waits (no cold start, no queue): concurrency `clients`, exactly what
     a live run against a warm revision with ``containerConcurrency`` 0 sees.
     """
-    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 1:
-        raise ValueError(f"clients must be an integer >= 1, got {clients!r}")
-    request_seconds = _positive("request_seconds", request_seconds)
-    start = _positive("start", start, allow_zero=True)
-    seconds = _positive("seconds", seconds)
-    horizon = _positive("horizon", horizon)
+    clients = check_range("clients", clients, 1, integer=True)
+    request_seconds = check_range("request_seconds", request_seconds, 0, closed="neither")
+    start = check_range("start", start, 0, closed="left")
+    seconds = check_range("seconds", seconds, 0, closed="neither")
+    horizon = check_range("horizon", horizon, 0, closed="neither")
     if start + seconds >= horizon:
         raise ValueError(f"the clients ({start:g} s + {seconds:g} s) must stop before the horizon ({horizon:g} s)")
     rounds = start + np.arange(0.0, seconds, request_seconds)

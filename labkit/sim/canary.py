@@ -39,7 +39,7 @@ intervals).
 
     run = simulate_canary(failure="errors", seed=1)
     run.outcome, run.detection_seconds, run.exposed_requests, run.exposed_users
-    print(run.summary()); run.timeline[3].messages
+    print(run); run.summary(); run.timeline[3].messages
     batch = run_many(1000, seed=1, failure="none"); batch.rollback_rate
 """
 
@@ -56,6 +56,7 @@ import simpy
 from labkit.flagger import analysis
 from labkit.flagger.models import BUILTIN_METRICS, Canary, CanaryWebhook, go_duration
 from labkit.manifests import load
+from labkit.params import check_range, check_seed
 from labkit.quality.gate import GateError, judge, parse_webhook
 from labkit.quality.ledger import Accuracy
 from labkit.sim.canary_traffic import (
@@ -69,6 +70,8 @@ from labkit.sim.canary_traffic import (
     segment_users,
     serve,
 )
+from labkit.sim.results import Scalar, SimResult
+from labkit.stats import percentile, percentiles
 
 __all__ = [
     "FAILURES",
@@ -149,7 +152,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class CanaryRun:
+class CanaryRun(SimResult):
     """One rollout. Times in simulated seconds from the new revision's arrival.
 
     `exposed_*` count user requests answered by the new version (the canary, and the primary
@@ -190,7 +193,14 @@ class CanaryRun:
     def exposed_share(self) -> float:
         return self.exposed_requests / self.total_requests if self.total_requests else 0.0
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Scalar]:
+        return {"outcome": self.outcome, "bad": self.bad, "ended_at": self.ended_at,
+                "detection_seconds": self.detection_seconds, "max_weight": self.max_weight,
+                "total_requests": self.total_requests, "exposed_requests": self.exposed_requests,
+                "exposed_share": self.exposed_share, "exposed_users": self.exposed_users,
+                "exposed_errors": self.exposed_errors, "ab_users": self.ab_users}
+
+    def __str__(self) -> str:
         detected = (f"first failed check {self.detection_seconds:g} s after the canary's first request"
                     if self.detection_seconds is not None else "no failed check")
         reach = (f"max canary weight {self.max_weight}%" if self.ab_users is None
@@ -204,7 +214,7 @@ class CanaryRun:
 
 
 @dataclass(frozen=True)
-class CanaryBatch:
+class CanaryBatch(SimResult):
     """Many seeded rollouts of one setting."""
 
     runs: list[CanaryRun] = field(repr=False)
@@ -247,13 +257,21 @@ class CanaryBatch:
         """Per run that had a failed check."""
         return np.array([r.detection_seconds for r in self.runs if r.detection_seconds is not None])
 
-    def summary(self) -> str:
-        share = self.exposed_share()
+    def summary(self) -> dict[str, Scalar]:
+        """Rates over the runs, and the spread of the exposure (median = p50)."""
+        share_p50, share_p95 = percentiles(self.exposed_share(), (50, 95)).tolist()
+        return {"n": self.n, "bad": self.bad, "rollback_rate": self.rollback_rate,
+                "detection_rate": self.detection_rate, "false_rollback_rate": self.false_rollback_rate,
+                "exposed_share_p50": share_p50, "exposed_share_p95": share_p95,
+                "exposed_users_p50": percentile(self.exposed_users(), 50)}
+
+    def __str__(self) -> str:
+        s = self.summary()
         rate = (f"detection rate {self.detection_rate:.1%}" if self.bad
                 else f"false rollbacks {self.false_rollback_rate:.1%}")
         return (f"{self.n} rollouts of a {'bad' if self.bad else 'good'} version: {rate}; "
-                f"exposed share median {np.median(share):.1%}, p95 {np.quantile(share, 0.95):.1%}; "
-                f"exposed users median {np.median(self.exposed_users()):g}")
+                f"exposed share median {s['exposed_share_p50']:.1%}, p95 {s['exposed_share_p95']:.1%}; "
+                f"exposed users median {s['exposed_users_p50']:g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,14 +540,14 @@ def simulate_canary(canary: Any = None, *, traffic: Traffic | None = None, prima
     "latency", "quality", "segment") and `severity` how much (see
     `labkit.sim.canary_traffic.DEFAULT_SEVERITY`).
     """
-    return _run(_setup(canary, traffic or Traffic(), primary or Version(), failure, severity), seed)
+    return _run(_setup(canary, traffic or Traffic(), primary or Version(), failure, severity), check_seed(seed))
 
 
 def run_many(n: int, seed: int = 1, canary: Any = None, *, traffic: Traffic | None = None,
              primary: Version | None = None, failure: str = "none",
              severity: float | None = None) -> CanaryBatch:
     """`n` independent rollouts (seeds spawned from `seed`) of one setting."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    n = check_range("n", n, 1, integer=True)
+    seed = check_seed(seed)
     s = _setup(canary, traffic or Traffic(), primary or Version(), failure, severity)
     return CanaryBatch([_run(s, child) for child in np.random.SeedSequence(seed).spawn(n)])

@@ -39,6 +39,7 @@ import numpy as np
 
 from labkit.mesh.routing import MatchBlock, Request
 from labkit.mesh.telemetry import DURATION_BUCKETS_MS
+from labkit.params import check_range
 
 __all__ = [
     "DEFAULT_SEVERITY",
@@ -83,11 +84,11 @@ class Version:
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "accuracy"):
-            _check(name, getattr(self, name), 0.0, 1.0)
+            check_range(name, getattr(self, name), 0.0, 1.0)
         if self.segment_error_rate is not None:
-            _check("segment_error_rate", self.segment_error_rate, 0.0, 1.0)
-        _check("latency_ms", self.latency_ms, 1e-6, math.inf)
-        _check("latency_sigma", self.latency_sigma, 0.0, 10.0)
+            check_range("segment_error_rate", self.segment_error_rate, 0.0, 1.0)
+        check_range("latency_ms", self.latency_ms, 1e-6, math.inf, closed="left")
+        check_range("latency_sigma", self.latency_sigma, 0.0, 10.0)
 
     @property
     def bucket_mass(self) -> np.ndarray:
@@ -112,9 +113,7 @@ def canary_version(primary: Version, failure: str, severity: float | None = None
     """The new version: the primary made worse in one way (`DEFAULT_SEVERITY` says how much)."""
     if failure not in FAILURES:
         raise ValueError(f"failure must be one of {', '.join(FAILURES)}; got {failure!r}")
-    s = DEFAULT_SEVERITY[failure] if severity is None else float(severity)
-    if s < 0:
-        raise ValueError(f"severity must be >= 0, got {s:g}")
+    s = DEFAULT_SEVERITY[failure] if severity is None else check_range("severity", severity, 0.0, closed="left")
     if failure == "errors":
         return replace(primary, error_rate=min(1.0, primary.error_rate + s / 100))
     if failure == "latency":
@@ -143,16 +142,11 @@ class Traffic:
     """Mean seconds (exponential) from a prediction to its label."""
 
     def __post_init__(self) -> None:
-        _check("rate", self.rate, 0.0, 1e6)
-        _check("users", self.users, 1, 10_000_000)
+        check_range("rate", self.rate, 0.0, 1e6)
+        check_range("users", self.users, 1, 10_000_000, integer=True)
         for name in ("segment", "ab_share", "feedback_fraction"):
-            _check(name, getattr(self, name), 0.0, 1.0)
-        _check("feedback_delay", self.feedback_delay, 0.0, math.inf)
-
-
-def _check(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name} must be within [{low:g}, {high:g}], got {value!r}")
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        check_range("feedback_delay", self.feedback_delay, 0.0, closed="left")
 
 
 def _hash_share(text: str) -> float:

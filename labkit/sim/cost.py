@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+from labkit.params import check_range
+
 __all__ = [
     "HOURS_PER_MONTH",
     "SECONDS_PER_MONTH",
@@ -55,9 +57,7 @@ class Prices:
 
     def __post_init__(self) -> None:
         for name in ("gb_second", "per_million_requests", "always_on_hourly"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"Prices.{name} must be a finite number >= 0, got {value!r}")
+            check_range(f"Prices.{name}", getattr(self, name), 0, closed="left")
 
     @property
     def per_request(self) -> float:
@@ -79,22 +79,15 @@ class _Billable(Protocol):
     def memory_mb(self) -> float: ...
 
 
-def _check_positive(name: str, value: float, *, allow_zero: bool = True) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
-
-
 def serverless_monthly_cost_for_rate(
     rate: float, mean_duration: float, memory_mb: float, prices: Prices | None = None
 ) -> float:
     """Pay-per-use cost of a month at ``rate`` requests/s lasting ``mean_duration`` s each."""
     prices = prices or Prices()
-    rate = _check_positive("rate", rate)
+    rate = check_range("rate", rate, 0, closed="left")
     gb_s_per_request = (
-        _check_positive("mean_duration", mean_duration)
-        * _check_positive("memory_mb", memory_mb, allow_zero=False)
+        check_range("mean_duration", mean_duration, 0, closed="left")
+        * check_range("memory_mb", memory_mb, 0, closed="neither")
         / 1024.0
     )
     return rate * SECONDS_PER_MONTH * (gb_s_per_request * prices.gb_second + prices.per_request)
@@ -117,7 +110,7 @@ def serverless_monthly_cost(result: _Billable, prices: Prices | None = None) -> 
 def always_on_monthly_cost(instances: float = 1, prices: Prices | None = None) -> float:
     """Cost of ``instances`` always-on instances running the whole month."""
     prices = prices or Prices()
-    return _check_positive("instances", instances) * prices.always_on_hourly * HOURS_PER_MONTH
+    return check_range("instances", instances, 0, closed="left") * prices.always_on_hourly * HOURS_PER_MONTH
 
 
 def break_even_rate(

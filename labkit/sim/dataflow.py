@@ -35,9 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from labkit.serving.autoscaler_config import AutoscalerConfig
+from labkit.params import check_range, check_seed
+from labkit.serving.autoscaler_config import WINDOW_MAX, WINDOW_MIN, AutoscalerConfig
 from labkit.sim.autoscaling import AutoscalingResult, simulate_autoscaling
+from labkit.sim.results import Scalar, SimResult
 from labkit.sim.workloads import Poisson, Workload
+from labkit.stats import percentile
 
 __all__ = ["HOPS", "MODEL_PRESETS", "DataflowResult", "simulate_dataflow"]
 
@@ -59,8 +62,8 @@ third is a stand-in for a model whose weights take half a minute to download and
 _CV = 0.3
 
 
-@dataclass
-class DataflowResult:
+@dataclass(frozen=True)
+class DataflowResult(SimResult):
     """Per served request (arrays of equal length): `hops[name]` in ms, `latency_ms` (their
     sum), `cold` (it waited for a pod to start), `arrival` (s). Plus the run's settings and
     the underlying `AutoscalingResult` (pods over time, cold starts)."""
@@ -79,8 +82,7 @@ class DataflowResult:
 
     def percentile(self, q: float, hop: str | None = None) -> float:
         """The q-th percentile of the end-to-end latency (or of one hop), in ms."""
-        values = self.latency_ms if hop is None else self.hops[hop]
-        return float(np.percentile(values, q)) if values.size else float("nan")
+        return percentile(self.latency_ms if hop is None else self.hops[hop], q)
 
     @property
     def p50(self) -> float:
@@ -114,19 +116,11 @@ class DataflowResult:
         parts = self.breakdown(which)
         return max(parts, key=parts.__getitem__)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Scalar]:
         return {"requests": self.requests, "cold_requests": int(self.cold.sum()),
                 "cold_starts": self.autoscaling.cold_starts, "p50_ms": round(self.p50, 3),
                 "p99_ms": round(self.p99, 3), "mean_ready_pods": round(self.autoscaling.mean_ready_pods, 3),
                 "batch_rows": round(self.batch_rows, 2), "dominant_hop": self.dominant_hop()}
-
-
-def _check(name: str, value: object, *, minimum: float = 0.0, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if not np.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be >= {minimum:g}, got {value!r}")
-    return float(value)
 
 
 def _draw(rng: np.random.Generator, mean_ms: float, n: int) -> np.ndarray:
@@ -189,20 +183,20 @@ def simulate_dataflow(
                         ("proxy_ms", proxy_ms), ("mtls_ms", mtls_ms), ("activator_ms", activator_ms),
                         ("queue_proxy_ms", queue_proxy_ms), ("transformer_ms", transformer_ms),
                         ("decode_ms", decode_ms), ("predict_ms", predict_ms), ("encode_ms", encode_ms),
-                        ("max_latency_ms", max_latency_ms), ("batch_row_cost", batch_row_cost),
-                        ("stable_window", stable_window)):
-        _check(name, value)
+                        ("max_latency_ms", max_latency_ms), ("batch_row_cost", batch_row_cost)):
+        check_range(name, value, 0, closed="left")
     for name, value, low in (("min_replicas", min_replicas, 0), ("max_replicas", max_replicas, 0),
                              ("scale_target", scale_target, 1), ("proxy_hops", proxy_hops, 0),
                              ("container_concurrency", container_concurrency, 0),
-                             ("max_batch_size", max_batch_size, 1), ("seed", seed, 0)):
-        _check(name, value, minimum=low, integer=True)
+                             ("max_batch_size", max_batch_size, 1)):
+        check_range(name, value, low, integer=True)
+    seed = check_seed(seed)
+    # Knative's bounds on the stable window (config-autoscaler's stable-window).
+    check_range("stable_window", stable_window, WINDOW_MIN, WINDOW_MAX)
     if max_replicas and min_replicas > max_replicas:
         raise ValueError(f"min_replicas ({min_replicas}) must be <= max_replicas ({max_replicas})")
     if workload is None:
-        workload = Poisson(_check("arrival_rate", arrival_rate, minimum=1e-9))
-    if not 6.0 <= stable_window <= 3600.0:
-        raise ValueError(f"stable_window must be between 6 and 3600 s (Knative's bounds), got {stable_window!r}")
+        workload = Poisson(check_range("arrival_rate", arrival_rate, 0, closed="neither"))
 
     per_pod_rate = workload.mean_rate / max(1, min_replicas)
     if max_batch_size > 1:

@@ -31,12 +31,15 @@ from labkit.eventing.delivery import (
     Outcome,
     RetryAt,
 )
+from labkit.params import check_range, check_seed
+from labkit.sim.results import Scalar, SimResult
+from labkit.stats import percentile
 
 __all__ = ["DeliverySimResult", "simulate_delivery"]
 
 
 @dataclass(frozen=True)
-class DeliverySimResult:
+class DeliverySimResult(SimResult):
     """What happened to `events` events; latencies (s) are arrival -> subscriber's 2xx."""
 
     events: int
@@ -55,16 +58,23 @@ class DeliverySimResult:
     def mean_attempts(self) -> float:
         return self.attempts / self.events if self.events else 0.0
 
-    def latency_quantile(self, q: float) -> float:
-        return float(np.quantile(self.latencies, q)) if len(self.latencies) else float("nan")
+    def latency_percentile(self, q: float) -> float:
+        """The q-th percentile (0..100) of the delivered events' latency (NaN if none was)."""
+        return percentile(self.latencies, q)
 
     @property
     def latency_p50(self) -> float:
-        return self.latency_quantile(0.5)
+        return self.latency_percentile(50)
 
     @property
     def latency_p99(self) -> float:
-        return self.latency_quantile(0.99)
+        return self.latency_percentile(99)
+
+    def summary(self) -> dict[str, Scalar]:
+        return {"events": self.events, "delivered": self.delivered, "dead_lettered": self.dead_lettered,
+                "dropped": self.dropped, "attempts": self.attempts, "dead_letter_rate": self.dead_letter_rate,
+                "mean_attempts": self.mean_attempts, "latency_p50": self.latency_p50,
+                "latency_p99": self.latency_p99}
 
 
 def simulate_delivery(*, failure_probability: float = 0.0, retry: int = 0,
@@ -80,10 +90,12 @@ def simulate_delivery(*, failure_probability: float = 0.0, retry: int = 0,
     `outages` are (start, end) windows in seconds from the first arrival during which every
     attempt fails.
     """
-    if not 0.0 <= failure_probability <= 1.0:
-        raise ValueError(f"failure_probability must be within [0, 1], got {failure_probability}")
-    if events < 0 or arrival_rate <= 0:
-        raise ValueError("events must be >= 0 and arrival_rate > 0")
+    check_range("failure_probability", failure_probability, 0, 1)
+    events = check_range("events", events, 0, integer=True)
+    check_range("arrival_rate", arrival_rate, 0, closed="neither")
+    check_range("service_time", service_time, 0, closed="left")
+    check_range("failure_time", failure_time, 0, closed="left")
+    seed = check_seed(seed)
     spec = DeliverySpec(retry=retry, backoff_policy=backoff_policy, backoff_delay=backoff_delay,
                         retry_after_max=retry_after_max,
                         dead_letter_sink={"uri": "sim://dls"} if dead_letter_sink else None)

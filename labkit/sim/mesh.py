@@ -49,12 +49,15 @@ from labkit.mesh.retries import (
     RetryState,
 )
 from labkit.mesh.router import Router
+from labkit.params import check_range, check_seed
+from labkit.sim.results import Scalar, SimResult
+from labkit.stats import percentiles
 
 __all__ = ["MeshSimResult", "simulate_mesh"]
 
 
 @dataclass(frozen=True)
-class MeshSimResult:
+class MeshSimResult(SimResult):
     """What the client saw and what the hosts got. Times in seconds.
 
     `series_*` are per `bin_seconds` window starting at `series_time`: the share of requests
@@ -113,7 +116,20 @@ class MeshSimResult:
     def count_flag(self, flag: str) -> int:
         return self.flag_counts.get(flag, 0)
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Scalar]:
+        """Counts, rates and latencies (s); one ``status_<code>`` and ``flag_<flag>`` per one seen."""
+        return {
+            "requests": self.requests, "duration": self.duration, "success_rate": self.success_rate,
+            **{f"status_{code}": n for code, n in self.status_counts.items()},
+            **{f"flag_{flag}": n for flag, n in self.flag_counts.items()},
+            "latency_p50": self.latency_p50, "latency_p90": self.latency_p90, "latency_p99": self.latency_p99,
+            "mean_latency": self.mean_latency, "tries": self.tries, "mean_tries": self.mean_tries,
+            "failing_share": self.failing_share, "failing_load": self.failing_load,
+            "ejections": self.ejections, "overflows": self.overflows,
+            "max_active_requests": self.max_active_requests,
+        }
+
+    def __str__(self) -> str:
         flags = ", ".join(f"{f} {n}" for f, n in sorted(self.flag_counts.items())) or "none"
         codes = ", ".join(f"{c}: {n}" for c, n in sorted(self.status_counts.items()))
         return "\n".join([
@@ -132,15 +148,6 @@ _Spec = TypeVar("_Spec", PoolLimits, OutlierPolicy)
 def _as(kind: type[_Spec], value: _Spec | Mapping[str, Any], path: str) -> _Spec:
     """`value` as `kind`: already one, or its manifest form (a DestinationRule's field)."""
     return kind.from_spec(value, path) if isinstance(value, Mapping) else value
-
-
-def _percentile(ordered: list[float], p: float) -> float:
-    if not ordered:
-        return math.nan
-    rank = p / 100 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 class _Model:
@@ -261,11 +268,6 @@ class _Model:
             out.append(sum(self.outlier.is_ejected(h, now) for h in self.hosts) if self.outlier else 0)
 
 
-def _check(name: str, value: float, low: float, high: float = math.inf) -> None:
-    if isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{name} must be within [{low:g}, {high:g}], got {value!r}")
-
-
 def simulate_mesh(*, hosts: int = 3, failing_hosts: int = 1, failure_rate: float = 0.5,
                   base_failure_rate: float = 0.0, arrival_rate: float = 100.0, service_time: float = 0.01,
                   host_concurrency: int = 8, duration: float = 60.0, connect_time: float = 0.0005,
@@ -283,22 +285,23 @@ def simulate_mesh(*, hosts: int = 3, failing_hosts: int = 1, failure_rate: float
     "maxEjectionPercent": 100}`, `load_balancer={"simple": "ROUND_ROBIN"}` (default
     LEAST_REQUEST); `timeout` is the route timeout in seconds (None: no timeout, Istio's default).
     """
-    _check("hosts", hosts, 1, 1000)
-    _check("failing_hosts", failing_hosts, 0, hosts)
-    _check("failure_rate", failure_rate, 0, 1)
-    _check("base_failure_rate", base_failure_rate, 0, 1)
-    _check("arrival_rate", arrival_rate, 1e-9)
-    _check("service_time", service_time, 1e-9)
-    _check("host_concurrency", host_concurrency, 1)
-    _check("duration", duration, 1e-9)
-    _check("connect_time", connect_time, 0)
-    _check("bin_seconds", bin_seconds, 1e-9, duration)
+    hosts = check_range("hosts", hosts, 1, 1000, integer=True)
+    failing_hosts = check_range("failing_hosts", failing_hosts, 0, hosts, integer=True)
+    check_range("failure_rate", failure_rate, 0, 1)
+    check_range("base_failure_rate", base_failure_rate, 0, 1)
+    check_range("arrival_rate", arrival_rate, 0, closed="neither")
+    check_range("service_time", service_time, 0, closed="neither")
+    host_concurrency = check_range("host_concurrency", host_concurrency, 1, integer=True)
+    check_range("duration", duration, 0, closed="neither")
+    check_range("connect_time", connect_time, 0, closed="left")
+    check_range("bin_seconds", bin_seconds, 0, duration, closed="right")
     if timeout is not None:
-        _check("timeout", timeout, 1e-9)
+        check_range("timeout", timeout, 0, closed="neither")
+    seed = check_seed(seed)
     env = simpy.Environment()
     model = _Model(
-        env, hosts=int(hosts), failing_hosts=int(failing_hosts), failure_rate=failure_rate,
-        base_failure_rate=base_failure_rate, service_time=service_time, host_concurrency=int(host_concurrency),
+        env, hosts=hosts, failing_hosts=failing_hosts, failure_rate=failure_rate,
+        base_failure_rate=base_failure_rate, service_time=service_time, host_concurrency=host_concurrency,
         connect_time=connect_time,
         retry=retries if isinstance(retries, RetryPolicy) else RetryPolicy.from_spec(retries),
         timeout=timeout,
@@ -318,7 +321,8 @@ def simulate_mesh(*, hosts: int = 3, failing_hosts: int = 1, failure_rate: float
 
 def _result(model: _Model, duration: float, bin_seconds: float, ejected: list[int]) -> MeshSimResult:
     records = model.records
-    latencies = sorted(end - start for start, end, _, _ in records)
+    latencies = [end - start for start, end, _, _ in records]
+    p50, p90, p99 = percentiles(latencies, (50, 90, 99)).tolist()
     n_bins = max(1, round(duration / bin_seconds))
     done, ok, failing = [0] * n_bins, [0] * n_bins, [0] * n_bins
     for start, _, status, _ in records:
@@ -333,8 +337,7 @@ def _result(model: _Model, duration: float, bin_seconds: float, ejected: list[in
         requests=len(records), duration=duration,
         status_counts=dict(sorted(Counter(status for _, _, status, _ in records).items())),
         flag_counts=dict(sorted(flag_counts.items())),
-        latency_p50=_percentile(latencies, 50), latency_p90=_percentile(latencies, 90),
-        latency_p99=_percentile(latencies, 99),
+        latency_p50=p50, latency_p90=p90, latency_p99=p99,
         mean_latency=sum(latencies) / len(latencies) if latencies else math.nan,
         tries=len(model.try_log), tries_per_host=dict(sorted(Counter(h for _, h in model.try_log).items())),
         failing_hosts=model.failing, max_active_requests=model.max_active,

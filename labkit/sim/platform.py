@@ -44,7 +44,9 @@ Where labkit deliberately differs from SimFaaS
   times whatever the keep-alive, which makes comparisons between settings sharper (common
   random numbers). Results agree with SimFaaS in distribution, not sample by sample.
 * Response-time percentiles are computed from at most ``response_time_samples`` warm and as
-  many cold service times, weighted by the warm and cold counts. Service times do not depend
+  many cold service times, weighted by the warm and cold counts, with labkit's one percentile
+  (`labkit.stats.percentiles`: numpy's linear interpolation, frequency-weighted; SimFaaS
+  reports none). Service times do not depend
   on the platform's state, so this is exact up to that many requests and an unbiased sample
   beyond, while memory stays bounded on 1e6-second runs.
 
@@ -79,8 +81,11 @@ from typing import Any
 
 import numpy as np
 
+from labkit.params import check_range, check_seed
 from labkit.sim.cost import Prices, serverless_monthly_cost
+from labkit.sim.results import Scalar, SimResult
 from labkit.sim.workloads import Poisson, Workload, as_generator
+from labkit.stats import percentiles
 
 __all__ = ["SERVICE_DISTRIBUTIONS", "PlatformResult", "simulate_platform"]
 
@@ -97,7 +102,7 @@ _COMPACT_MIN = 64
 
 
 @dataclass(frozen=True, eq=False)
-class PlatformResult:
+class PlatformResult(SimResult):
     """Outcome of :func:`simulate_platform`. Times in seconds, counts are totals over the run.
 
     ``utilization`` is the time-averaged number of requests in service divided by the
@@ -157,31 +162,12 @@ class PlatformResult:
         """Pay-per-use cost of this run scaled to a month, with :attr:`prices`."""
         return serverless_monthly_cost(self, self.prices)
 
-    def summary(self) -> dict[str, float | int | str | None]:
+    def summary(self) -> dict[str, Scalar]:
         """The scalar results as a plain dict (for tables, JSON and pandas)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("timeline")}
         del out["prices"]
         out["monthly_cost"] = self.monthly_cost
         return out
-
-
-def _number(name: str, value: object, *, low: float = 0.0, strict: bool = True, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf) or value < low or (strict and value == low):
-        rel = ">" if strict else ">="
-        finite = "" if allow_inf else "finite "
-        raise ValueError(f"{name} must be a {finite}number {rel} {low:g}, got {value!r}")
-    return value
-
-
-def _integer(name: str, value: object, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    return int(value)
 
 
 def _service_sampler(rng: np.random.Generator, distribution: str, mean: float, cv: float) -> Iterator[np.ndarray]:
@@ -229,18 +215,14 @@ def _next_arrivals(chunks: Iterator[np.ndarray]) -> list[float]:
     return []
 
 
-def _weighted_percentiles(groups: list[tuple[np.ndarray, int]], qs: tuple[float, ...]) -> list[float]:
-    """Percentiles of a mixture: each sample of a group weighs ``group_count / group_size``."""
-    values = [v for v, n in groups if v.size and n]
-    if not values:
-        return [math.nan] * len(qs)
-    weights = [np.full(v.size, n / v.size) for v, n in groups if v.size and n]
-    x = np.concatenate(values)
-    w = np.concatenate(weights)
-    order = np.argsort(x, kind="stable")
-    x, w = x[order], w[order]
-    cum = np.cumsum(w) / w.sum()
-    return [float(x[min(int(np.searchsorted(cum, q / 100.0)), x.size - 1)]) for q in qs]
+def _mixture_percentiles(groups: list[tuple[np.ndarray, int]], qs: tuple[float, ...]) -> list[float]:
+    """Percentiles of the warm and cold times together, each kept sample standing for
+    ``group_count / group_size`` requests (groups are subsampled separately beyond
+    ``response_time_samples``, so the rarer cold times keep their true share)."""
+    kept = [(v, n) for v, n in groups if v.size and n]
+    values = np.concatenate([v for v, _ in kept]) if kept else np.empty(0)
+    weights = np.concatenate([np.full(v.size, n / v.size) for v, n in kept]) if kept else np.empty(0)
+    return percentiles(values, qs, weights).tolist()
 
 
 def simulate_platform(
@@ -249,7 +231,7 @@ def simulate_platform(
     cold_service_time: float = 2.244,
     expiration_threshold: float = 600.0,
     max_time: float = 86400.0,
-    seed: int | np.random.Generator | random.Random | None = None,
+    seed: int | np.random.Generator | random.Random | None = 1,
     maximum_concurrency: int = 1000,
     *,
     workload: Workload | None = None,
@@ -270,8 +252,9 @@ def simulate_platform(
         the start-up (defaults: the SimFaaS README's 1.991 s and 2.244 s).
     expiration_threshold: keep-alive in seconds after a request ends; ``math.inf`` never
         scales to zero.
-    max_time: simulated seconds. seed: an int (or a numpy/random generator); ``None`` draws a
-        fresh seed and records it in ``result.seed`` so any run can be repeated.
+    max_time: simulated seconds. seed: an int (default 1, as every simulator), or a
+        numpy/random generator; ``None`` draws a fresh seed and records it in ``result.seed``
+        so any run can be repeated.
     maximum_concurrency: most instances at once; a request that would need more is rejected.
     workload: a :class:`~labkit.sim.workloads.Workload` (Poisson, Bursty, Diurnal,
         TraceReplay). concurrency: requests one instance serves at once. min_instances: warm
@@ -286,38 +269,38 @@ def simulate_platform(
     if workload is None:
         if arrival_rate is None:
             raise ValueError("give arrival_rate (req/s) or workload=")
-        workload = Poisson(_number("arrival_rate", arrival_rate))
+        workload = Poisson(check_range("arrival_rate", arrival_rate, 0, closed="neither"))
     elif arrival_rate is not None:
         raise ValueError("give arrival_rate or workload=, not both")
     elif not isinstance(workload, Workload):
         raise TypeError(f"workload must be a labkit.sim.workloads.Workload, got {type(workload).__name__}")
-    warm_service_time = _number("warm_service_time", warm_service_time)
-    cold_service_time = _number("cold_service_time", cold_service_time)
+    warm_service_time = check_range("warm_service_time", warm_service_time, 0, closed="neither")
+    cold_service_time = check_range("cold_service_time", cold_service_time, 0, closed="neither")
     if cold_service_time < warm_service_time:
         raise ValueError(
             f"cold_service_time ({cold_service_time}) must be >= warm_service_time ({warm_service_time}): "
             "a cold request includes the start-up"
         )
-    threshold = _number("expiration_threshold", expiration_threshold, strict=False, allow_inf=True)
-    max_time = _number("max_time", max_time)
-    max_instances = _integer("maximum_concurrency", maximum_concurrency, low=1)
-    capacity = _integer("concurrency", concurrency, low=1)
-    min_instances = _integer("min_instances", min_instances, low=0)
+    threshold = check_range("expiration_threshold", expiration_threshold, 0)
+    max_time = check_range("max_time", max_time, 0, closed="neither")
+    max_instances = check_range("maximum_concurrency", maximum_concurrency, 1, integer=True)
+    capacity = check_range("concurrency", concurrency, 1, integer=True)
+    min_instances = check_range("min_instances", min_instances, 0, integer=True)
     if min_instances > max_instances:
         raise ValueError(f"min_instances ({min_instances}) exceeds maximum_concurrency ({max_instances})")
     if service_distribution not in SERVICE_DISTRIBUTIONS:
         raise ValueError(f"service_distribution must be one of {SERVICE_DISTRIBUTIONS}, got {service_distribution!r}")
-    service_cv = _number("service_cv", service_cv)
-    memory_mb = _number("memory_mb", memory_mb)
-    timeline_points = _integer("timeline_points", timeline_points, low=1)
-    response_time_samples = _integer("response_time_samples", response_time_samples, low=1)
+    service_cv = check_range("service_cv", service_cv, 0, closed="neither")
+    memory_mb = check_range("memory_mb", memory_mb, 0, closed="neither")
+    timeline_points = check_range("timeline_points", timeline_points, 1, integer=True)
+    response_time_samples = check_range("response_time_samples", response_time_samples, 1, integer=True)
     prices = prices if prices is not None else Prices()
 
     if isinstance(seed, (np.random.Generator, random.Random)):
         recorded_seed = None
         root = np.random.SeedSequence(int(as_generator(seed).integers(2**63)))
     else:
-        recorded_seed = secrets.randbits(64) if seed is None else _integer("seed", seed, low=0)
+        recorded_seed = secrets.randbits(64) if seed is None else check_seed(seed)
         root = np.random.SeedSequence(recorded_seed)
     arrival_rng, warm_rng, cold_rng = (np.random.Generator(np.random.PCG64(s)) for s in root.spawn(3))
     warm = _Draws(
@@ -355,7 +338,7 @@ def simulate_platform(
 
     warm_used = warm.used(tally.warm)
     cold_used = cold.used(tally.cold)
-    p50, p95, p99 = _weighted_percentiles([(warm_used, tally.warm), (cold_used, tally.cold)], (50, 95, 99))
+    p50, p95, p99 = _mixture_percentiles([(warm_used, tally.warm), (cold_used, tally.cold)], (50, 95, 99))
     served = tally.warm + tally.cold
     mean_rt = math.nan
     if served:

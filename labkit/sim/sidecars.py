@@ -22,6 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labkit.params import check_range, check_seed
+from labkit.sim.results import Scalar, SimResult
+from labkit.stats import percentile, percentiles
+
 __all__ = ["ISTIO_124_SIDECAR", "SidecarCost", "hop_quantiles", "sidecar_cost"]
 
 ISTIO_124_SIDECAR = {"vcpu_per_1000_rps": 0.20, "memory_mb": 60}
@@ -31,7 +35,8 @@ ISTIO_124_SIDECAR = {"vcpu_per_1000_rps": 0.20, "memory_mb": 60}
 resource usage"). Its latency results are charts only (P90/P99, client and server sidecar
 together), so the per-hop latency is the student's own measurement."""
 
-QUANTILES = np.linspace(0.0, 1.0, 201)
+QUANTILES = np.linspace(0.0, 100.0, 201)
+"""The percentiles (0..100) `hop_quantiles` measures."""
 MAX_LEAVES = 1024
 
 
@@ -39,16 +44,15 @@ def hop_quantiles(direct: Sequence[float], through: Sequence[float], hops: int) 
     """Per-hop added latency (seconds) at 201 evenly spaced quantiles: the quantiles of the
     latencies `through` `hops` sidecars minus those of the `direct` latencies, divided by
     `hops` (and never below zero). Both lists are measured latencies in seconds."""
-    if hops < 1:
-        raise ValueError(f"hops: at least 1, got {hops}")
+    hops = check_range("hops", hops, 1, integer=True)
     if len(direct) == 0 or len(through) == 0:
         raise ValueError("direct, through: need measured latencies on both paths")
-    added = (np.quantile(np.asarray(through, float), QUANTILES) - np.quantile(np.asarray(direct, float), QUANTILES))
+    added = percentiles(through, QUANTILES) - percentiles(direct, QUANTILES)
     return np.maximum.accumulate(np.clip(added / hops, 0.0, None))
 
 
 @dataclass(frozen=True)
-class SidecarCost:
+class SidecarCost(SimResult):
     depth: int
     fanout: int
     calls: int
@@ -64,11 +68,20 @@ class SidecarCost:
     sidecar_memory_mb: float
 
     def percentile(self, q: float, meshed: bool = True) -> float:
-        return float(np.percentile(self.meshed_ms if meshed else self.bare_ms, q))
+        """The q-th percentile (0..100) of the end-to-end latency in ms, with or without sidecars."""
+        return percentile(self.meshed_ms if meshed else self.bare_ms, q)
 
     def added(self, q: float) -> float:
         """Added latency at percentile `q`, in ms."""
         return self.percentile(q) - self.percentile(q, meshed=False)
+
+    def summary(self) -> dict[str, Scalar]:
+        return {"depth": self.depth, "fanout": self.fanout, "calls": self.calls, "sidecars": self.sidecars,
+                "requests": int(self.bare_ms.size),
+                **{f"{which}_p{q}_ms": self.percentile(q, which == "meshed")
+                   for which in ("bare", "meshed") for q in (50, 99)},
+                "added_p50_ms": self.added(50), "added_p99_ms": self.added(99),
+                "sidecar_cpu_cores": self.sidecar_cpu_cores, "sidecar_memory_mb": self.sidecar_memory_mb}
 
 
 def sidecar_cost(hop_ms: np.ndarray, *, depth: int, fanout: int, app_ms: float, rate: float,
@@ -76,13 +89,17 @@ def sidecar_cost(hop_ms: np.ndarray, *, depth: int, fanout: int, app_ms: float, 
                  requests: int = 400, seed: int = 1) -> SidecarCost:
     """Simulate `requests` requests through the call tree; `hop_ms` is the per-hop quantile
     function in milliseconds (e.g. ``hop_quantiles(...) * 1000``)."""
-    if not 1 <= depth <= 8 or not 1 <= fanout <= 6 or fanout ** depth > MAX_LEAVES:
-        raise ValueError(f"depth {depth}, fanout {fanout}: keep 1 <= depth <= 8, 1 <= fanout <= 6 "
-                         f"and fanout**depth <= {MAX_LEAVES} ({fanout ** depth} leaf calls per request)")
-    if app_ms < 0 or rate < 0 or cpu_ms_per_hop < 0:
-        raise ValueError("app_ms, rate, cpu_ms_per_hop: must not be negative")
+    depth = check_range("depth", depth, 1, 8, integer=True)
+    fanout = check_range("fanout", fanout, 1, 6, integer=True)
+    if fanout ** depth > MAX_LEAVES:
+        raise ValueError(f"depth {depth}, fanout {fanout}: keep fanout**depth <= {MAX_LEAVES} "
+                         f"({fanout ** depth} leaf calls per request)")
+    for name, value in (("app_ms", app_ms), ("rate", rate), ("cpu_ms_per_hop", cpu_ms_per_hop),
+                        ("memory_mb", memory_mb)):
+        check_range(name, value, 0, closed="left")
+    requests = check_range("requests", requests, 1, integer=True)
     hop_ms = np.asarray(hop_ms, float)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
 
     def hop(shape: tuple[int, ...]) -> np.ndarray:
         return np.interp(rng.random(shape), np.linspace(0.0, 1.0, len(hop_ms)), hop_ms)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labkit.params import check_range
+
 __all__ = [
     "Bursty",
     "Diurnal",
@@ -50,24 +52,6 @@ def as_generator(seed: int | np.random.Generator | random.Random | None) -> np.r
     raise TypeError(f"seed must be an int, numpy.random.Generator, random.Random or None, not {type(seed).__name__}")
 
 
-def _check_rate(name: str, value: float, *, allow_zero: bool = False) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return value
-
-
-def _check_horizon(horizon: float) -> float:
-    horizon = float(horizon)
-    if not math.isfinite(horizon) or horizon < 0:
-        raise ValueError(f"horizon must be a finite number of seconds >= 0, got {horizon!r}")
-    return horizon
-
-
 def interarrival_cv(arrival_times: np.ndarray) -> float:
     """Measured coefficient of variation (std / mean) of the gaps between arrival times."""
     gaps = np.diff(np.asarray(arrival_times, dtype=float))
@@ -90,7 +74,7 @@ class Workload(ABC):
 
     def arrival_times(self, seed: int | np.random.Generator | random.Random | None, horizon: float) -> np.ndarray:
         """All arrival times in ``[0, horizon)`` as one array (use for short horizons)."""
-        chunks = list(self.arrival_chunks(as_generator(seed), _check_horizon(horizon)))
+        chunks = list(self.arrival_chunks(as_generator(seed), check_range("horizon", horizon, 0, closed="left")))
         return np.concatenate(chunks) if chunks else np.empty(0)
 
     def measured_cv(self, seed: int | np.random.Generator | random.Random | None, horizon: float) -> float:
@@ -102,7 +86,7 @@ class Poisson(Workload):
     """Homogeneous Poisson arrivals: exponential gaps, CV exactly 1 in theory."""
 
     def __init__(self, rate: float) -> None:
-        self.rate = _check_rate("Poisson rate", rate)
+        self.rate = check_range("Poisson rate", rate, 0, closed="neither")
 
     def __repr__(self) -> str:
         return f"Poisson(rate={self.rate!r})"
@@ -146,12 +130,12 @@ class Bursty(Workload):
         mean_high_duration: float = 60.0,
         mean_low_duration: float = 600.0,
     ) -> None:
-        self.high_rate = _check_rate("Bursty high_rate", high_rate)
-        self.low_rate = _check_rate("Bursty low_rate", low_rate, allow_zero=True)
+        self.high_rate = check_range("Bursty high_rate", high_rate, 0, closed="neither")
+        self.low_rate = check_range("Bursty low_rate", low_rate, 0, closed="left")
         if self.low_rate >= self.high_rate:
             raise ValueError(f"Bursty low_rate ({self.low_rate}) must be below high_rate ({self.high_rate})")
-        self.mean_high_duration = _check_rate("Bursty mean_high_duration", mean_high_duration)
-        self.mean_low_duration = _check_rate("Bursty mean_low_duration", mean_low_duration)
+        self.mean_high_duration = check_range("Bursty mean_high_duration", mean_high_duration, 0, closed="neither")
+        self.mean_low_duration = check_range("Bursty mean_low_duration", mean_low_duration, 0, closed="neither")
 
     def __repr__(self) -> str:
         return (
@@ -229,12 +213,10 @@ class Diurnal(Workload):
     """
 
     def __init__(self, mean_rate: float, peak_to_trough: float = 4.0, *, period: float = 86400.0) -> None:
-        self._mean_rate = _check_rate("Diurnal mean_rate", mean_rate)
-        ratio = float(peak_to_trough)
-        if not math.isfinite(ratio) or ratio < 1:
-            raise ValueError(f"Diurnal peak_to_trough must be a finite number >= 1, got {peak_to_trough!r}")
+        self._mean_rate = check_range("Diurnal mean_rate", mean_rate, 0, closed="neither")
+        ratio = check_range("Diurnal peak_to_trough", peak_to_trough, 1, closed="left")
         self.peak_to_trough = ratio
-        self.period = _check_rate("Diurnal period", period)
+        self.period = check_range("Diurnal period", period, 0, closed="neither")
         self.amplitude = (ratio - 1) / (ratio + 1)
 
     def __repr__(self) -> str:

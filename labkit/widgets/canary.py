@@ -117,7 +117,7 @@ class CanaryDashboard(Dashboard):
         fault = WHAT_FAILS[failure].format(s=DEFAULT_SEVERITY[failure])
         detect = "-" if run.detection_seconds is None else f"{run.detection_seconds:g} s"
         rate_name = "detection rate (rolled back)" if batch.bad else "false rollbacks"
-        share = batch.exposed_share()
+        spread = batch.summary()
         table = self.table([
             ("new version", fault),
             ("this rollout", f"{run.outcome} at {run.ended_at / 60:.1f} min"),
@@ -126,7 +126,8 @@ class CanaryDashboard(Dashboard):
             ("users exposed", f"{run.exposed_users:,}"),
             (f"{batch.n} rollouts: {rate_name}", f"{batch.rollback_rate:.1%}"),
             ("rolled back below 25 % weight", f"{batch.caught_below(25):.1%}"),
-            ("share on new version p50 / p95", f"{np.median(share):.1%} / {np.quantile(share, 0.95):.1%}"),
+            ("share on new version p50 / p95",
+             f"{spread['exposed_share_p50']:.1%} / {spread['exposed_share_p95']:.1%}"),
         ])
         analysis = yaml.safe_dump({"analysis": self.manifest["spec"]["analysis"]}, sort_keys=False)
         # Compact rows (the widget's default line height is a control's), so the column stays short.

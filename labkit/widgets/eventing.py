@@ -94,9 +94,9 @@ class DeliveryDashboard(Dashboard):
             bins = np.logspace(np.log10(low), np.log10(high) + 0.01, 40)
             hist.hist(r.latencies, bins=bins, color="tab:blue")
             hist.set_xscale("log")
-            for q, colour in ((0.5, "tab:green"), (0.99, "tab:red")):
-                hist.axvline(r.latency_quantile(q), color=colour, linestyle="--",
-                             label=f"p{int(q * 100)} {_ms(r.latency_quantile(q))}")
+            for q, colour in ((50, "tab:green"), (99, "tab:red")):
+                hist.axvline(r.latency_percentile(q), color=colour, linestyle="--",
+                             label=f"p{q} {_ms(r.latency_percentile(q))}")
             hist.legend(loc="upper right")
         hist.set(title="delivery latency (arrival -> subscriber's 2xx)", xlabel="seconds",
                  ylabel="events")
