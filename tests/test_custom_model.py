@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -69,15 +70,17 @@ FAILING = textwrap.dedent('''
 class Doubler(Model):
     """Sync preprocess, async predict, sync postprocess: the SDK allows each either way."""
 
-    def preprocess(self, payload, headers=None):  # type: ignore[no-untyped-def, override]
+    def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         return {"instances": [[2 * x for x in row] for row in payload["instances"]]}
 
-    async def predict(self, payload, headers=None, response_headers=None):  # type: ignore[no-untyped-def, override]
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> Any:
         if response_headers is not None:
             response_headers["x-rows"] = str(len(payload["instances"]))
         return {"predictions": [sum(row) for row in payload["instances"]]}
 
-    def postprocess(self, result, headers=None, response_headers=None):  # type: ignore[no-untyped-def, override]
+    def postprocess(self, result: Any, headers: dict[str, str] | None = None,
+                    response_headers: dict[str, str] | None = None) -> Any:
         return {**result, "post": True}
 
 
@@ -282,7 +285,7 @@ def test_custom_predictor_as_an_inference_service(cluster: LocalCluster) -> None
     assert kserve.ready
 
 
-def test_custom_predictor_yaml_is_valid_for_kserves_crd(crd_validate) -> None:  # type: ignore[no-untyped-def]
+def test_custom_predictor_yaml_is_valid_for_kserves_crd(crd_validate: Callable[[str], str]) -> None:
     crd_validate(custom_isvc())
 
 
@@ -315,7 +318,7 @@ def test_the_same_model_file_answers_the_same_under_the_kserve_sdk(tmp_path: Pat
     (tmp_path / "failing.py").write_text(FAILING)
     failing_main = ("import sys, kserve; sys.path.insert(0, '.'); from failing import Failing; "
                     "m = Failing('boom'); m.load(); kserve.ModelServer().start([m])")
-    answers = {}
+    answers: dict[tuple[str, str | float], tuple[Any, ...]] = {}
     for who, python_for in (("labkit", sys.executable), ("kserve", python)):
         port = free_port()
         # no gRPC: the SDK would bind its default 8081, which another process may hold

@@ -7,7 +7,7 @@ passed back as the SDK passes it, and the same file under the real kserve SDK (p
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import orjson
@@ -76,10 +76,10 @@ def predict(port: int, body: dict) -> tuple[int, dict]:
     return status, doc
 
 
-def answers(predictor: ReplicaProcess, python: str) -> dict[str, tuple[int, dict]]:
+def answers(predictor: ReplicaProcess, python: str) -> dict[str | tuple[str, str], tuple[int, dict]]:
     """What the transformer answers over each predictor protocol: the guide's rows, a row the
     predictor refuses (3 features), a row the transformer refuses (a feature missing)."""
-    found = {}
+    found: dict[str | tuple[str, str], tuple[int, dict]] = {}
     for protocol in ("v1", "v2"):
         with transformer(predictor.port, protocol, python) as front:
             found[protocol] = predict(front.port, NAMED)
@@ -89,7 +89,7 @@ def answers(predictor: ReplicaProcess, python: str) -> dict[str, tuple[int, dict
 
 
 @pytest.fixture(scope="module")
-def labkit_answers(predictor: ReplicaProcess) -> dict[str, tuple[int, dict]]:
+def labkit_answers(predictor: ReplicaProcess) -> dict[str | tuple[str, str], tuple[int, dict]]:
     return answers(predictor, sys.executable)
 
 
@@ -156,6 +156,7 @@ def test_the_sample_runs_the_transformer_as_its_own_component(
     assert status == 500 and "'400 Bad Request' for url 'http://127.0.0.1:" in doc["error"]
 
     # what KServe's controller appended to the container's args
+    assert live.transformer.obj is not None
     [container] = live.transformer.obj.spec.template.spec.containers
     predictor_host = live.predictor.url.split("://", 1)[1]
     assert container.args == ["--predictor_protocol=v2", "--model_name", NAME,
@@ -179,7 +180,7 @@ def test_the_sample_runs_the_transformer_as_its_own_component(
         200, EXPECTED)
 
 
-def test_the_sample_is_valid_for_kserves_crd(crd_validate) -> None:  # type: ignore[no-untyped-def]
+def test_the_sample_is_valid_for_kserves_crd(crd_validate: Callable[[str], str]) -> None:
     crd_validate(SAMPLE.read_text())
 
 

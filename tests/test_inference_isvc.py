@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +114,14 @@ def test_a_broken_model_update_leaves_the_previous_revision_serving(
 
 
 def test_remote_storage_fails_the_apply_naming_the_field(cluster: LocalCluster,
-                                                         child_pids) -> None:  # type: ignore[no-untyped-def]
+                                                         child_pids: Callable[[], set[int]]) -> None:
     before = child_pids()
     with pytest.raises(ApplyError, match=r"spec\.predictor\.model\.storageUri: .*offline"):
         cluster.apply(isvc("gs://my-team-bucket/models/sklearn/iris"))
     assert child_pids() <= before
 
 
-def test_scale_to_zero_and_cold_start_from_zero(cluster: LocalCluster, wait_for) -> None:  # type: ignore[no-untyped-def]
+def test_scale_to_zero_and_cold_start_from_zero(cluster: LocalCluster, wait_for: Callable[..., None]) -> None:
     configure_serving(cluster, autoscaler=AutoscalerConfig(
         scale_to_zero_grace_period=1.0, allow_zero_initial_scale=True))
     cluster.apply(isvc(MODELS / "iris", minReplicas=0, annotations={
@@ -148,7 +149,8 @@ def test_transformer_in_front_of_the_predictor(cluster: LocalCluster) -> None:
     cluster.apply(yaml.safe_dump(doc))
     url = cluster.url("InferenceService", "iris")
     live = inference_service(cluster, "iris")
-    assert live.transformer is not None and url == live.transformer.url != live.predictor.url
+    assert live.transformer is not None and live.predictor is not None
+    assert url == live.transformer.url != live.predictor.url
     instance = dict(zip(names.split(","), ROW))
     request = urllib.request.Request(f"{url}/v1/models/iris:predict", method="POST",
                                      data=orjson.dumps({"instances": [instance, ROW]}))
@@ -156,8 +158,8 @@ def test_transformer_in_front_of_the_predictor(cluster: LocalCluster) -> None:
         assert orjson.loads(response.read()) == {"predictions": ["setosa", "setosa"]}
         timing = response.headers["server-timing"]
     hops = parse_server_timing(timing)
-    assert {"preprocess", "predictor", "postprocess", "predictor.predict"} <= set(hops)
-    assert hops["predictor"] >= hops["predictor.predict"]  # the hop includes the model call
+    assert {"preprocess", "predict", "postprocess", "predictor.predict"} <= set(hops)
+    assert hops["predict"] >= hops["predictor.predict"]  # the round trip includes the model call
     kserve = cluster.get(ISVC, "iris").status.detail["kserve"]
     conditions = {c["type"]: c["status"] for c in kserve["conditions"]}
     assert conditions["TransformerReady"] == conditions["Ready"] == "True"
@@ -169,7 +171,7 @@ def test_transformer_in_front_of_the_predictor(cluster: LocalCluster) -> None:
     assert err.value.code == 400 and "lacks sepal_width" in orjson.loads(err.value.read())["error"]
 
 
-def test_logger_posts_cloudevents_and_needs_a_url(cluster: LocalCluster, wait_for) -> None:  # type: ignore[no-untyped-def]
+def test_logger_posts_cloudevents_and_needs_a_url(cluster: LocalCluster, wait_for: Callable[..., None]) -> None:
     with pytest.raises(ApplyError, match=r"spec\.predictor\.logger\.url: labkit needs"):
         cluster.apply(isvc(MODELS / "iris", logger={"mode": "all"}))
     sink = EventSink()

@@ -9,7 +9,9 @@ and, when it wants another count, sets the Deployment's ``spec.replicas`` throug
 (as the HPA writes the scale subresource; re-applying the Deployment's own manifest with a
 ``replicas`` field resets it, as ``kubectl apply`` does). Every sync is kept in `decisions`;
 `status()` shows the utilisation against the target and the replicas, like
-``kubectl get hpa``.
+``kubectl get hpa``, and ``detail["conditions"]`` the conditions ``kubectl describe hpa`` lists
+(`labkit.serving.hpa_status`). A target whose container has no ``resources.requests.cpu`` is
+applied (Kubernetes takes it) with a `ConfigWarning`: that HPA never scales.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from labkit.core.models import Deployment
 from labkit.serving.constants import HPA_SYNC_SECONDS
 from labkit.serving.hpa import cpu_readings
 from labkit.serving.hpa_cpu import process_cpu_seconds
+from labkit.serving.hpa_status import hpa_conditions, missing_cpu_request
 from labkit.serving.hpa_sync import HPADecision, HPAHistory, hpa_sync
 
 if TYPE_CHECKING:
@@ -32,8 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["HorizontalPodAutoscalerController", "configure_hpa", "horizontal_pod_autoscaler"]
 
 _SYNC_SECONDS: weakref.WeakKeyDictionary[LocalCluster, float] = weakref.WeakKeyDictionary()
-_CONTROLLERS: weakref.WeakKeyDictionary[LocalCluster, dict[tuple[str, str], HorizontalPodAutoscalerController]] = \
-    weakref.WeakKeyDictionary()
 
 
 def configure_hpa(cluster: LocalCluster, sync_seconds: float) -> None:
@@ -46,10 +47,8 @@ def configure_hpa(cluster: LocalCluster, sync_seconds: float) -> None:
 def horizontal_pod_autoscaler(cluster: LocalCluster, name: str,
                               namespace: str = "default") -> HorizontalPodAutoscalerController:
     """The live side of an applied HorizontalPodAutoscaler (its `decisions`)."""
-    found = _CONTROLLERS.get(cluster, {}).get((namespace, name))
-    if found is None:
-        raise LookupError(f"no HorizontalPodAutoscaler {name!r} in namespace {namespace!r}")
-    return found
+    return cluster.controller("autoscaling/v2/HorizontalPodAutoscaler", name, namespace,
+                              of=HorizontalPodAutoscalerController)
 
 
 class HorizontalPodAutoscalerController:
@@ -66,10 +65,9 @@ class HorizontalPodAutoscalerController:
         if obj.spec.scale_target_ref.name != self.obj.spec.scale_target_ref.name:
             self.history, self._marks = HPAHistory(), {}  # another target: nothing to remember
         self.obj = obj
-        _CONTROLLERS.setdefault(self.cluster, {})[(obj.metadata.namespace, obj.metadata.name)] = self
 
     def delete(self) -> None:
-        _CONTROLLERS.get(self.cluster, {}).pop((self.obj.metadata.namespace, self.obj.metadata.name), None)
+        """Nothing to stop: the HPA runs only in reconcile(), which ends with the object."""
 
     def _target(self) -> Deployment | None:
         from labkit.cluster import NotFoundError
@@ -97,7 +95,7 @@ class HorizontalPodAutoscalerController:
         resources = target.container.resources
         request = resources.cpu_request_millis() if resources else None
         counters = [(pod.name, pod.ready, process_cpu_seconds(pod.pid) if pod.ready else None) for pod in pods]
-        readings, self._marks = cpu_readings(counters, self._marks, now, request)
+        readings, self._marks = cpu_readings(counters, self._marks, now, request, target.container.name)
         decision = hpa_sync(self.obj.to_spec(), self.history, target.spec.replicas, readings, now)
         self.history = decision.history
         self.decisions.append(decision)
@@ -106,6 +104,17 @@ class HorizontalPodAutoscalerController:
             scaled.spec.replicas = decision.desired
             self.cluster.apply(scaled)
         return decision
+
+    def _warnings(self) -> tuple[str, ...]:
+        target = self._target()
+        if target is None:
+            return ()
+        resources = target.container.resources
+        warning = missing_cpu_request(
+            f"HorizontalPodAutoscaler {self.obj.metadata.namespace}/{self.obj.metadata.name}",
+            f"Deployment {target.metadata.name}", target.container.name,
+            resources.cpu_request_millis() if resources else None)
+        return (warning,) if warning else ()
 
     def status(self) -> ObjectStatus:
         spec, last = self.obj.spec, (self.decisions[-1] if self.decisions else None)
@@ -121,7 +130,9 @@ class HorizontalPodAutoscalerController:
             detail={"currentReplicas": last.current if last else None,
                     "desiredReplicas": last.desired if last else None,
                     "currentCPUUtilizationPercentage": last.utilization if last else None,
-                    "reason": last.reason if last else "", "syncs": len(self.decisions)})
+                    "reason": last.reason if last else "", "syncs": len(self.decisions),
+                    "conditions": [c.as_dict() for c in hpa_conditions(self.decisions)]},
+            warnings=self._warnings())
 
 
 register_controller("autoscaling/v2", "HorizontalPodAutoscaler", HorizontalPodAutoscalerController)

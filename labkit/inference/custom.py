@@ -57,6 +57,11 @@ Errors are KServe's (python/kserve/kserve/errors.py): a handler that raises give
 `500 {"error": "<ExceptionType> : <message>"}` (`InferenceError`: the message alone),
 `InvalidInput` 400, an unknown model 404, a model not ready 503, `NotImplementedError` 501;
 the traceback goes to the log and the server keeps serving.
+
+Each answer has a `Server-Timing` header with the stages kserve.Model times (its latency log
+and histograms): `preprocess`, `predict` and `postprocess`, in milliseconds; for a transformer
+`predict` is the round trip to the predictor, and the predictor's own entries follow, prefixed
+`predictor.` (`labkit.inference.timing`).
 """
 
 from __future__ import annotations
@@ -67,9 +72,10 @@ import importlib.util
 import inspect
 import os
 import sys
+import time
 import traceback
 import types
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +102,7 @@ from labkit.inference.protocol import (
     error_body,
 )
 from labkit.inference.server import parse_route, process_age_seconds, run, stop_on_signals
+from labkit.inference.timing import StageTimes, stage_times
 from labkit.inference.transformer import PredictorClient, PredictorConfig, listen_port
 
 __all__ = [
@@ -203,15 +210,26 @@ class Model:
         """preprocess -> validate -> predict -> postprocess, as kserve.Model.__call__."""
         response_headers: dict[str, str] = {}
         extra = (response_headers,) if self.required_response_headers else ()
-        payload = await _maybe_await(self.preprocess(body, headers))
+        payload = await _stage("preprocess", lambda: self.preprocess(body, headers))
         payload = self.validate(payload)
-        result = await _maybe_await(self.predict(payload, headers, *extra))
-        result = await _maybe_await(self.postprocess(result, headers, *extra))
+        result = await _stage("predict", lambda: self.predict(payload, headers, *extra))
+        result = await _stage("postprocess", lambda: self.postprocess(result, headers, *extra))
         return result, response_headers
 
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+async def _stage(name: str, handler: Callable[[], Any]) -> Any:
+    """Run one handler, plain or async, and note its time for the request's Server-Timing
+    (as kserve.Model.__call__ times each stage for its latency log and histograms)."""
+    started = time.perf_counter()
+    result = await _maybe_await(handler())
+    times = stage_times.get()
+    if times is not None:
+        times.stages.append((name, time.perf_counter() - started))
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,13 +301,18 @@ class CustomModelHandler:
                 body = decode_json(request.body)
                 if not isinstance(body, dict):
                     raise ProtocolError("request body must be a JSON object")
-            result, headers = await model(body, request.headers)
+            times = StageTimes()
+            token = stage_times.set(times)
+            try:
+                result, headers = await model(body, request.headers)
+            finally:
+                stage_times.reset(token)
             response = _encode(model, result, wanted, binary_default)
         except ProtocolError as exc:
             return Response(exc.status, error_body(str(exc)))
         except Exception as exc:  # noqa: BLE001 (the student's code: answer as KServe does, keep serving)
             return _error_response(exc)
-        response.headers = (*response.headers, *headers.items())
+        response.headers = (("server-timing", times.header()), *response.headers, *headers.items())
         return response
 
 

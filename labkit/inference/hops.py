@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from labkit.inference.timing import parse_server_timing
+from labkit.mesh.control import control_plane
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
@@ -42,7 +43,8 @@ def measure_path(cluster: LocalCluster, name: str, host: str, body: dict[str, An
     """Send `n` V2 inference requests for InferenceService `name` through the mesh (Host
     `host`, from the cluster's client sidecar) and `n` straight to its local URL, alternating;
     return per request the milliseconds of each of `LIVE_HOPS`, "end to end" and "no mesh"."""
-    client = cluster.client()
+    plane = control_plane(cluster)
+    client = plane.client()
     path = f"/v2/models/{name}/infer"
     calls = []
     with httpx.Client(base_url=client.outbound_url, headers={"Host": host}) as mesh, \
@@ -58,10 +60,12 @@ def measure_path(cluster: LocalCluster, name: str, host: str, body: dict[str, An
             calls.append((answer.headers["x-request-id"], through_mesh, straight,
                           parse_server_timing(answer.headers["server-timing"])))
     outbound = {r.request_id: r for r in client.telemetry.access_records()}
-    inbound = {r.request_id: r for r in cluster.sidecar(name).telemetry.access_records()}
+    inbound = {r.request_id: r for r in plane.sidecar(name).telemetry.access_records()}
     rows = []
     for request_id, through_mesh, straight, model in calls:
         out, into = outbound[request_id], inbound[request_id]
+        if into.upstream_ms is None:  # the sidecar answered by itself: no upstream time to split
+            raise RuntimeError(f"request {request_id}: the predictor's sidecar reached no upstream")
         rows.append({
             "client library + loopback": through_mesh - out.duration_ms,
             "client sidecar + wire": out.duration_ms - into.duration_ms,

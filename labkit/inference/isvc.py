@@ -43,18 +43,19 @@ from __future__ import annotations
 
 import sys
 import urllib.request
-import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from labkit.core.controller import ObjectStatus
 from labkit.core.models import Container
-from labkit.inference.models import InferenceService, PredictorSpec, TransformerSpec
+from labkit.inference.models import API_VERSION, KIND, InferenceService, PredictorSpec, TransformerSpec
 from labkit.inference.rollout import Rollout, TrafficEntry, after_routing, traffic_block
 from labkit.inference.runtimes import FORMATS
 from labkit.inference.storage import resolve_storage_uri
 from labkit.manifests import ObjectMeta
+from labkit.mesh.control import ControlPlane, control_plane
 from labkit.net import python_command
 from labkit.serving.autoscaler_config import GROUP, MAX_SCALE, METRIC, MIN_SCALE, TARGET
 from labkit.serving.models import (
@@ -81,19 +82,10 @@ KSERVE_BATCH_DEFAULTS = (32, 5000)
 """KServe's batcher defaults: maxBatchSize 32 rows, maxLatency 5000 ms."""
 READY_PATH = "/v2/health/ready"
 
-_LIVE: weakref.WeakKeyDictionary[LocalCluster, dict[tuple[str, str], InferenceServiceController]] = (
-    weakref.WeakKeyDictionary())
-
-
 def inference_service(cluster: LocalCluster, name: str,
                       namespace: str = "default") -> InferenceServiceController:
     """The live side of an applied InferenceService."""
-    found = _LIVE.get(cluster, {}).get((namespace, name))
-    if found is None:
-        present = ", ".join(n for _, n in _LIVE.get(cluster, {})) or "none"
-        raise LookupError(f"no InferenceService {name!r} in namespace {namespace!r} "
-                          f"(applied: {present})")
-    return found
+    return cluster.controller(f"{API_VERSION}/{KIND}", name, namespace, of=InferenceServiceController)
 
 
 class InferenceServiceController:
@@ -166,7 +158,6 @@ class InferenceServiceController:
         if self.obj is None or self.obj.spec != obj.spec:
             self.generation += 1
         self.obj = obj
-        _LIVE.setdefault(self.cluster, {})[(self.namespace, self.name)] = self
         self._note_rollout()
         self._join_mesh()
 
@@ -226,9 +217,13 @@ class InferenceServiceController:
         for component in (self.transformer, self.predictor):
             if component is not None:
                 component.delete()
-        live = _LIVE.get(self.cluster, {})
-        if live.get((self.namespace, self.name)) is self:
-            del live[(self.namespace, self.name)]
+
+    def owned(self) -> Iterator[tuple[KnativeService, KnativeServiceController]]:
+        """The Knative Services KServe makes for the predictor and transformer (`<name>-predictor`,
+        `<name>-transformer`), so `cluster.controller()` reaches them as `kubectl get ksvc` does."""
+        for component in (self.predictor, self.transformer):
+            if component is not None and component.obj is not None:
+                yield component.obj, component
 
     # -- status -----------------------------------------------------------------------------
 
@@ -302,10 +297,10 @@ def predictor_knative_service(obj: InferenceService, model_path: str | None,
     )
 
 
-def _mesh(cluster: LocalCluster) -> Any:
+def _mesh(cluster: LocalCluster) -> ControlPlane | None:
     """The cluster's mesh control plane, or None when the mesh component is not loaded."""
     try:
-        return cluster.extension("mesh")
+        return control_plane(cluster)
     except LookupError:
         return None
 

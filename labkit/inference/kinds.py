@@ -1,7 +1,7 @@
 """Registers KServe's InferenceService kind, and its controller (its ready-made
 images, the feature transformer and the model monitor, are rows of labkit.core.images.IMAGES).
 
-`labkit.manifests.COMPONENTS` names this module, so the first manifest load imports it.
+`labkit.components` names this module, so the first manifest load imports it.
 """
 
 from __future__ import annotations

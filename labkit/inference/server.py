@@ -45,6 +45,7 @@ from labkit.inference.protocol import (
 )
 from labkit.inference.runtimes import LoadedModel, ModelLoadError, load_model
 from labkit.inference.storage import StorageError, resolve_storage_uri
+from labkit.inference.timing import server_timing
 
 if TYPE_CHECKING:
     from labkit.inference.payload_logger import PayloadLogger
@@ -315,7 +316,7 @@ def _timed(encode: Encoder, results: list[np.ndarray],
     started = time.perf_counter()
     response = encode(results)
     timing = [*timing, ("encode", time.perf_counter() - started)]
-    response.headers = (("server-timing", _server_timing(timing)), *response.headers)
+    response.headers = (("server-timing", server_timing(timing)), *response.headers)
     return response
 
 
@@ -393,10 +394,6 @@ def parse_route(method: str, path: str) -> Route:
         raise ProtocolError(f"no route for {method} {path}", 404)
     _require(method, "POST" if route.action in ("infer", "v1_predict") else "GET", path)
     return route
-
-
-def _server_timing(parts: list[tuple[str, float]]) -> str:
-    return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in parts)
 
 
 # ---------------------------------------------------------------------------------------------

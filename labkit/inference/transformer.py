@@ -8,8 +8,9 @@ runs it with KServe's arguments (`--model_name`, `--predictor_host`, `--protocol
 
 Only JSON inference calls (`:predict`, `/infer`) go through the hooks; health, metadata and
 binary-tensor requests are passed through unchanged. Each answer's `Server-Timing` lists
-`preprocess`, `predictor` (the whole predictor hop) and `postprocess`, followed by the
-predictor's own entries prefixed `predictor.`, so a notebook can draw where the time went.
+`preprocess`, `predict` (the whole round trip to the predictor, as KServe times a
+transformer's predict) and `postprocess`, followed by the predictor's own entries prefixed
+`predictor.` (`labkit.inference.timing`), so a notebook can draw where the time went.
 
 Run as a module it is a ready-made transformer (image `labkit/feature-transformer`):
 `--feature-names a,b,c` turns V1 instances given as objects ({"a": 1, ...}) into rows, and
@@ -39,6 +40,7 @@ from labkit.inference.httpd import Request, Response
 from labkit.inference.httpd import serve as serve_http
 from labkit.inference.infer_types import InferenceError, InferRequest, InferResponse
 from labkit.inference.protocol import ProtocolError, decode_json, error_body
+from labkit.inference.timing import server_timing, stage_times
 
 __all__ = ["Hook", "PredictorClient", "PredictorConfig", "Transformer", "feature_hooks",
            "listen_port", "serve"]
@@ -133,6 +135,9 @@ class PredictorClient:
         answer = await self.client.post(url, content=body, headers=sent)
         if not answer.is_success:
             raise _status_error(answer)
+        times = stage_times.get()
+        if times is not None:  # the served request's Server-Timing shows the predictor's own
+            times.predictor = answer.headers.get("server-timing")
         if response_headers is not None:
             response_headers.update(answer.headers)
         if "inference-header-content-length" in answer.headers:
@@ -197,7 +202,7 @@ class Transformer:
                                                    headers=headers)
             except httpx.HTTPError as exc:
                 return Response(502, error_body(f"transformer: predictor did not answer: {exc}"))
-            timing.append(("predictor", time.perf_counter() - started))
+            timing.append(("predict", time.perf_counter() - started))
             content = answer.content
             if hooked and answer.status_code == 200 and self.postprocess is not None:
                 started = time.perf_counter()
@@ -207,12 +212,7 @@ class Transformer:
                 timing.append(("postprocess", time.perf_counter() - started))
         except ProtocolError as exc:
             return Response(exc.status, error_body(str(exc)))
-        server_timing = ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in timing)
-        inner = answer.headers.get("server-timing")
-        if inner:
-            server_timing += ", " + ", ".join(f"predictor.{part.strip()}"
-                                              for part in inner.split(","))
-        headers_out = [("server-timing", server_timing)]
+        headers_out = [("server-timing", server_timing(timing, answer.headers.get("server-timing")))]
         if "inference-header-content-length" in answer.headers:
             headers_out.append(("inference-header-content-length",
                                 answer.headers["inference-header-content-length"]))

@@ -33,9 +33,10 @@ is scaled on CPU instead, by the HorizontalPodAutoscaler Knative creates for it
 real CPU use since the last sync (psutil, `labkit.serving.hpa_cpu`) against the container's
 ``resources.requests.cpu`` goes into one HPA sync (`labkit.serving.hpa_sync.hpa_sync`:
 tolerance, stabilisation windows, scaling policies), whose replicas the PA reconcile then
-sets; `hpa_decisions` logs every sync. Without a CPU request the HPA cannot compute a
-utilisation and never scales, as on Kubernetes. At least one pod (no scale to zero), no
-panic mode; the activator only serves while no pod is ready.
+sets; `hpa_decisions` logs every sync and `hpa_status()` is that HPA's status (its
+conditions, `labkit.serving.hpa_status`). Without a CPU request the HPA cannot compute a
+utilisation and never scales, as on Kubernetes (`hpa_warning()` says so). At least one pod
+(no scale to zero), no panic mode; the activator only serves while no pod is ready.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ from collections.abc import Callable
 
 from labkit.clock import Cancellable, Clock
 from labkit.serving.autoscaler_config import HPA_CLASS, RevisionAutoscaling
-from labkit.serving.constants import HPA_SYNC_SECONDS, SCRAPE_SECONDS, TICK_SECONDS
+from labkit.serving.constants import HPA_SYNC_SECONDS, SCRAPE_SECONDS, TICK_SECONDS, USER_CONTAINER
 from labkit.serving.hpa import cpu_readings, knative_hpa_spec
 from labkit.serving.hpa_cpu import process_cpu_seconds
+from labkit.serving.hpa_status import hpa_conditions, missing_cpu_request
 from labkit.serving.hpa_sync import HPADecision, HPAHistory, hpa_sync
 from labkit.serving.kpa import Autoscaler, initial_excess_burst_capacity
 from labkit.serving.kpa_scaler import SCALE_UNKNOWN, Activity
@@ -230,11 +232,10 @@ class AutoscalerLoop:
         then a reconcile with the replicas it wants."""
         assert self.hpa_spec is not None
         revision = self.revision
-        resources = revision.template.spec.container.resources
-        request = resources.cpu_request_millis() if resources else None
         pods = [(pod.name, pod.ready, self._cpu_seconds(pod) if pod.ready else None)
                 for pod in list(revision.pods) if pod.state != PodState.TERMINATING]
-        readings, self._cpu_marks = cpu_readings(pods, self._cpu_marks, now, request)
+        readings, self._cpu_marks = cpu_readings(pods, self._cpu_marks, now, self._cpu_request(),
+                                                 self._container_name())
         decision = hpa_sync(self.hpa_spec, self.hpa_history, revision.replica_count, readings, now)
         self.hpa_history = decision.history
         self.hpa_decisions.append(decision)
@@ -243,6 +244,34 @@ class AutoscalerLoop:
         self.desired_scale = decision.desired
         self.reconcile(now)
         return decision
+
+    def _cpu_request(self) -> int | None:
+        resources = self.revision.template.spec.container.resources
+        return resources.cpu_request_millis() if resources else None
+
+    def _container_name(self) -> str:
+        return self.revision.template.spec.container.name or USER_CONTAINER
+
+    def hpa_status(self) -> dict[str, object] | None:
+        """HPA class: the status of the HorizontalPodAutoscaler Knative creates for the revision
+        (named after it, ``kubectl describe hpa <revision>``); None for the KPA class."""
+        if self.hpa_spec is None:
+            return None
+        decisions = list(self.hpa_decisions)
+        last = decisions[-1] if decisions else None
+        return {"currentReplicas": last.current if last else None,
+                "desiredReplicas": last.desired if last else None,
+                "currentCPUUtilizationPercentage": self.cpu_utilization,
+                "conditions": [c.as_dict() for c in hpa_conditions(decisions)]}
+
+    def hpa_warning(self) -> str | None:
+        """HPA class: the apply-time warning when the container sets no CPU request."""
+        if self.hpa_spec is None:
+            return None
+        revision = self.revision
+        return missing_cpu_request(f"HorizontalPodAutoscaler {revision.namespace}/{revision.name} (Knative's "
+                                   f"for the class {HPA_CLASS})", f"Revision {revision.name}",
+                                   self._container_name(), self._cpu_request())
 
     def decide(self, now: float) -> None:
         """A decider tick (or a poke) at `now`, then a reconcile."""

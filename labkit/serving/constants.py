@@ -16,6 +16,7 @@ __all__ = [
     "QUEUE_PROXY_QUEUE_FACTOR",
     "SCRAPE_SECONDS",
     "TICK_SECONDS",
+    "USER_CONTAINER",
 ]
 
 ACTIVATOR_QUEUE_DEPTH = 10_000
@@ -37,3 +38,7 @@ hard-coded: a ``tick-interval`` ConfigMap key is ignored)."""
 HPA_SYNC_SECONDS = 15.0
 """Kubernetes' HorizontalPodAutoscaler sync period (kube-controller-manager
 ``--horizontal-pod-autoscaler-sync-period``), used for the ``hpa.autoscaling.knative.dev`` class."""
+
+USER_CONTAINER = "user-container"
+"""The name Knative gives a revision's unnamed container (config-defaults
+``container-name-template``; ``pkg/apis/serving/v1/revision_defaults.go``)."""

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from labkit.serving.autoscaler_config import RevisionAutoscaling
+from labkit.serving.constants import USER_CONTAINER
 from labkit.serving.models import API_VERSION, KnativeService, RevisionTemplate, RouteTable, resolve_traffic
 from labkit.serving.rollout_duration import Rollout
 
@@ -65,7 +66,6 @@ QUEUE_PORTS = {"queue-port": 8012, "http-queueadm": 8022, "http-autometric": 909
                "http-usermetric": 9091}
 """The queue-proxy's ports: serving (8012), admin/drain (8022), autoscaler metrics (9090),
 user metrics (9091)."""
-USER_CONTAINER = "user-container"
 GATEWAY = "knative-local-gateway.istio-system.svc.cluster.local"
 INGRESS_CLASS = "networking.knative.dev/ingress.class"
 """Knative's IngressClassAnnotationKey (knative.dev/networking pkg/apis/networking/register.go)."""

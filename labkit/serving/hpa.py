@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from labkit.serving.autoscaler_config import WINDOW, RevisionAutoscaling, parse_go_duration
+from labkit.serving.constants import USER_CONTAINER
 
 __all__ = [
     "DEFAULT_SCALE_DOWN",
@@ -147,12 +148,14 @@ class HPASpec:
 @dataclass(frozen=True)
 class PodReading:
     """One pod of the scale target at a sync: ready or not, its CPU use over the last metric
-    window (millicores; None: no metric yet) and its CPU request (millicores; None: unset)."""
+    window (millicores; None: no metric yet) and its `container`'s CPU request (millicores;
+    None: unset)."""
 
     name: str
     ready: bool
     usage_millis: int | None
     request_millis: int | None
+    container: str = USER_CONTAINER
 
 
 @dataclass(frozen=True)
@@ -172,14 +175,16 @@ CpuMarks = Mapping[str, tuple[float, float]]
 
 
 def cpu_readings(pods: Sequence[tuple[str, bool, float | None]], marks: CpuMarks, now: float,
-                 request_millis: int | None) -> tuple[list[PodReading], dict[str, tuple[float, float]]]:
+                 request_millis: int | None, container: str = USER_CONTAINER,
+                 ) -> tuple[list[PodReading], dict[str, tuple[float, float]]]:
     """Turn (name, ready, CPU seconds used so far) per pod into this sync's readings.
 
     A pod's usage is its CPU time since the previous sync over the time between them (the
     metrics pipeline's window, about one sync period as metrics-server's resolution). A ready
     pod first seen at this sync, or not ready at the last one, has no metric yet. Returns the
     readings and the marks to pass next time. Live CPU seconds and simulated ones go through
-    this same step.
+    this same step. `container` names the pods' container (Knative's ``user-container`` by
+    default), for the calculator's error when it has no CPU request.
     """
     readings: list[PodReading] = []
     new_marks: dict[str, tuple[float, float]] = {}
@@ -190,7 +195,7 @@ def cpu_readings(pods: Sequence[tuple[str, bool, float | None]], marks: CpuMarks
             if name in marks and now > marks[name][1]:
                 before, then = marks[name]
                 usage = int(max(0.0, cpu - before) / (now - then) * 1000)
-        readings.append(PodReading(name, ready, usage, request_millis))
+        readings.append(PodReading(name, ready, usage, request_millis, container))
     return readings, new_marks
 
 
@@ -207,9 +212,12 @@ def resource_replicas(pods: Sequence[PodReading], target_utilization: int, curre
     """
     if not pods:
         return ReplicaProposal(None, reason="no pods returned by selector while calculating replica count")
-    missing_request = [p.name for p in pods if not p.request_millis]
+    missing_request = [p for p in pods if not p.request_millis]
     if missing_request:
-        return ReplicaProposal(None, reason=f"missing request for cpu in pod {missing_request[0]}")
+        # calculatePodRequests' error, word for word (replica_calculator.go).
+        first = missing_request[0]
+        return ReplicaProposal(None, reason=f"missing request for cpu in container {first.container} "
+                                            f"of Pod {first.name}")
     requests = {p.name: int(p.request_millis or 0) for p in pods}
     groups: dict[str, str] = {}
     usage: dict[str, int] = {}

@@ -83,7 +83,9 @@ class HPAHistory:
 class HPADecision:
     """One sync: the replicas it found (`current`) and set (`desired`; equal: no scaling),
     the calculator's proposal and utilisation (None without metrics), and why it stopped
-    where it did (a ScalingActive/ScalingLimited reason of Kubernetes' HPA status)."""
+    where it did (a ScalingActive/ScalingLimited reason of Kubernetes' HPA status).
+    `stabilized`: the proposal after the stabilisation window, before the limits (None
+    without a proposal)."""
 
     time: float
     current: int
@@ -92,6 +94,7 @@ class HPADecision:
     utilization: int | None
     reason: str
     history: HPAHistory
+    stabilized: int | None = None
 
     @property
     def scaled(self) -> bool:
@@ -106,6 +109,7 @@ def hpa_sync(spec: HPASpec, history: HPAHistory, current_replicas: int,
         raise ValueError(f"current_replicas must be >= 0, got {current_replicas}")
     proposal: int | None = None
     utilization: int | None = None
+    stabilized: int | None = None
     if current_replicas == 0 and spec.min_replicas != 0:
         return HPADecision(now, 0, 0, None, None, "ScalingDisabled", history)
     if current_replicas > spec.max_replicas:
@@ -119,18 +123,20 @@ def hpa_sync(spec: HPASpec, history: HPAHistory, current_replicas: int,
                                answer.reason, history)
         proposal, utilization = answer.replicas, answer.utilization
         if spec.behavior is None:
-            desired, reason, history = _normalize_legacy(spec, history, current_replicas, proposal, now)
+            desired, reason, history, stabilized = _normalize_legacy(spec, history, current_replicas,
+                                                                     proposal, now)
         else:
-            desired, reason, history = _normalize_with_behavior(spec, history, current_replicas, proposal, now)
+            desired, reason, history, stabilized = _normalize_with_behavior(spec, history, current_replicas,
+                                                                            proposal, now)
     if desired != current_replicas and spec.behavior is not None:
         history = _store_scale_event(spec, history, current_replicas, desired, now)
-    return HPADecision(now, current_replicas, desired, proposal, utilization, reason, history)
+    return HPADecision(now, current_replicas, desired, proposal, utilization, reason, history, stabilized)
 
 
 # --- without spec.behavior ----------------------------------------------------------------
 
 def _normalize_legacy(spec: HPASpec, history: HPAHistory, current: int, proposal: int,
-                      now: float) -> tuple[int, str, HPAHistory]:
+                      now: float) -> tuple[int, str, HPAHistory, int]:
     # stabilizeRecommendation: the highest proposal not older than the window (Before(cutoff)
     # is old, so one exactly at the cutoff still counts), the oldest slot reused.
     cutoff = now - DOWNSCALE_STABILIZATION_SECONDS
@@ -143,16 +149,17 @@ def _normalize_legacy(spec: HPASpec, history: HPAHistory, current: int, proposal
     most, why = ((scale_up_limit, "ScaleUpLimit") if spec.max_replicas > scale_up_limit
                  else (spec.max_replicas, "TooManyReplicas"))
     if stabilized < spec.min_replicas:
-        return spec.min_replicas, "TooFewReplicas", history
+        return spec.min_replicas, "TooFewReplicas", history, stabilized
     if stabilized > most:
-        return most, why, history
-    return stabilized, "ScaleDownStabilized" if stabilized != proposal else "DesiredWithinRange", history
+        return most, why, history, stabilized
+    reason = "ScaleDownStabilized" if stabilized != proposal else "DesiredWithinRange"
+    return stabilized, reason, history, stabilized
 
 
 # --- with spec.behavior -------------------------------------------------------------------
 
 def _normalize_with_behavior(spec: HPASpec, history: HPAHistory, current: int, proposal: int,
-                             now: float) -> tuple[int, str, HPAHistory]:
+                             now: float) -> tuple[int, str, HPAHistory, int]:
     behavior = spec.behavior
     assert behavior is not None
     up, down = behavior.scale_up, behavior.scale_down
@@ -179,7 +186,7 @@ def _normalize_with_behavior(spec: HPASpec, history: HPAHistory, current: int, p
         least, why = (limit, "ScaleDownLimit") if spec.min_replicas < limit else (spec.min_replicas, "TooFewReplicas")
         if stabilized < least:
             desired, reason = least, why
-    return desired, reason, history
+    return desired, reason, history, stabilized
 
 
 def _changed_within(events: Sequence[ScaleEvent], period: int, now: float) -> int:

@@ -1,6 +1,6 @@
 """Registers Knative Serving with labkit: the Service kind, its controller.
 
-`labkit.manifests.COMPONENTS` names this module, so the first manifest load imports it.
+`labkit.components` names this module, so the first manifest load imports it.
 """
 
 from __future__ import annotations

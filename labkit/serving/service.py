@@ -75,6 +75,7 @@ from labkit.serving.constants import ACTIVATOR_QUEUE_DEPTH, HPA_SYNC_SECONDS
 from labkit.serving.gc import GCConfig, RevisionRecord, collect
 from labkit.serving.metrics import render
 from labkit.serving.models import (
+    API_VERSION,
     Addressable,
     ConfigurationStatus,
     KnativeService,
@@ -184,13 +185,9 @@ def _release_activator(cluster: LocalCluster) -> None:
 
 def knative_service(cluster: LocalCluster, name: str,
                     namespace: str = "default") -> KnativeServiceController:
-    """The live side of an applied Knative Service: revisions, replicas, metrics, history."""
-    found = _SERVICES.get(cluster, {}).get((namespace, name))
-    if found is None:
-        present = ", ".join(n for _, n in _SERVICES.get(cluster, {})) or "none"
-        raise LookupError(f"no Knative Service {name!r} in namespace {namespace!r} "
-                          f"(applied: {present})")
-    return found
+    """The live side of a Knative Service (applied, or an InferenceService's): revisions,
+    replicas, metrics, history."""
+    return cluster.controller(f"{API_VERSION}/Service", name, namespace, of=KnativeServiceController)
 
 
 class KnativeServiceController:
@@ -573,6 +570,7 @@ class KnativeServiceController:
         ready = knative.condition("Ready")
         ok = ready is not None and ready.status == "True"
         tags = {tag: server.url for tag, server in self.tag_listeners.items()}
+        hpas = [(name, autoscaler.hpa_status()) for name, autoscaler in self.autoscalers.items()]
         if ok:
             message = f"{self.latest_ready} ready, traffic " + ", ".join(
                 f"{r} {p}%" for r, p in self.table.split)
@@ -592,7 +590,11 @@ class KnativeServiceController:
                 "activator": self.activator.url if self.activator else None,
                 "metricsUrl": self.metrics_url if self.metrics_server else None,
                 "revisions": [r.describe() for r in self.revisions.values()],
+                # Knative keeps an HPA's conditions out of the Service's (hpa_status): they
+                # are the HorizontalPodAutoscalers', one per HPA-class revision.
+                "horizontalPodAutoscalers": {name: status for name, status in hpas if status},
             },
+            warnings=tuple(w for w in (a.hpa_warning() for a in self.autoscalers.values()) if w),
         )
 
     # -- the data path ----------------------------------------------------------------------
