@@ -30,6 +30,7 @@ from typing import Any
 from labkit import load
 from labkit.cluster import LocalCluster
 from labkit.flagger.podinfo import podinfo_deployment
+from labkit.mesh.control import control_plane
 
 RESULTS = Path(__file__).resolve().parent / "results" / "canary_live.json"
 INTERVAL, THRESHOLD, STEPS = 2.0, 2, 5
@@ -68,7 +69,7 @@ def main() -> int:
                         "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}},
                        podinfo_deployment("v1", namespace=NS)])
         cluster.apply(CANARY)
-        proxy = cluster.client(NS).outbound_url
+        proxy = control_plane(cluster).client(NS).outbound_url
         stop = threading.Event()
 
         def traffic() -> None:

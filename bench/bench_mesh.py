@@ -200,7 +200,8 @@ def serve_sidecar(args: argparse.Namespace) -> None:
     """One sidecar: `client` routes Host `app` to `--upstream`; `server` delivers to the app."""
     import uvloop
 
-    from labkit.mesh.proxy import Endpoint, MeshConfig, ServiceInfo, Sidecar, Workload
+    from labkit.mesh.proxy import Sidecar
+    from labkit.mesh.proxy_config import Endpoint, MeshConfig, ServiceInfo, Workload
 
     tls = _load_certificate(args.cert) if args.cert else None
 

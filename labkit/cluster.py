@@ -4,6 +4,10 @@
 object to the controller registered for its kind, which makes it real: processes, listeners,
 proxies. If one fails half-way, everything that apply() call did is undone, so the cluster is
 left as it was. Components plug in with `register_controller()`; the core knows none of them.
+
+`controller(kind, name)` is the one way to the live side of an object (a Knative Service's
+revisions, a broker's process, a channel's event log); each component's typed helper
+(`labkit.serving.service.knative_service`, ...) is a one-line call of it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, overload
 
 from labkit import manifests
 from labkit.core.controller import (
@@ -22,13 +26,15 @@ from labkit.core.controller import (
     Controller,
     ControllerFactory,
     ObjectStatus,
+    Resource,
     controller_factory,
     register_controller,
 )
 from labkit.core.loop import BackgroundLoop
 from labkit.core.podlogs import tail_lines
 from labkit.core.pods import Pod, PodRegistry
-from labkit.manifests import KindKey, KubeObject, ManifestError, Source
+from labkit.manifests import KindKey, KubeObject, ManifestError, Source, api_group
+from labkit.suggest import did_you_mean
 
 __all__ = [
     "ApplyError",
@@ -46,12 +52,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Resource:
-    """An applied object (as last applied) and its live status."""
-
-    object: KubeObject
-    status: ObjectStatus
+T = TypeVar("T")
 
 
 class ApplyError(RuntimeError):
@@ -177,16 +178,6 @@ class LocalCluster:
             raise NotFoundError(f"no cluster extension {name!r} (have: {', '.join(self._extensions) or 'none'})")
         return self._extensions[name]
 
-    def client(self, namespace: str = "default", service_account: str = "sleep") -> Any:
-        """A mesh client with its own sidecar, like Istio's `sleep` sample pod: send requests to
-        its `outbound_url` with a service name as Host (see labkit.mesh.control)."""
-        return self.extension("mesh").client(namespace, service_account)
-
-    def sidecar(self, workload_name: str, namespace: str = "default") -> Any:
-        """The sidecar injected into a workload (a Deployment), with outbound_url, inbound_url,
-        metrics_url and config()."""
-        return self.extension("mesh").sidecar(workload_name, namespace)
-
     def _notify_changed(self) -> None:
         for extension in self._extensions.values():
             extension.changed()
@@ -307,14 +298,32 @@ class LocalCluster:
         return status.url
 
     def delete(self, kind: str, name: str, namespace: str = "default") -> None:
-        """Delete an object and stop everything its controller started."""
+        """Delete an object and stop everything its controller started. The objects it owns
+        (whose `metadata.ownerReferences` name it: a Canary's primary Deployment, Services and
+        routing) go after it, as Kubernetes' garbage collector deletes dependents once their
+        owner is gone (`kubectl delete`'s default, background cascading)."""
         with self._lock:
-            entry = self._entry(kind, name, namespace)
-            del self._objects[entry.obj.key]
+            doomed = self._with_dependents(self._entry(kind, name, namespace))
             try:
-                entry.controller.delete()
+                for entry in doomed:
+                    del self._objects[entry.obj.key]
+                    entry.controller.delete()
             finally:
                 self._notify_changed()
+
+    def _with_dependents(self, owner: _Entry) -> list[_Entry]:
+        """`owner`, then every applied object owned by it or by one of its dependents."""
+        found = [owner]
+        keys = {owner.obj.key}
+        for dependent_of in found:  # grows while it is walked: dependents of dependents
+            for entry in self._objects.values():
+                namespace = entry.obj.metadata.namespace
+                if entry.obj.key not in keys and any(
+                        (api_group(ref.api_version), ref.kind, namespace, ref.name) == dependent_of.obj.key
+                        for ref in entry.obj.metadata.owner_references):
+                    found.append(entry)
+                    keys.add(entry.obj.key)
+        return found
 
     def status(self) -> StatusTable:
         """One row per object in apply order: kind, name, ready, url, message."""
@@ -333,6 +342,32 @@ class LocalCluster:
         from labkit.export import export_objects, write_export
 
         return write_export(export_objects(self.objects()), directory)
+
+    @overload
+    def controller(self, kind: str, name: str, namespace: str = "default", *,
+                   group: str | None = None) -> Controller: ...
+
+    @overload
+    def controller(self, kind: str, name: str, namespace: str = "default", *,
+                   group: str | None = None, of: type[T]) -> T: ...
+
+    def controller(self, kind: str, name: str, namespace: str = "default", *,
+                   group: str | None = None, of: type[Any] | None = None) -> Any:
+        """The live controller of an object: one applied, or one that an applied object made
+        (a Sequence's channels, an InferenceService's Knative Services), as `kubectl get` lists
+        owned objects too. `kind` is read as `get()` reads it ("Service", "ksvc",
+        "serving.knative.dev/v1/Service"), or give the API `group` beside a bare kind
+        (`controller("Service", "hello", group="serving.knative.dev")`). `of`: the controller
+        class expected, so the result is typed as it; TypeError if another class runs it."""
+        if group is not None:
+            if "/" in kind:
+                raise ValueError(f"kind {kind!r} already names its API group; drop group={group!r}")
+            kind = f"{group}/{kind}"
+        with self._lock:
+            found = self._entry(kind, name, namespace, owned=True).controller
+        if of is not None and not isinstance(found, of):
+            raise TypeError(f"{kind} {name!r} is run by {type(found).__name__}, not {of.__name__}")
+        return found
 
     def logs(self, kind: str, name: str, namespace: str = "default", *, previous: bool = False,
              tail: int | None = None) -> str:
@@ -353,10 +388,13 @@ class LocalCluster:
         # A copy: changing it and applying it again must be seen as a change.
         return Resource(entry.obj.model_copy(deep=True), entry.controller.status())
 
-    def _entry(self, kind: str, name: str, namespace: str) -> _Entry:
+    def _entry(self, kind: str, name: str, namespace: str, *, owned: bool = False) -> _Entry:
+        """The entry of one object; `owned`: also those applied objects made (see controller())."""
         candidates = self._resolve_kind(kind)
-        keys = dict.fromkeys((manifests.api_group(a), k, namespace, name) for a, k in candidates)
-        entries = [self._objects[key] for key in keys if key in self._objects]
+        objects = self._with_owned() if owned else self._objects
+        kinds_wanted = {(manifests.api_group(a), k) for a, k in candidates}
+        keys = dict.fromkeys((group, k, namespace, name) for group, k in kinds_wanted)
+        entries = [objects[key] for key in keys if key in objects]
         if len(entries) > 1:  # e.g. a core Service and a Knative Service share a name
             entries = [e for e in entries if e.obj.api_version in CORE_API_VERSIONS] or entries
         if len(entries) == 1:
@@ -365,10 +403,25 @@ class LocalCluster:
         if entries:
             choices = ", ".join(f"{e.obj.api_version}/{e.obj.kind}" for e in entries)
             raise NotFoundError(f"{kind!r} named {name!r} is ambiguous: say one of {choices}")
-        present = ", ".join(f"{k[1]}/{k[3]}" for k in self._objects) or "nothing applied"
+        hint = did_you_mean(name, (k[3] for k in objects if k[:2] in kinds_wanted and k[2] == namespace))
+        present = ", ".join(f"{k[1]}/{k[3]}" for k in objects) or "nothing applied"
         raise NotFoundError(
-            f"no {'/'.join(kinds)} named {name!r} in namespace {namespace!r} (present: {present})"
+            f"no {'/'.join(kinds)} named {name!r} in namespace {namespace!r}"
+            f"{'; ' + hint if hint else ''} (present: {present})"
         )
+
+    def _with_owned(self) -> dict[tuple[str, str, str, str], _Entry]:
+        """The applied objects, then those their controllers made (core.controller.Owner)."""
+        found: dict[tuple[str, str, str, str], _Entry] = {}
+        pending = list(self._objects.values())
+        while pending:
+            entry = pending.pop(0)
+            if entry.obj.key in found:  # seen (a Channel's controller also runs its backing channel)
+                continue
+            found[entry.obj.key] = entry
+            owned = getattr(entry.controller, "owned", None)
+            pending += [_Entry(obj, controller) for obj, controller in (owned() if owned else ())]
+        return found
 
     @staticmethod
     def _resolve_kind(kind: str) -> list[KindKey]:
@@ -388,7 +441,8 @@ class LocalCluster:
         ]
         if not found:
             listing = ", ".join(f"{a}/{k}" for a, k in known)
-            raise NotFoundError(f"unknown kind {kind!r}; supported: {listing}")
+            hint = did_you_mean(kind_name, [*(k for _, k in known), *SHORT_NAMES])
+            raise NotFoundError(f"unknown kind {kind!r}; {hint + ' ' if hint else ''}supported: {listing}")
         return found
 
     # -- lifecycle --------------------------------------------------------------------------

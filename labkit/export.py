@@ -15,7 +15,14 @@ Every change is also a comment at the top of the object's file. The changes:
   PVC": https://kserve.github.io/website/latest/modelserving/storage/pvc/pvc/);
 - annotations under labkit.dev/ (labkit's own knobs) -> removed;
 - namespaces whose objects use the mesh -> labelled `istio-injection: enabled`
-  (https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/).
+  (https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/);
+- objects a controller made (an ownerReference to an exported object, or a controller
+  reference: Flagger's `-primary` Deployment, Services, DestinationRules and VirtualService of a
+  Canary) -> not written: the controller makes them again on a real cluster, and a copy applied
+  beside their owner would fight it; README.txt lists them;
+- what Flagger changed in a Canary's target -> as the student applied it: a Deployment it
+  scaled to 0 gets back the replicas its primary copy runs, a Knative Service loses the
+  primary-revision annotation and the traffic block Flagger writes (pkg/router/knative.go).
 
 `export_objects` is pure (objects in, documents and notes out); `write_export` writes them.
 """
@@ -33,7 +40,9 @@ import yaml
 
 from labkit import __version__, manifests
 from labkit.core.images import BuiltinImage, builtin_image, image_name
-from labkit.manifests import KubeObject
+from labkit.core.models import Deployment
+from labkit.flagger.router import PRIMARY_REVISION
+from labkit.manifests import KubeObject, OwnerReference, api_group
 
 __all__ = [
     "MESH_LABEL",
@@ -41,6 +50,7 @@ __all__ = [
     "Document",
     "Export",
     "ModelUpload",
+    "Skipped",
     "build_image",
     "export_objects",
     "write_export",
@@ -117,11 +127,22 @@ class ModelUpload:
         return f"pvc://{MODEL_CLAIM}/{self.subpath}"
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """An object not written: a controller makes it on a real cluster."""
+
+    kind: str
+    name: str
+    namespace: str
+    why: str
+
+
 @dataclass
 class Export:
     documents: list[Document]
     builds: list[BuiltinImage]
     uploads: list[ModelUpload]
+    skipped: list[Skipped] = field(default_factory=list)
 
     def readme(self, directory: str | os.PathLike[str]) -> str:
         """What to run, in order, for the export written to `directory`."""
@@ -136,10 +157,16 @@ def build_image(row: BuiltinImage) -> str:
 def export_objects(objects: Iterable[KubeObject]) -> Export:
     """The documents a real cluster takes for `objects`, with notes on every change."""
     out = Export([], [], [])
+    objects = list(objects)
+    present = {obj.key for obj in objects}
     for obj in objects:
+        if why := _made_by_controller(obj, present):
+            out.skipped.append(Skipped(obj.kind, obj.metadata.name, obj.metadata.namespace, why))
+            continue
         for document in _real_documents(obj):
             _walk(document.body, (), document, out)
             out.documents.append(document)
+    _undo_flagger_changes(out.documents, objects)
     _label_mesh_namespaces(out.documents)
     _target_public_ports(out.documents)
     _add_model_claims(out)
@@ -221,6 +248,83 @@ def _claim(name: str, namespace: str, size: str) -> dict[str, Any]:
                      "resources": {"requests": {"storage": size}}}}
 
 
+# -- objects controllers make or change ------------------------------------------------------
+
+_CONTROLLERS = {"flagger.app": "Flagger", "serving.knative.dev": "Knative Serving",
+                "serving.kserve.io": "KServe", "apps": "Kubernetes", "": "Kubernetes"}
+"""Who makes an owner's objects on a real cluster, by the owner's API group."""
+
+
+def _made_by_controller(obj: KubeObject, present: set[tuple[str, str, str, str]]) -> str:
+    """Why `obj` is not written, or "" when it is: its controller reference names the object
+    that makes it (Kubernetes' garbage collector reads the same field), or an owner of it is
+    in this export. Either way the owner's controller makes it again on a real cluster, with
+    the owner's new uid; a copy applied beside the owner conflicts with it."""
+
+    def owner_key(ref: OwnerReference) -> tuple[str, str, str, str]:
+        # owners are in the object's namespace (cluster-scoped ones aside, which labkit has none of)
+        return (api_group(ref.api_version), ref.kind, obj.metadata.namespace, ref.name)
+
+    refs = obj.metadata.owner_references
+    ref = next((r for r in refs if r.controller), None) or next(
+        (r for r in refs if owner_key(r) in present), None)
+    if ref is None:
+        return ""
+    who = _CONTROLLERS.get(api_group(ref.api_version), f"the controller of {ref.kind}")
+    why = f"created by {who} from {ref.kind}/{ref.name} on a real cluster"
+    return why if owner_key(ref) in present else f"{why} ({ref.kind}/{ref.name} is not in this export)"
+
+
+def _undo_flagger_changes(documents: list[Document], objects: list[KubeObject]) -> None:
+    """A Canary's target as the student applied it, not as Flagger left it: Flagger changes it
+    again on a real cluster, from what the student applies."""
+    found = {(d.kind, d.namespace, d.name): d for d in documents}
+    models: dict[tuple[str, str | None, str], KubeObject] = {
+        (o.kind, o.metadata.namespace, o.metadata.name): o for o in objects}
+    for canary in [d for d in documents if d.kind == "Canary"]:
+        ref = canary.body["spec"]["targetRef"]
+        target = found.get((ref["kind"], canary.namespace, ref["name"]))
+        if target is None:
+            continue
+        if target.kind == "Deployment":
+            _unscale(target, models.get(("Deployment", canary.namespace, f"{target.name}-primary")),
+                     canary.name)
+        elif target.kind == "Service" and target.body["apiVersion"].startswith("serving.knative.dev/"):
+            _unroute(target, canary.name)
+
+
+def _unscale(target: Document, primary: KubeObject | None, canary: str) -> None:
+    """Flagger scales the target Deployment to 0 once it has copied it to `-primary`
+    (fluxcd/flagger pkg/canary/deployment_controller.go ScaleToZero) and back up when a new
+    template is applied (ScaleFromZero). Written with 0 replicas, the primary would get 1
+    (Flagger gives it the target's replicas, at least 1), so the target is written with the
+    replicas the primary runs: the count the student applied (or an autoscaler's since)."""
+    if target.body["spec"].get("replicas") != 0:
+        return
+    replicas = max(1, primary.spec.replicas) if isinstance(primary, Deployment) else 1
+    target.body["spec"]["replicas"] = replicas
+    target.notes.append(f"spec.replicas: 0 -> {replicas}: Flagger scaled it to 0 after copying it "
+                        f"to {target.name}-primary (which runs {replicas}); on a real cluster "
+                        f"Canary/{canary} does the same from the replicas you apply")
+
+
+def _unroute(target: Document, canary: str) -> None:
+    """Flagger's Knative router writes `flagger.app/primary-revision` and a traffic block
+    [latestRevision: canary %, primary revision: primary %] into the Service (pkg/router/
+    knative.go SetRoutes); on a real cluster it writes them from its own revisions."""
+    annotations = target.body["metadata"].get("annotations") or {}
+    if PRIMARY_REVISION not in annotations:
+        return
+    del annotations[PRIMARY_REVISION]
+    if not annotations:
+        target.body["metadata"].pop("annotations", None)
+    dropped = ["metadata.annotations." + PRIMARY_REVISION]
+    if target.body["spec"].pop("traffic", None) is not None:
+        dropped.append("spec.traffic")
+    target.notes.append(f"{' and '.join(dropped)}: removed, written by Flagger for Canary/{canary} "
+                        "(which writes them again on a real cluster, naming its own revisions)")
+
+
 # -- fields anywhere in an object -------------------------------------------------------------
 
 
@@ -249,10 +353,48 @@ def _module_of(command: list[str]) -> tuple[str, list[str]] | None:
     return None
 
 
-def _row_for_module(module: str) -> BuiltinImage | None:
+def _row_for_module(module: str, args: list[str],
+                    own: BuiltinImage | None) -> tuple[BuiltinImage, list[str]] | None:
+    """The image a `python -m module args...` container stands for, and the arguments left for
+    it. Rows may share a module (Bookinfo's reviews v1-v3, KServe's model servers): the row of
+    the container's own image when it is one of them, else the row whose arguments start the
+    command's (`reviews v2`), else the first. The row's arguments are its image's own."""
     from labkit.core.images import IMAGES
 
-    return next((row for row in IMAGES if row.module == module), None)
+    rows = [row for row in IMAGES if row.module == module]
+    if not rows:
+        return None
+
+    def leads(row: BuiltinImage) -> bool:
+        return bool(row.args) and tuple(args[:len(row.args)]) == row.args
+
+    row = own if own in rows else next((r for r in rows if leads(r)), rows[0])
+    return row, args[len(row.args):] if leads(row) else args
+
+
+def _own_program(container: dict[str, Any], command: list[str]) -> str | None:
+    """What to build for a container that runs the student's own Python code from this machine:
+    a script (lab 01's worker) or a FastAPI app under uvicorn (README, "Your own app"). The
+    command stays as written; it names files a cluster's pods do not have."""
+    if len(command) < 2 or not PurePosixPath(command[0]).name.startswith("python"):
+        return None
+    push = ("push it, and put its name in `image:` without the `command`"
+            + (" and `workingDir`" if container.get("workingDir") else "") + " (they name files "
+            "on this machine); it must listen on 0.0.0.0, not 127.0.0.1, for other pods to reach it")
+    # names, not this machine's paths (often temporary folders): the note reads the same each run
+    if command[1:3] == ["-m", "uvicorn"]:
+        app = next((a for a in command[3:] if ":" in a and not a.startswith("-")), "main:app")
+        folder = f"the folder {PurePosixPath(container['workingDir']).name}" \
+            if container.get("workingDir") else "your app's folder"
+        return (f"your own app ({app} under uvicorn): build an image from {folder} (a Dockerfile: "
+                "FROM python:3.11-slim, COPY . /app, WORKDIR /app, RUN pip install fastapi uvicorn, "
+                f"CMD uvicorn {app} --host 0.0.0.0 --port $PORT), {push}")
+    script = PurePosixPath(command[1])
+    if script.suffix != ".py":
+        return None
+    return (f"your own program {script.name}: build an image from it (a Dockerfile: "
+            f"FROM python:3.11-slim, COPY {script.name} /app/, CMD [\"python\", \"/app/{script.name}\"]), "
+            f"{push}")
 
 
 def _container(container: dict[str, Any], path: tuple[str | int, ...], doc: Document,
@@ -263,13 +405,16 @@ def _container(container: dict[str, Any], path: tuple[str | int, ...], doc: Docu
     command = container.get("command")
     command = command if isinstance(command, list) else []
     started = _module_of(command)
-    if started and (by_module := _row_for_module(started[0])) is not None:
-        row = by_module
+    if started and (found := _row_for_module(started[0], started[1], row)) is not None:
+        row, rest = found
         container.pop("command")
-        if started[1] or container.get("args"):
-            container["args"] = [*started[1], *container.get("args", [])]
+        if rest or container.get("args"):
+            container["args"] = [*rest, *container.get("args", [])]
         doc.notes.append(f"{where}.command: {' '.join(command)} is labkit's way to start "
                          f"{row.name}; the image's own entrypoint runs it")
+    elif row is None and (own := _own_program(container, command)):
+        doc.notes.append(f"{where}.command: {own}")
+        return
     elif row is None or (row.public and image_name(image) != image_name(row.name)):
         return  # a public image already
     new = row.public or build_image(row)
@@ -365,10 +510,15 @@ def _label_mesh_namespaces(documents: list[Document]) -> None:
                 "pod created here (objects in this namespace use the mesh)")
 
 
+_Listening = list[tuple[str | None, str, dict[str, str], int]]
+"""(namespace, Deployment name, pod labels, port) of each Deployment now running a public image."""
+
+
 def _target_public_ports(documents: list[Document]) -> None:
     """A Service in front of pods now running a public image sends to the port that image
-    listens on (event_display: 8080), not to the one labkit's app took from $PORT."""
-    listening: list[tuple[str | None, dict[str, str], int]] = []
+    listens on (event_display: 8080), not to the one labkit's app took from $PORT; so do the
+    Services Flagger makes for a Canary (its spec.service.targetPort)."""
+    listening: _Listening = []
     for doc in documents:
         if doc.kind != "Deployment":
             continue
@@ -376,22 +526,43 @@ def _target_public_ports(documents: list[Document]) -> None:
         for container in template["spec"].get("containers", []):
             row = builtin_image(str(container.get("image", "")))
             if row is not None and row.public and image_name(container["image"]) == image_name(row.public):
-                listening.append((doc.namespace, template["metadata"].get("labels") or {}, row.port))
+                listening.append((doc.namespace, doc.name, template["metadata"].get("labels") or {},
+                                  row.port))
     for doc in documents:
-        if doc.kind != "Service" or doc.body.get("apiVersion") != "v1":
-            continue
-        selector = doc.body["spec"].get("selector") or {}
-        ports = {port for namespace, labels, port in listening if namespace == doc.namespace and selector
-                 and all(labels.get(k) == v for k, v in selector.items())}
-        if len(ports) != 1:
-            continue
-        [port] = ports
-        for i, service_port in enumerate(doc.body["spec"].get("ports", [])):
-            target = service_port.get("targetPort", service_port.get("port"))
-            if isinstance(target, int) and target != port:
-                service_port["targetPort"] = port
-                doc.notes.append(f"spec.ports[{i}].targetPort: {target} -> {port}, where the public "
-                                 "image its pods run listens")
+        if doc.kind == "Service" and doc.body.get("apiVersion") == "v1":
+            _service_target_port(doc, listening)
+        elif doc.kind == "Canary":
+            _canary_target_port(doc, listening)
+
+
+def _service_target_port(doc: Document, listening: _Listening) -> None:
+    selector = doc.body["spec"].get("selector") or {}
+    ports = {port for namespace, _, labels, port in listening if namespace == doc.namespace and selector
+             and all(labels.get(k) == v for k, v in selector.items())}
+    if len(ports) != 1:
+        return
+    [port] = ports
+    for i, service_port in enumerate(doc.body["spec"].get("ports", [])):
+        target = service_port.get("targetPort", service_port.get("port"))
+        if isinstance(target, int) and target != port:
+            service_port["targetPort"] = port
+            doc.notes.append(f"spec.ports[{i}].targetPort: {target} -> {port}, where the public "
+                             "image its pods run listens")
+
+
+def _canary_target_port(doc: Document, listening: _Listening) -> None:
+    ref = doc.body["spec"].get("targetRef", {})
+    service = doc.body["spec"].get("service")
+    if ref.get("kind") != "Deployment" or not service:
+        return
+    ports = {port for namespace, name, _, port in listening
+             if (namespace, name) == (doc.namespace, ref.get("name"))}
+    target = service.get("targetPort", service.get("port"))
+    if len(ports) != 1 or not isinstance(target, int) or target in ports:
+        return
+    [service["targetPort"]] = ports
+    doc.notes.append(f"spec.service.targetPort: {target} -> {service['targetPort']}, where the "
+                     "public image its target's pods run listens (Flagger's Services send there)")
 
 
 def _add_model_claims(out: Export) -> None:
@@ -466,6 +637,10 @@ def _readme(export: Export, folder: str) -> str:
               "     kubectl apply -f DIR/", "",
               "   The files, in order:"]
     lines += [f"     {d.filename}" for d in export.documents if not d.folder]
+    if export.skipped:
+        lines += ["", "   Not written (a controller makes them on a real cluster; do not apply "
+                  "copies of them):"]
+        lines += [f"     {s.kind}/{s.name} in {s.namespace}: {s.why}" for s in export.skipped]
     lines += ["", f"{next(step)}. Pods created before their namespace got the "
               f"{MESH_LABEL} label have no sidecar: restart them",
               "     kubectl rollout restart deployment -n NAMESPACE", "",

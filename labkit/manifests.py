@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 from labkit.suggest import did_you_mean
 
 __all__ = [
-    "COMPONENTS",
+    "COMPONENTS_MODULE",
     "CONTAINER_IGNORED",
     "DEPLOYMENT_IGNORED",
     "POD_IGNORED",
@@ -42,6 +42,7 @@ __all__ = [
     "ManifestError",
     "ManifestIssue",
     "ObjectMeta",
+    "OwnerReference",
     "api_group",
     "export",
     "format_path",
@@ -58,10 +59,9 @@ KindKey = tuple[str, str]
 
 FieldPath = tuple[str | int, ...]
 
-COMPONENTS: list[str] = ["labkit.core", "labkit.eventing.kinds", "labkit.serving.kinds", "labkit.mesh.kinds",
-                           "labkit.apps.mesh_demo_deploy",
-                           "labkit.inference.kinds", "labkit.flagger.kinds"]
-"""Modules imported before the first load; each registers its kinds (and controllers)."""
+COMPONENTS_MODULE = "labkit.components"
+"""The module listing every component, imported before the first load so that each registers
+its kinds (and controllers). Named, not imported, so this module knows no component."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,11 +175,24 @@ def label_problems(labels: Mapping[str, str], path: FieldPath) -> Iterator[tuple
             )
 
 
+class OwnerReference(KubeModel):
+    """metadata.ownerReferences[]: the object that made this one (Kubernetes' garbage collector
+    deletes it with its owner; `controller: true` marks the one managing controller)."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool | None = None
+    block_owner_deletion: bool | None = None
+
+
 class ObjectMeta(KubeModel):
     name: str
     namespace: str = "default"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    owner_references: list[OwnerReference] = Field(default_factory=list)
 
 
 def api_group(api_version: str) -> str:
@@ -219,13 +232,17 @@ class KubeObject(KubeModel):
         if problem := dns_label_problem(self.metadata.namespace):
             yield ("metadata", "namespace"), problem
         yield from label_problems(self.metadata.labels, ("metadata", "labels"))
+        controllers = [r for r in self.metadata.owner_references if r.controller]
+        if len(controllers) > 1:  # apimachinery ValidateOwnerReferences
+            yield ("metadata", "ownerReferences"), (
+                "Only one reference can have Controller set to true. Found \"true\" in references for "
+                + " and ".join(f"{r.kind}/{r.name}" for r in controllers))
 
 
 # ---------------------------------------------------------------------------------------------
 # Registry
 
 _KINDS: dict[KindKey, type[KubeObject]] = {}
-_loaded_components: set[str] = set()
 
 
 def register_kind(api_version: str, kind: str, model: type[KubeObject]) -> None:
@@ -236,10 +253,7 @@ def register_kind(api_version: str, kind: str, model: type[KubeObject]) -> None:
 
 
 def _load_components() -> None:
-    for module in COMPONENTS:
-        if module not in _loaded_components:
-            importlib.import_module(module)
-            _loaded_components.add(module)
+    importlib.import_module(COMPONENTS_MODULE)  # a no-op once imported
 
 
 def supported_kinds() -> list[KindKey]:

@@ -6,10 +6,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from labkit.cluster import LocalCluster
+from labkit.mesh.control import control_plane
+from labkit.mesh.proxy import Sidecar
+from labkit.mesh.security import WorkloadCertificate
 
 FLAKY_APP = Path(__file__).with_name("mesh_flaky_app.py")
 
@@ -76,10 +80,10 @@ def applied(cluster: LocalCluster, manifest: str) -> Iterator[None]:
             cluster.delete(f"{obj.api_version}/{obj.kind}", obj.metadata.name, obj.metadata.namespace)
 
 
-def get(sidecar: object, path: str, host: str = "httpbin:8000", **kw: object) -> httpx.Response:
+def get(sidecar: Sidecar, path: str, host: str = "httpbin:8000", **kw: Any) -> httpx.Response:
     """GET through a sidecar's outbound listener, addressed by service name."""
-    headers = {"host": host, **kw.pop("headers", {})}  # type: ignore[dict-item]
-    return httpx.get(sidecar.outbound_url + path, headers=headers, timeout=30, **kw)  # type: ignore[attr-defined,arg-type]
+    headers = {"host": host, **kw.pop("headers", {})}
+    return httpx.get(sidecar.outbound_url + path, headers=headers, timeout=30, **kw)
 
 
 def echoed_headers(response: httpx.Response) -> dict[str, str]:
@@ -140,3 +144,10 @@ spec:
   selector: {{app: {app}}}
   ports: [{{port: {port}, name: http}}]
 """
+
+
+def identity(cluster: LocalCluster, workload: str, namespace: str = "default") -> str:
+    """The SPIFFE identity a workload's sidecar presents (its certificate's URI SAN)."""
+    tls = control_plane(cluster).sidecar(workload, namespace).tls
+    assert isinstance(tls, WorkloadCertificate), f"{namespace}/{workload}'s sidecar has no mutual-TLS certificate"
+    return str(tls.identity)

@@ -113,7 +113,7 @@ COMPONENT_PACKAGES = tuple(f"labkit.{p}" for p in ("apps", "mesh", "serving", "e
 
 def registry_problems(edges: Mapping[str, Mapping[str, int]]) -> list[str]:
     """The cluster and the manifest loader know no component: components register themselves."""
-    return [f"{module}:{line}: imports {target} (components register themselves; list it in COMPONENTS)"
+    return [f"{module}:{line}: imports {target} (components register themselves; import it in labkit/components.py)"
             for module in ("labkit.cluster", "labkit.manifests")
             for target, line in sorted(edges.get(module, {}).items())
             if any(target == p or target.startswith(p + ".") for p in COMPONENT_PACKAGES)]
@@ -183,8 +183,8 @@ def test_rules_catch_a_synthetic_break() -> None:
                        "(line 1 of labkit.sim.mesh) is a live component (labkit.grading reaches none)"]
     assert widget_problems(edges) == ["labkit.cluster:1: imports labkit.widgets.mesh (only notebooks import widgets)"]
     assert registry_problems(edges) == [
-        "labkit.cluster:1: imports labkit.widgets.mesh (components register themselves; list it in COMPONENTS)",
-        "labkit.manifests:1: imports labkit.serving.kinds (components register themselves; list it in COMPONENTS)"]
+        "labkit.cluster:1: imports labkit.widgets.mesh (components register themselves; import it in labkit/components.py)",
+        "labkit.manifests:1: imports labkit.serving.kinds (components register themselves; import it in labkit/components.py)"]
 
 
 def test_clean_synthetic_graph_passes() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from labkit.cluster import ApplyError, LocalCluster, NotFoundError
+from labkit.core.models import Deployment
 from labkit.manifests import ManifestError
 
 HELLO_YAML = Path(__file__).resolve().parents[1] / "data" / "manifests" / "hello.yaml"
@@ -81,10 +82,12 @@ def test_changed_template_replaces_every_pod(cluster: LocalCluster, process_aliv
 def test_get_change_apply_in_python(cluster: LocalCluster) -> None:
     cluster.apply(HELLO_YAML)
     deployment = cluster.get("Deployment", "hello").object
+    assert isinstance(deployment, Deployment)
     deployment.spec.replicas = 1
     cluster.apply(deployment)
     assert len(pod_pids(cluster)) == 1
-    assert cluster.get("Deployment", "hello").object.spec.replicas == 1
+    applied = cluster.get("Deployment", "hello").object
+    assert isinstance(applied, Deployment) and applied.spec.replicas == 1
 
 
 def test_reapplying_the_same_manifest_changes_nothing(cluster: LocalCluster) -> None:
@@ -104,6 +107,18 @@ def test_delete_stops_processes_and_frees_the_port(cluster: LocalCluster, proces
     assert cluster.status() == []
     with pytest.raises(NotFoundError, match="no Deployment named 'hello'"):
         cluster.get("Deployment", "hello")
+
+
+def test_deleting_an_owner_deletes_what_it_owns_and_nothing_else(cluster: LocalCluster, process_alive) -> None:
+    owned = SERVICE_TEXT.replace("metadata:\n", "metadata:\n  ownerReferences:\n"
+                                 "  - {apiVersion: apps/v1, kind: Deployment, name: hello, uid: u1, controller: true}\n", 1)
+    another = SERVICE_TEXT.replace("name: hello\n", "name: other\n", 1)
+    cluster.apply(DEPLOYMENT_TEXT + "---\n" + owned + "---\n" + another)
+    pids, url = pod_pids(cluster), cluster.url("Service", "hello")
+    cluster.delete("Deployment", "hello")
+    assert [(row.kind, row.name) for row in cluster.status()] == [("Service", "other")]
+    assert not port_accepts(url)
+    assert not any(process_alive(pid) for pid in pids)
 
 
 def test_close_leaves_no_child_process_and_no_listener(child_pids) -> None:
@@ -158,7 +173,8 @@ def test_a_failed_update_restores_the_previous_state(cluster: LocalCluster) -> N
         cluster.apply(HELLO_TEXT.replace("replicas: 2", "replicas: 3") + "---\n" + CRASHING)
     status = cluster.get("Deployment", "hello").status
     assert status.detail["replicas"] == 2 and status.ready
-    assert cluster.get("Deployment", "hello").object.spec.replicas == 2
+    applied = cluster.get("Deployment", "hello").object
+    assert isinstance(applied, Deployment) and applied.spec.replicas == 2
     assert [s.name for s in cluster.status()] == ["hello", "hello"]
 
 

@@ -7,9 +7,11 @@ import urllib.request
 
 import pytest
 import yaml
+from mesh_helpers import identity
 
 from labkit.cluster import ApplyError, LocalCluster
 from labkit.manifests import ManifestError, export, load
+from labkit.mesh.control import control_plane
 
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -156,17 +158,17 @@ def status_through(sidecar) -> int:
 
 def test_the_mesh_identity_is_the_pods_service_account(cluster: LocalCluster) -> None:
     cluster.apply(MESH)
-    identities = {name: str(cluster.sidecar(name, "shop").tls.identity) for name in ("orders", "cart", "legacy")}
+    identities = {name: identity(cluster, name, "shop") for name in ("orders", "cart", "legacy")}
     assert identities == {"orders": "spiffe://cluster.local/ns/shop/sa/orders",
                           "cart": "spiffe://cluster.local/ns/shop/sa/cart",
                           "legacy": "spiffe://cluster.local/ns/shop/sa/default"}
     # Two workloads, two identities: orders' sidecar lets cart in and keeps legacy out.
-    assert status_through(cluster.sidecar("cart", "shop")) == 200
-    assert status_through(cluster.sidecar("legacy", "shop")) == 403
+    assert status_through(control_plane(cluster).sidecar("cart", "shop")) == 200
+    assert status_through(control_plane(cluster).sidecar("legacy", "shop")) == 403
 
 
 def test_changing_the_service_account_gives_the_workload_a_new_identity(cluster: LocalCluster) -> None:
     cluster.apply(MESH)
     cluster.apply(MESH.replace("serviceAccountName: cart", "serviceAccountName: orders"))
-    assert str(cluster.sidecar("cart", "shop").tls.identity) == "spiffe://cluster.local/ns/shop/sa/orders"
-    assert status_through(cluster.sidecar("cart", "shop")) == 403
+    assert identity(cluster, "cart", "shop") == "spiffe://cluster.local/ns/shop/sa/orders"
+    assert status_through(control_plane(cluster).sidecar("cart", "shop")) == 403

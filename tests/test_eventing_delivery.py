@@ -216,12 +216,13 @@ def test_parse_retry_after_forms() -> None:
 
 
 def test_dead_letter_data_is_base64_truncated_at_1024_chars() -> None:
-    ext = dead_letter_extensions(SUBSCRIBER, Outcome(500, b"x" * 5000))
-    assert len(ext["knativeerrordata"]) == 1024
-    assert base64.b64encode(b"x" * 5000).decode().startswith(ext["knativeerrordata"])
+    data = dead_letter_extensions(SUBSCRIBER, Outcome(500, b"x" * 5000))["knativeerrordata"]
+    assert isinstance(data, str) and len(data) == 1024
+    assert base64.b64encode(b"x" * 5000).decode().startswith(data)
     assert dead_letter_extensions(SUBSCRIBER, Outcome(500, b""))["knativeerrordata"] == ""
     network = dead_letter_extensions(SUBSCRIBER, Outcome(None, error="connection refused"))
     assert network["knativeerrorcode"] == 500
+    assert isinstance(network["knativeerrordata"], str)
     assert base64.b64decode(network["knativeerrordata"]) == b"dispatch error: connection refused"
 
 

@@ -72,6 +72,7 @@ def test_sequence_plan_names_and_wires_channels_as_knative() -> None:
     assert plan.channels == ("seq-kn-sequence-0", "seq-kn-sequence-1")
     assert plan.entry == "seq-kn-sequence-0"
     first, second = plan.subscriptions
+    assert first.subscriber is not None and second.subscriber is not None
     assert (first.name, first.channel, first.subscriber.uri) == (
         "seq-kn-sequence-0", "seq-kn-sequence-0", "http://step-a/")
     assert first.reply is None and first.reply_channel == "seq-kn-sequence-1"
@@ -102,12 +103,14 @@ spec:
     assert set(by_name) == {"par-kn-parallel-filter-0", "par-kn-parallel-0",
                             "par-kn-parallel-filter-1", "par-kn-parallel-1"}
     filter0 = by_name["par-kn-parallel-filter-0"]
+    assert filter0.subscriber is not None
     assert (filter0.channel, filter0.subscriber.uri, filter0.reply_channel) == (
         "par-kn-parallel", "http://even/", "par-kn-parallel-0")
     # No filter: every event goes straight on to the branch channel.
     assert by_name["par-kn-parallel-filter-1"].subscriber_channel == "par-kn-parallel-1"
-    assert by_name["par-kn-parallel-0"].reply.uri == "http://shared-reply/"
-    assert by_name["par-kn-parallel-1"].reply.uri == "http://own-reply/"
+    shared, own = by_name["par-kn-parallel-0"].reply, by_name["par-kn-parallel-1"].reply
+    assert shared is not None and shared.uri == "http://shared-reply/"
+    assert own is not None and own.uri == "http://own-reply/"
 
 
 # --- SinkBinding's Do and Undo (pure) ---------------------------------------------------------
@@ -457,7 +460,7 @@ spec:
 # --- SinkBinding and ContainerSource, live ------------------------------------------------------
 
 def _env(cluster: LocalCluster, kind: str, name: str) -> dict[str, str]:
-    obj = cluster.get(kind, name).object
+    obj: Any = cluster.get(kind, name).object  # a Deployment or a Knative Service: both have spec.template
     return {v.name: v.value for v in obj.spec.template.spec.containers[0].env}
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 import simpy
@@ -13,7 +15,7 @@ from conftest import wait_for
 
 from labkit.clock import SimClock
 from labkit.eventing.cron import parse_schedule, parse_timezone
-from labkit.eventing.models import PingSource
+from labkit.eventing.models import DirectorySource, PingSource
 from labkit.eventing.sink import InProcessSink
 from labkit.eventing.sources import (
     DirectoryWatcher,
@@ -96,7 +98,7 @@ def test_data_base64_is_decoded_before_sending():
 
 def test_a_simulated_day_of_schedule_fires_at_every_tick_in_order():
     env = simpy.Environment()
-    events = []
+    events: list[Any] = []
     source = _ping("  schedule: '0 */6 * * *'\n  data: '{\"x\": 1}'\n  contentType: application/json")
     runner = PingRunner(source, events.append, SimClock(env),
                         start_epoch=datetime(2026, 1, 1, tzinfo=UTC).timestamp())
@@ -178,7 +180,7 @@ spec:
         assert attributes["source"] == "/apis/v1alpha1/namespaces/default/directorysources/uploads"
 
 
-def test_directory_source_exports_as_deployment_plus_sinkbinding(crd_validate):
+def test_directory_source_exports_as_deployment_plus_sinkbinding(crd_validate: Callable[[str], str]) -> None:
     (source,) = load_text("""
 apiVersion: sources.labkit.dev/v1alpha1
 kind: DirectorySource
@@ -188,6 +190,7 @@ spec:
   sink: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
   ceOverrides: {extensions: {team: blue}}
 """)
+    assert isinstance(source, DirectorySource)
     deployment, binding = yaml.safe_load_all(export_directory_source(source))
     assert deployment["kind"] == "Deployment"
     assert binding["spec"]["subject"]["name"] == deployment["metadata"]["name"]

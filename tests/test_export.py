@@ -69,7 +69,7 @@ def test_the_image_table_runs_public_images_and_exports_labkit_ones() -> None:
         assert images.image_command(name) == hello.command
     for name in ("kennethreitz/httpbin", "docker.io/kennethreitz/httpbin:latest",
                  "docker.io/mccutchen/go-httpbin:v2.15.0"):
-        assert images.image_command(name) == images.builtin_image("labkit/httpbin").command  # type: ignore[union-attr]
+        assert images.image_command(name) == images.builtin_image("labkit/httpbin").command  # type: ignore[union-attr]  # a built-in image: never None
     # Export-only rows (started by their controller with arguments) are not run bare.
     assert images.image_command("docker.io/kserve/sklearnserver") is None
     # Every row names a module that exists.
@@ -131,10 +131,10 @@ spec:
     by_kind = {d.kind: d for d in export.documents}
     web = next(d for d in export.documents if d.kind == "Deployment" and d.name == "web")
     containers = web.body["spec"]["template"]["spec"]["containers"]
-    assert containers[0]["image"] == images.builtin_image("labkit/httpbin").public  # type: ignore[union-attr]
+    assert containers[0]["image"] == images.builtin_image("labkit/httpbin").public  # type: ignore[union-attr]  # a built-in image: never None
     demo = next(d for d in export.documents if d.kind == "Deployment" and d.name == "demo")
     assert demo.body["spec"]["template"]["spec"]["containers"][0]["image"] == build_image(
-        images.builtin_image("labkit/mesh-demo"))  # type: ignore[arg-type]
+        images.builtin_image("labkit/mesh-demo"))  # type: ignore[arg-type]  # a built-in image: never None
     assert any("containers[0].image: labkit/httpbin ->" in n for n in web.notes)
     isvc = by_kind["InferenceService"]
     assert isvc.body["spec"]["predictor"]["model"]["storageUri"] == f"pvc://{MODEL_CLAIM}/iris/iris"

@@ -39,7 +39,8 @@ class Driver:
         self.metrics: dict[str, Any] = {"request-success-rate": 100.0, "request-duration": 20.0}
         self.webhooks: dict[str, bool | HookResult] = {}
         self.calls: list[tuple[str, str]] = []
-        self.not_ready, self.unavailable_since = "", None
+        self.not_ready = ""
+        self.unavailable_since: float | None = None
 
     def tick(self) -> Step:
         table = hooks(self.webhooks)

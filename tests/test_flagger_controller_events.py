@@ -23,7 +23,7 @@ def test_only_the_newest_events_are_kept(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("LABKIT_FLAGGER_STATE", str(tmp_path))
     # no saved state and nothing applied: the controller needs no cluster to record events
     canary = Canary.model_validate(CANARY, by_alias=True)
-    controller = CanaryController(None, canary)  # type: ignore[arg-type]
+    controller = CanaryController(None, canary)  # type: ignore[arg-type]  # no cluster, as said above
     controller._record([Event("Normal", f"event {n}") for n in range(MAX_EVENTS + 50)])
     shown = [e["message"] for e in controller.status().detail["events"]]
     assert len(shown) == MAX_EVENTS

@@ -10,13 +10,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from labkit import load
 from labkit.cluster import ApplyError, LocalCluster
+from labkit.core.models import Deployment
 from labkit.flagger.podinfo import failing_command, podinfo_deployment
+from labkit.manifests import KubeObject
+from labkit.mesh.control import control_plane
+from labkit.mesh.models import VirtualService
+from labkit.serving.models import KnativeService
 
 NS = "default"
 
@@ -46,7 +51,7 @@ class Traffic:
     """Requests to the apex service through a client sidecar, until stopped."""
 
     def __init__(self, cluster: LocalCluster, headers: dict[str, str] | None = None) -> None:
-        self.proxy = cluster.client(NS).outbound_url
+        self.proxy = control_plane(cluster).client(NS).outbound_url
         self.headers = headers or {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -65,8 +70,17 @@ class Traffic:
         self.thread.join(timeout=30)
 
 
+K = TypeVar("K", bound=KubeObject)
+
+
+def live(cluster: LocalCluster, kind: str, name: str, of: type[K]) -> K:
+    """The applied `kind`/`name` in NS as the model it is (another kind fails the test)."""
+    obj = cluster.get(kind, name, NS).object
+    assert isinstance(obj, of)
+    return obj
+
 def status(cluster: LocalCluster) -> dict[str, Any]:
-    return cluster.get("Canary", "podinfo", NS).status.detail
+    return dict(cluster.get("Canary", "podinfo", NS).status.detail)
 
 
 def wait_for(cluster: LocalCluster, phase: str, limit: float = 40.0) -> dict[str, Any]:
@@ -85,7 +99,7 @@ def wait_for(cluster: LocalCluster, phase: str, limit: float = 40.0) -> dict[str
 
 
 def weights(cluster: LocalCluster) -> list[int]:
-    vs = cluster.get("VirtualService", "podinfo", NS).object.spec
+    vs = live(cluster, "VirtualService", "podinfo", VirtualService).spec
     return [r["weight"] for r in vs["http"][0]["route"]]
 
 
@@ -103,10 +117,10 @@ def test_initialisation_creates_flagger_objects(cluster: LocalCluster) -> None:
     assert {("Deployment", "podinfo-primary"), ("Service", "podinfo"), ("Service", "podinfo-primary"),
             ("Service", "podinfo-canary"), ("DestinationRule", "podinfo-primary"),
             ("DestinationRule", "podinfo-canary"), ("VirtualService", "podinfo")} <= names
-    assert cluster.get("Deployment", "podinfo", NS).object.spec.replicas == 0
+    assert live(cluster, "Deployment", "podinfo", Deployment).spec.replicas == 0
     assert weights(cluster) == [100, 0]
     # requests by name reach the primary through the mesh
-    client = cluster.client(NS)
+    client = control_plane(cluster).client(NS)
     result = load.run("http://podinfo:9898/get", requests=5, concurrency=1, proxy=client.outbound_url)
     assert result.count(200) == 5
 
@@ -131,9 +145,9 @@ def test_rollout_promotes_and_bad_canary_rolls_back(cluster: LocalCluster) -> No
         "Routing all traffic to primary",
         "Promotion completed! Scaling down podinfo.default",
     ]
-    primary = cluster.get("Deployment", "podinfo-primary", NS).object
+    primary = live(cluster, "Deployment", "podinfo-primary", Deployment)
     assert primary.spec.template.spec.containers[0].env[0].value == "v2"
-    assert cluster.get("Deployment", "podinfo", NS).object.spec.replicas == 0
+    assert live(cluster, "Deployment", "podinfo", Deployment).spec.replicas == 0
 
     with Traffic(cluster):
         cluster.apply(podinfo_deployment("v3", failing=True))
@@ -141,8 +155,8 @@ def test_rollout_promotes_and_bad_canary_rolls_back(cluster: LocalCluster) -> No
     assert "Halt podinfo.default advancement success rate 0.00% < 99%" in messages(detail)
     assert "Rolling back podinfo.default failed checks threshold reached 2" in messages(detail)
     assert weights(cluster) == [100, 0]
-    assert cluster.get("Deployment", "podinfo", NS).object.spec.replicas == 0
-    assert cluster.get("Deployment", "podinfo-primary", NS).object.spec.template.spec.containers[0].env[0].value == "v2"
+    assert live(cluster, "Deployment", "podinfo", Deployment).spec.replicas == 0
+    assert live(cluster, "Deployment", "podinfo-primary", Deployment).spec.template.spec.containers[0].env[0].value == "v2"
 
 
 def test_bad_input_is_refused_before_anything_changes(cluster: LocalCluster) -> None:
@@ -187,8 +201,9 @@ def open_gate(cluster: LocalCluster) -> None:
 
 def test_load_test_webhook_gate_and_controller_restart(cluster: LocalCluster) -> None:
     """The load tester's hey traffic (through its own sidecar) feeds the success rate; the
-    confirm-promotion gate holds the rollout at 50 %; the Canary deleted and applied again keeps
-    that weight and resumes; opening the gate promotes."""
+    confirm-promotion gate holds the rollout at 50 %; the Canary deleted takes what Flagger made
+    with it, and applied again resumes at that weight from labkit's saved status (as after a
+    kernel restart); opening the gate promotes."""
     cluster.apply([NAMESPACE, podinfo_deployment("v1"), *LOADTESTER])
     # threshold 5: the tick that starts hey reads a window without traffic yet ("no values
     # found", a failed check), as in Flagger
@@ -202,8 +217,12 @@ def test_load_test_webhook_gate_and_controller_restart(cluster: LocalCluster) ->
     assert "Halt podinfo.default advancement waiting for promotion approval approval" in messages(held)
     assert weights(cluster) == [50, 50]
 
+    # Deleting the Canary deletes what Flagger made from it (Kubernetes' garbage collector
+    # follows their ownerReferences); the student's Deployment stays.
     cluster.delete("Canary", "podinfo", NS)
-    assert weights(cluster) == [50, 50]  # deleting the controller leaves the traffic where it was
+    left = {(o.kind, o.metadata.name) for o in cluster.objects()}
+    assert ("VirtualService", "podinfo") not in left and ("Deployment", "podinfo-primary") not in left
+    assert ("Deployment", "podinfo") in left
     cluster.apply(spec)
     resumed = status(cluster)
     assert resumed["status"]["phase"] == "WaitingPromotion"
@@ -217,13 +236,13 @@ def test_load_test_webhook_gate_and_controller_restart(cluster: LocalCluster) ->
         fresh.apply(spec)
         assert status(fresh)["status"]["phase"] == "WaitingPromotion"
         assert weights(fresh) == [50, 50]
-        primary = fresh.get("Deployment", "podinfo-primary", NS).object
+        primary = live(fresh, "Deployment", "podinfo-primary", Deployment)
         assert primary.spec.template.spec.containers[0].env[0].value == "v1"
         open_gate(fresh)
         done = wait_for(fresh, "Succeeded")
         assert "Confirm-promotion check approval passed" in messages(done)
         assert weights(fresh) == [100, 0]
-        promoted = fresh.get("Deployment", "podinfo-primary", NS).object
+        promoted = live(fresh, "Deployment", "podinfo-primary", Deployment)
         assert promoted.spec.template.spec.containers[0].env[0].value == "v2"
 
 
@@ -234,14 +253,14 @@ def test_ab_routes_only_matching_requests_to_the_canary(cluster: LocalCluster) -
                           "webhooks": [GATE]}))
     cluster.apply(hello("v2"))
     wait_for(cluster, "WaitingPromotion")  # iterations done, promotion held: routes stay put
-    with httpx.Client(proxy=cluster.client(NS).outbound_url, timeout=10) as http:
+    with httpx.Client(proxy=control_plane(cluster).client(NS).outbound_url, timeout=10) as http:
         insiders = {http.get("http://podinfo:9898/", headers={"x-canary": "insider"}).text for _ in range(10)}
         others = {http.get("http://podinfo:9898/", headers={"x-canary": "outsider"}).text for _ in range(10)}
     assert insiders == {"Hello v2!\n"}
     assert others == {"Hello v1!\n"}
     open_gate(cluster)
     wait_for(cluster, "Succeeded")
-    with httpx.Client(proxy=cluster.client(NS).outbound_url, timeout=10) as http:
+    with httpx.Client(proxy=control_plane(cluster).client(NS).outbound_url, timeout=10) as http:
         assert http.get("http://podinfo:9898/").text == "Hello v2!\n"
 
 
@@ -280,7 +299,7 @@ def test_knative_provider_splits_between_primary_and_latest_revision(cluster: Lo
     spec["spec"]["targetRef"] = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "podinfo"}
     del spec["spec"]["service"]
     cluster.apply(spec)
-    service = cluster.get("ksvc", "podinfo", NS).object
+    service = live(cluster, "ksvc", "podinfo", KnativeService)
     assert service.metadata.annotations["flagger.app/primary-revision"] == "podinfo-00001"
     url = cluster.url("ksvc", "podinfo", NS)
     stop = threading.Event()
@@ -296,11 +315,11 @@ def test_knative_provider_splits_between_primary_and_latest_revision(cluster: Lo
         cluster.apply(ksvc("v2"))
         # applying a new template keeps Flagger's traffic block: the new revision gets 0 % first
         split = {(t.revision_name or "latest"): t.percent
-                 for t in cluster.get("ksvc", "podinfo", NS).object.spec.traffic}
+                 for t in live(cluster, "ksvc", "podinfo", KnativeService).spec.traffic or []}
         assert split == {"latest": 0, "podinfo-00001": 100}
         detail = wait_for(cluster, "Succeeded")
         assert "Advance podinfo.default canary weight 50" in messages(detail)
-        service = cluster.get("ksvc", "podinfo", NS).object
+        service = live(cluster, "ksvc", "podinfo", KnativeService)
         assert service.metadata.annotations["flagger.app/primary-revision"] == "podinfo-00002"
         with httpx.Client(timeout=10) as http:
             assert {http.get(url).text for _ in range(5)} == {"Hello v2!\n"}
@@ -309,7 +328,7 @@ def test_knative_provider_splits_between_primary_and_latest_revision(cluster: Lo
         detail = wait_for(cluster, "Failed")
         assert "Rolling back podinfo.default failed checks threshold reached 2" in messages(detail)
         split = {(t.revision_name or "latest"): t.percent
-                 for t in cluster.get("ksvc", "podinfo", NS).object.spec.traffic}
+                 for t in live(cluster, "ksvc", "podinfo", KnativeService).spec.traffic or []}
         assert split == {"latest": 0, "podinfo-00002": 100}
     finally:
         stop.set()

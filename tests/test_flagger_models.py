@@ -109,6 +109,7 @@ def test_metric_template_provider() -> None:
         "      - name: request-success-rate\n        thresholdRange:\n          min: 99\n",
         "      - name: not-found\n        interval: 30s\n        templateRef: {name: not-found-percentage}\n"
         "        thresholdRange: {max: 5}\n"))[0]
+    assert isinstance(canary, Canary)
     query = render_query(template, canary, canary.spec.analysis.metrics[0])
     assert 'destination_workload="podinfo"' in query and "[30s]" in query and "{{" not in query
 
@@ -196,6 +197,7 @@ def test_router_objects_are_valid_mesh_config() -> None:
                  "template": {"metadata": {"labels": {"app": "podinfo"}},
                               "spec": {"containers": [{"name": "app", "image": "labkit/httpbin"}]}}}},
         by_alias=True)
+    assert isinstance(canary, Canary)
     primary = router.primary_deployment(canary, target)
     assert primary["metadata"]["name"] == "podinfo-primary"
     assert primary["spec"]["selector"]["matchLabels"] == {"app": "podinfo-primary"}
@@ -209,6 +211,7 @@ def test_router_objects_are_valid_mesh_config() -> None:
     assert router.routes_of(mirrored["spec"], canary) == Routes(100, 0, True)
     ab = manifests.load_text(CANARY.replace("    stepWeight: 10\n",
                                             "    iterations: 2\n    match:\n      - headers: {x-canary: {exact: insider}}\n"))[0]
+    assert isinstance(ab, Canary)
     split = router.virtual_service(ab, Routes(0, 100))
     assert [r.get("match") for r in split["spec"]["http"]] == [[{"headers": {"x-canary": {"exact": "insider"}}}], None]
     # the mesh accepts all of it as Istio config

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,6 +21,7 @@ from labkit.eventing.events import Event, encode_binary
 from labkit.flagger import metrics as builtin
 from labkit.flagger import prometheus
 from labkit.flagger.controller import CanaryController
+from labkit.flagger.models import Canary, MetricTemplate
 from labkit.flagger.templates import render_query
 from labkit.inference.payload_logger import RESPONSE_TYPE
 from labkit.mesh.control import control_plane
@@ -145,8 +146,8 @@ def predict_and_label(client: httpx.Client, monitor: str, first: int, rows: int,
 @needs_prometheus
 def test_templates_evaluated_by_prometheus_agree_with_the_builtin_and_the_monitor(
         mesh: LocalCluster) -> None:
-    sleep = mesh.client("default", "canary-load")
-    flaky = mesh.sidecar("flaky")
+    sleep = control_plane(mesh).client("default", "canary-load")
+    flaky = control_plane(mesh).sidecar("flaky")
     monitor = mesh.url("Service", "model-monitor")
     client = httpx.Client(timeout=30)
     # phase 1, before Prometheus starts: every series the queries divide exists from its
@@ -176,10 +177,13 @@ def test_templates_evaluated_by_prometheus_agree_with_the_builtin_and_the_monito
         assert (expected_rate, window["labelled"], window["accuracy"]) == (40 / 60 * 100, 40, 0.8)
 
         canary = manifests.load_text(CANARY_YAML)[0]
+        assert isinstance(canary, Canary)
         templates = {t.metadata.name: t for t in manifests.load_text(SUCCESS_RATE_YAML + "---\n" + ACCURACY_YAML)}
         values = {}
         for metric in canary.spec.analysis.metrics:
+            assert metric.template_ref is not None
             template = templates[metric.template_ref.name]
+            assert isinstance(template, MetricTemplate) and template.spec.provider.address is not None
             promql = render_query(template, canary, metric)
             assert "{{" not in promql and "[1h]" in promql
             values[metric.name] = CanaryController.query(template.spec.provider.address, promql)
@@ -236,7 +240,7 @@ spec:
 
 @needs_prometheus
 def test_a_live_canary_is_rolled_back_on_the_accuracy_prometheus_computes(
-        mesh: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait_for) -> None:  # type: ignore[no-untyped-def]
+        mesh: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait_for: Callable[..., None]) -> None:
     monkeypatch.setenv("LABKIT_FLAGGER_STATE", str(tmp_path / "state"))
     monitor = mesh.url("Service", "model-monitor")
     client = httpx.Client(timeout=30)

@@ -5,6 +5,8 @@ PeerAuthentication disables it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 import yaml
@@ -12,6 +14,7 @@ from inference_helpers import MODELS
 
 from labkit.cluster import LocalCluster
 from labkit.inference.timing import parse_server_timing
+from labkit.mesh.control import control_plane
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 BODY = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
@@ -34,18 +37,18 @@ def isvc(name: str = "iris") -> str:
 
 
 def infer(cluster: LocalCluster, host: str, name: str = "iris") -> httpx.Response:
-    return httpx.post(f"{cluster.client().outbound_url}/v2/models/{name}/infer", json=BODY,
+    return httpx.post(f"{control_plane(cluster).client().outbound_url}/v2/models/{name}/infer", json=BODY,
                       headers={"Host": host}, timeout=30)
 
 
 def mtls_requests(cluster: LocalCluster, name: str) -> tuple[int, int]:
-    metrics = cluster.sidecar(name).telemetry.metrics
+    metrics = control_plane(cluster).sidecar(name).telemetry.metrics
     return (metrics.total(reporter="destination", connection_security_policy="mutual_tls"),
             metrics.total(reporter="destination", connection_security_policy="none"))
 
 
 @pytest.fixture(scope="module")
-def mesh() -> LocalCluster:
+def mesh() -> Iterator[LocalCluster]:
     with LocalCluster(start_timeout=30.0) as cluster:
         cluster.apply(isvc())
         yield cluster

@@ -39,7 +39,7 @@ spec:
 
 def errors_of(source: object) -> list[str]:
     with pytest.raises(ManifestError) as info:
-        load(source)  # type: ignore[arg-type]
+        load(source)  # type: ignore[arg-type]  # any input, wrong kinds included: the errors are the test
     assert str(info.value) == "\n".join(str(e) for e in info.value.errors)
     return [str(e) for e in info.value.errors]
 
@@ -127,7 +127,8 @@ def test_container_without_command_needs_a_built_in_image(write: Write) -> None:
     assert "labkit/hello" in error and "command" in error
     # With a command, any image name is fine: the command is what runs locally.
     ok = DEPLOYMENT.replace("image: labkit/hello", "image: nginx:1.27\n          command: [nginx]")
-    assert load(write("ok.yaml", ok))[0].container.command == ["nginx"]
+    [deployment] = load(write("ok.yaml", ok))
+    assert isinstance(deployment, Deployment) and deployment.container.command == ["nginx"]
 
 
 def test_unknown_kind_and_api_version(write: Write) -> None:
@@ -226,7 +227,8 @@ def test_inputs_yaml_string_dict_model_and_one_line_yaml() -> None:
         "<object 2>: Deployment/web: metadata.name: defined twice (first at <model Deployment/web>)"
     ]
     flow = "{apiVersion: v1, kind: Service, metadata: {name: s}, spec: {ports: [{port: 80}]}}"
-    assert load_text(flow)[0].spec.ports[0].port == 80
+    [service] = load_text(flow)
+    assert isinstance(service, Service) and service.spec.ports[0].port == 80
     data["spec"]["replicas"] = "3"
     assert errors_of(data) == [
         "<object 1>: Deployment/web: spec.replicas: expected an integer, got string '3' "
@@ -236,6 +238,7 @@ def test_inputs_yaml_string_dict_model_and_one_line_yaml() -> None:
 
 def test_models_changed_in_python_are_checked_too() -> None:
     (deployment,) = load(DEPLOYMENT)
+    assert isinstance(deployment, Deployment)
     deployment.spec.replicas = -1  # pydantic does not validate assignments
     deployment.spec.template.metadata.labels = {"app": "other"}
     assert errors_of(deployment) == [
@@ -295,7 +298,7 @@ def test_components_register_their_own_kinds(monkeypatch: pytest.MonkeyPatch) ->
         "<string>:4: Widget/w: sise: unknown field 'sise'; did you mean 'size'?",
     ]
     with pytest.raises(TypeError):
-        manifests.register_kind("x/v1", "Y", dict)  # type: ignore[arg-type]
+        manifests.register_kind("x/v1", "Y", dict)  # type: ignore[arg-type]  # not a model: the TypeError is the test
 
 
 def test_images_registry_and_command_expansion(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from labkit.mesh import flags
@@ -137,6 +139,7 @@ def test_deny_all_overrides_allow():
 @pytest.mark.parametrize("action", ["DENY", "CUSTOM"])
 def test_deny_or_custom_without_rules_is_rejected_as_istiod_does(action):
     extra = {"provider": {"name": "ext"}} if action == "CUSTOM" else {}
+    rules: dict[str, list[Any]]
     for rules in ({}, {"rules": []}):
         with pytest.raises(SpecError, match=r"^rules: a .* policy without rules never triggers"):
             ap({"action": action, **rules, **extra})

@@ -5,7 +5,7 @@ retries that hide a bad canary from the source side but not from the destination
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -75,10 +75,10 @@ def mesh() -> Iterator[LocalCluster]:
     yield from meshed(VERSIONS)
 
 
-def versions_seen(mesh: LocalCluster, caller: str, headers_of) -> dict[int, set[str]]:  # type: ignore[no-untyped-def]
+def versions_seen(mesh: LocalCluster, caller: str, headers_of: Callable[[int], dict[str, str]]) -> dict[int, set[str]]:
     """Each user's set of versions over REQUESTS requests; `headers_of(user)` says what the
     user's requests carry."""
-    sleep = mesh.client("default", caller)
+    sleep = control_plane(mesh).client("default", caller)
     seen: dict[int, set[str]] = {}
     with httpx.Client(timeout=30) as client:
         for user in range(USERS):
@@ -91,11 +91,11 @@ def versions_seen(mesh: LocalCluster, caller: str, headers_of) -> dict[int, set[
 
 # --- mirroring -------------------------------------------------------------------------------
 
-def mirrored_authorities(mesh: LocalCluster, caller: str, wait_for) -> list[str]:  # type: ignore[no-untyped-def]
+def mirrored_authorities(mesh: LocalCluster, caller: str, wait_for: Callable[..., None]) -> list[str]:
     """Send one request to httpbin mirrored to flaky; the lines flaky's sidecar logged for it
     (Istio's access-log format quotes the authority)."""
-    flaky = mesh.sidecar("flaky")
-    sleep = mesh.client("default", caller)
+    flaky = control_plane(mesh).sidecar("flaky")
+    sleep = control_plane(mesh).client("default", caller)
     before = flaky.telemetry.metrics.total(reporter="destination", source_workload=caller)
     with applied(mesh, one_route("httpbin", mirror="{host: flaky}")):
         assert get(sleep, "/get", host="httpbin:8000").status_code == 200
@@ -104,13 +104,13 @@ def mirrored_authorities(mesh: LocalCluster, caller: str, wait_for) -> list[str]
     return [line for line in flaky.access_log() if '"GET /get' in line]
 
 
-def test_a_mirrored_copy_keeps_its_host_as_istio_1_28_does(mesh: LocalCluster, wait_for) -> None:  # type: ignore[no-untyped-def]
+def test_a_mirrored_copy_keeps_its_host_as_istio_1_28_does(mesh: LocalCluster, wait_for: Callable[..., None]) -> None:
     logged = mirrored_authorities(mesh, "mirror-new", wait_for)
     assert logged and '"httpbin:8000"' in logged[-1], logged
 
 
 def test_the_shadow_suffix_of_istio_1_27_and_its_compatibility_profile(
-        mesh: LocalCluster, wait_for) -> None:  # type: ignore[no-untyped-def]
+        mesh: LocalCluster, wait_for: Callable[..., None]) -> None:
     plane = control_plane(mesh)
     plane.shadow_host_suffix = True  # istiod DISABLE_SHADOW_HOST_SUFFIX=false
     plane.changed()
@@ -129,7 +129,7 @@ def test_the_shadow_suffix_of_istio_1_27_and_its_compatibility_profile(
     ("{httpCookie: {name: user, ttl: 0s}}", lambda u: {"cookie": f"theme=dark; user=user-{u}"}),
 ])
 def test_consistent_hash_over_both_versions_keeps_each_user_on_one(
-        mesh: LocalCluster, key: str, headers_of) -> None:  # type: ignore[no-untyped-def]
+        mesh: LocalCluster, key: str, headers_of: Callable[[int], dict[str, str]]) -> None:
     with applied(mesh, rule(f"{{consistentHash: {key}}}")):
         seen = versions_seen(mesh, "hasher-" + ("cookie" if "Cookie" in key else "header"), headers_of)
     assert all(len(v) == 1 for v in seen.values()), {u: v for u, v in seen.items() if len(v) > 1}
@@ -170,8 +170,8 @@ def test_flaggers_header_or_cookie_match_pins_exactly_the_matched_users(
 def test_retries_hide_failures_from_the_source_side_not_the_destination_side(
         mesh: LocalCluster) -> None:
     """flaky answers 503 then 200 in turn: one retry turns every request into a 200."""
-    sleep = mesh.client("default", "canary-caller")
-    flaky = mesh.sidecar("flaky")
+    sleep = control_plane(mesh).client("default", "canary-caller")
+    flaky = control_plane(mesh).sidecar("flaky")
     start = httpx.get(flaky.metrics_url, timeout=10).text
     before = success_rates(control_plane(mesh).sidecars(), "flaky")
     with applied(mesh, one_route("flaky", retries="{attempts: 2, retryOn: 5xx}")):

@@ -14,6 +14,8 @@ import pytest
 from mesh_helpers import WORKLOADS, applied, get
 
 from labkit.cluster import LocalCluster
+from labkit.core.models import Deployment
+from labkit.mesh.control import control_plane
 
 FAULT = """
 apiVersion: networking.istio.io/v1
@@ -55,9 +57,11 @@ spec:
     spec: {containers: [{name: a, image: labkit/hello}]}
 """)
     with pytest.raises(LookupError, match="istio-injection=enabled"):
-        cluster.sidecar("plain")
-    meshed = cluster.sidecar("meshed")
-    env = {e.name: e.value for e in cluster.get("Deployment", "meshed").object.container.env}
+        control_plane(cluster).sidecar("plain")
+    meshed = control_plane(cluster).sidecar("meshed")
+    deployment = cluster.get("Deployment", "meshed").object
+    assert isinstance(deployment, Deployment)
+    env = {e.name: e.value for e in deployment.container.env}
     assert env["HTTP_PROXY"] == meshed.outbound_url  # the app calls out through its sidecar
     assert httpx.get(meshed.inbound_url, timeout=10).text.startswith("Hello")
 
@@ -85,16 +89,16 @@ spec:
   selector: {{app: frontend}}
   ports: [{{port: 9080, name: http}}]
 """)
-    assert get(mesh.client(), "/", host="frontend:9080").status_code == 200
-    frontend = mesh.sidecar("frontend").telemetry.metrics
+    assert get(control_plane(mesh).client(), "/", host="frontend:9080").status_code == 200
+    frontend = control_plane(mesh).sidecar("frontend").telemetry.metrics
     assert frontend.total(reporter="source", destination_workload="httpbin", response_code="200") >= 1
-    assert mesh.sidecar("httpbin").telemetry.metrics.total(
+    assert control_plane(mesh).sidecar("httpbin").telemetry.metrics.total(
         reporter="destination", source_workload="frontend", connection_security_policy="mutual_tls") >= 1
 
 
 def test_config_is_pushed_live_without_restart_and_in_flight_requests_finish(
         mesh: LocalCluster, wait_for: Callable[..., None]) -> None:
-    sleep = mesh.client("default", "pushed")
+    sleep = control_plane(mesh).client("default", "pushed")
     ports, pushes = dict(sleep.ports), sleep.pushes
     slow: list[httpx.Response] = []
     worker = threading.Thread(target=lambda: slow.append(get(sleep, "/delay/1")))
@@ -106,19 +110,19 @@ def test_config_is_pushed_live_without_restart_and_in_flight_requests_finish(
         worker.join()
         assert slow[0].status_code == 200  # started under the old config, finished unharmed
         assert sleep.ports == ports and sleep.pushes > pushes
-        assert mesh.extension("mesh").proxy_status()[0]["synced"] is True
+        assert control_plane(mesh).proxy_status()[0]["synced"] is True
     assert get(sleep, "/get").status_code == 200  # deleting the rule is pushed too
 
 
 def test_proxy_config_shows_routes_clusters_and_security(mesh: LocalCluster) -> None:
-    sleep = mesh.client()
+    sleep = control_plane(mesh).client()
     with applied(mesh, FAULT):
         get(sleep, "/get")
         dump = sleep.config()
         assert dump["routes"] == [{"name": "httpbin", "namespace": "default",
                                    "hosts": ["httpbin.default.svc.cluster.local"], "http": ["route 0"]}]
         assert dump["sources"][0]["spec"]["http"][0]["fault"]["abort"]["httpStatus"] == 418
-    server = mesh.sidecar("httpbin").config()
+    server = control_plane(mesh).sidecar("httpbin").config()
     assert server["security"]["mtlsMode"] == "PERMISSIVE" and server["security"]["tls"] is True
     assert server["workload"]["labels"] == {"app": "httpbin", "version": "v1"}
     assert "httpbin.default.svc.cluster.local" in dump["services"]
@@ -126,8 +130,8 @@ def test_proxy_config_shows_routes_clusters_and_security(mesh: LocalCluster) -> 
 
 def test_client_is_reused_and_closing_the_cluster_stops_every_sidecar() -> None:
     with LocalCluster() as cluster:
-        sleep = cluster.client()
-        assert cluster.client() is sleep and cluster.sidecar("sleep") is sleep
+        sleep = control_plane(cluster).client()
+        assert control_plane(cluster).client() is sleep and control_plane(cluster).sidecar("sleep") is sleep
         address = urlsplit(sleep.outbound_url)
     with pytest.raises(OSError):
-        socket.create_connection((address.hostname, address.port), timeout=5).close()
+        socket.create_connection((address.hostname, address.port or 80), timeout=5).close()

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mesh_helpers import identity
 
 from labkit.apps.mesh_demo_deploy import MANIFEST, demo_manifest
+from labkit.mesh.control import control_plane
 from labkit.net import ReplicaProcess, python_command
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
@@ -107,7 +109,7 @@ def test_without_sidecars_frontend_finds_backend_through_the_kubelets_service_va
 
 def test_each_demo_service_has_its_own_identity(cluster) -> None:
     cluster.apply(demo_manifest())
-    identities = {n: str(cluster.sidecar(n).tls.identity) for n in ("frontend", "backend-v1", "backend-v2")}
+    identities = {n: identity(cluster, n) for n in ("frontend", "backend-v1", "backend-v2")}
     assert identities == {"frontend": "spiffe://cluster.local/ns/default/sa/frontend",
                           "backend-v1": "spiffe://cluster.local/ns/default/sa/backend",
                           "backend-v2": "spiffe://cluster.local/ns/default/sa/backend"}
@@ -118,8 +120,8 @@ def test_demo_in_the_mesh_reaches_both_versions_over_mtls(cluster) -> None:
     from labkit.widgets.service_graph import service_graph, snapshot
 
     cluster.apply(demo_manifest())
-    sleep = cluster.client()
-    sidecars = [cluster.sidecar(n) for n in ("frontend", "backend-v1", "backend-v2")] + [sleep]
+    sleep = control_plane(cluster).client()
+    sidecars = [control_plane(cluster).sidecar(n) for n in ("frontend", "backend-v1", "backend-v2")] + [sleep]
 
     def scrape() -> dict:
         return snapshot(urllib.request.urlopen(s.metrics_url, timeout=10).read().decode() for s in sidecars)

@@ -8,7 +8,7 @@ import pytest
 
 from labkit.mesh import flags
 from labkit.mesh.faults import FaultDecision, FaultPolicy
-from labkit.mesh.retries import Outcome, RetryState
+from labkit.mesh.retries import Finish, Outcome, RetryState
 from labkit.mesh.routing import Forward, Request, VirtualService
 from labkit.mesh.spec import SpecError, duration
 
@@ -65,6 +65,7 @@ def test_abort_reply_is_exact():
 def test_grpc_abort_is_http_200_with_grpc_status():
     policy = FaultPolicy.from_spec({"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 100}}})
     reply = policy.decide(random.Random(0)).abort
+    assert reply is not None
     assert reply.status == 200 and ("grpc-status", "14") in reply.headers
     assert ("grpc-message", "fault filter abort") in reply.headers and reply.flags == ("FI",)
 
@@ -124,14 +125,15 @@ def test_injected_aborts_are_not_retried():
     failures = 0
     for _ in range(2000):
         decision = service.decide(Request("GET", "/"), rng)
-        assert isinstance(decision, Forward)
+        assert isinstance(decision, Forward) and decision.route.fault is not None
         fault = decision.route.fault.decide(rng)
         if fault.abort is not None:
             failures += 1
             continue
         state = RetryState(decision.route.retries, start=0.0, timeout=None, rng=rng)
         state.begin("h", 0.0)
-        assert state.on_outcome(Outcome.response(200), 0.01).status == 200
+        answer = state.on_outcome(Outcome.response(200), 0.01)
+        assert isinstance(answer, Finish) and answer.status == 200
     assert abs(failures / 2000 - 0.5) < 0.04
 
 

@@ -28,7 +28,8 @@ import simpy
 from labkit.mesh import flags
 from labkit.mesh.destination import DestinationRule
 from labkit.mesh.pool import PoolLimits
-from labkit.mesh.proxy import Endpoint, MeshConfig, ServiceInfo, Sidecar, Workload
+from labkit.mesh.proxy import Sidecar
+from labkit.mesh.proxy_config import Endpoint, MeshConfig, ServiceInfo, Workload
 from labkit.mesh.retries import RetryPolicy
 from labkit.mesh.routing import VirtualService
 from labkit.sim import simulate_mesh
@@ -89,7 +90,7 @@ class Request:
 
 def simulated(scenario: Scenario) -> list[Request]:
     result = simulate_mesh(**scenario.sim_args())
-    model = _Model.last  # type: ignore[attr-defined]
+    model = _Model.last  # type: ignore[attr-defined]  # set by the patched __init__ below
     records = sorted(model.records)
     for (_, end, _, _), (start, _, _, _) in itertools.pairwise(records):
         assert end < start, "simulated requests overlap: the scenario needs a lower arrival rate"
@@ -134,7 +135,7 @@ class Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a TCP server's transport is a Transport
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
@@ -154,7 +155,7 @@ class Upstream(asyncio.Protocol):
 async def live(scenario: Scenario, requests: int) -> list[Request]:
     loop = asyncio.get_running_loop()
     hosts = HostModel(scenario)
-    servers = [await loop.create_server(lambda i=i: Upstream(i, hosts), "127.0.0.1", 0)  # type: ignore[misc]
+    servers = [await loop.create_server(lambda i=i: Upstream(i, hosts), "127.0.0.1", 0)  # type: ignore[misc]  # mypy cannot type a lambda's default; i binds this host
                for i in range(scenario.hosts)]
     sidecar = Sidecar(Workload("load"), seed=scenario.seed)
     await sidecar.start()
@@ -172,7 +173,7 @@ async def live(scenario: Scenario, requests: int) -> list[Request]:
                 {"host": "app", "trafficPolicy": {"outlierDetection": scenario.outlier_detection}})
         sidecar.push(MeshConfig(1, {service.fqdn: service},
                                 (vs,) if scenario.retries is not None else (), rules))
-        out = []
+        out: list[Request] = []
         for _ in range(requests):  # one at a time, as the simulated ones
             before = len(hosts.tries)
             reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ports["outbound"])
@@ -207,7 +208,7 @@ def _remember_the_models_built(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def remember(self: _Model, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
-        _Model.last = self  # type: ignore[attr-defined]
+        _Model.last = self  # type: ignore[attr-defined]  # the simulator's model, kept for the test to read
 
     monkeypatch.setattr(_Model, "__init__", remember)
 

@@ -18,7 +18,8 @@ from typing import Any
 import httptools
 import pytest
 
-from labkit.mesh.proxy import Endpoint, MeshConfig, ServiceInfo, Sidecar, Workload
+from labkit.mesh.proxy import Sidecar, _InFlight
+from labkit.mesh.proxy_config import Endpoint, MeshConfig, ServiceInfo, Workload
 from labkit.mesh.routing import VirtualService
 
 SEED = 5
@@ -49,7 +50,7 @@ class _Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a TCP server's transport is a Transport
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
@@ -293,7 +294,7 @@ async def _first_back_off(seed: int) -> float:
 
         def retry() -> Any:
             return next((c.inflight.retry for c in sidecar._downstreams
-                         if c.inflight is not None and c.inflight.retry is not None), None)
+                         if isinstance(c.inflight, _InFlight) and c.inflight.retry is not None), None)
 
         await _until(lambda: retry() is not None, "the retry decision")
         writer.close()
@@ -310,19 +311,19 @@ def test_a_request_is_recorded_before_its_answer_is_written(general: bool,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Whoever reads a sidecar's telemetry once the response arrived (a notebook drawing a
     trace, from another thread) must find the request in it."""
-    from labkit.mesh import proxy
+    from labkit.mesh import proxy_http
 
     recorded_at_write: list[int] = []
 
     async def scenario() -> None:
         async with _mesh([], [], general) as sidecar:
-            write = proxy._Downstream._write
+            write = proxy_http.Downstream._write
 
-            def spy(self: proxy._Downstream, data: bytes, keep: bool) -> None:
+            def spy(self: proxy_http.Downstream, data: bytes, keep: bool) -> None:
                 recorded_at_write.append(len(sidecar.telemetry.access))
                 write(self, data, keep)
 
-            monkeypatch.setattr(proxy._Downstream, "_write", spy)
+            monkeypatch.setattr(proxy_http.Downstream, "_write", spy)
             before = len(sidecar.telemetry.access)
             await _call(sidecar.ports["outbound"], 2)
             assert recorded_at_write == [before + 1, before + 2]

@@ -17,6 +17,8 @@ from mesh_helpers import WORKLOADS, applied, get, one_route, traffic_policy
 from labkit import load
 from labkit.cluster import LocalCluster
 from labkit.mesh import flags
+from labkit.mesh.control import control_plane
+from labkit.mesh.proxy import Sidecar
 
 
 @pytest.fixture(scope="module")
@@ -28,24 +30,24 @@ def mesh() -> Iterator[LocalCluster]:
 
 def served(mesh: LocalCluster, workload: str, source: str) -> int:
     """Requests the server sidecar of `workload` saw from client `source` (every try counts)."""
-    return mesh.sidecar(workload).telemetry.metrics.total(reporter="destination",
+    return control_plane(mesh).sidecar(workload).telemetry.metrics.total(reporter="destination",
                                                           source_workload=source)
 
 
-def flags_of(sidecar: object, code: str) -> set[str]:
-    return {labels["response_flags"] for labels, _, _ in sidecar.telemetry.metrics.samples()  # type: ignore[attr-defined]
+def flags_of(sidecar: Sidecar, code: str) -> set[str]:
+    return {labels["response_flags"] for labels, _, _ in sidecar.telemetry.metrics.samples()
             if labels["reporter"] == "source" and labels["response_code"] == code}
 
 
 def test_istio_default_policy_does_not_retry_an_app_503(mesh: LocalCluster) -> None:
-    sleep = mesh.client("default", "no-retry")
+    sleep = control_plane(mesh).client("default", "no-retry")
     codes = [get(sleep, "/flaky", host="flaky").status_code for _ in range(10)]
     assert sorted(codes) == [200] * 5 + [503] * 5
 
 
 def test_retries_hide_a_flaky_upstream(mesh: LocalCluster) -> None:
     vs = one_route("flaky", retries="{attempts: 2, retryOn: 5xx}")
-    sleep = mesh.client("default", "retrier")
+    sleep = control_plane(mesh).client("default", "retrier")
     with applied(mesh, vs):
         failing_next = int(get(sleep, "/count", host="flaky").text) % 2 == 0
         before = served(mesh, "flaky", "retrier")
@@ -61,7 +63,7 @@ def test_retries_hide_a_flaky_upstream(mesh: LocalCluster) -> None:
 
 def test_route_timeout_is_504_ut_and_covers_the_call(mesh: LocalCluster) -> None:
     vs = one_route("httpbin", timeout="0.3s")
-    sleep = mesh.client("default", "impatient")
+    sleep = control_plane(mesh).client("default", "impatient")
     with applied(mesh, vs):
         r = get(sleep, "/delay/3")
         assert (r.status_code, r.text) == (504, "upstream request timeout")
@@ -72,7 +74,7 @@ def test_route_timeout_is_504_ut_and_covers_the_call(mesh: LocalCluster) -> None
 def test_fault_abort_is_local_fi_and_never_retried(mesh: LocalCluster) -> None:
     vs = one_route("httpbin", fault="{abort: {httpStatus: 503, percentage: {value: 100}}}",
                    retries="{attempts: 5, retryOn: 5xx}")
-    sleep = mesh.client("default", "faulted")
+    sleep = control_plane(mesh).client("default", "faulted")
     with applied(mesh, vs):
         r = get(sleep, "/get")
     assert (r.status_code, r.text) == (503, flags.FAULT_ABORT_BODY)
@@ -82,7 +84,7 @@ def test_fault_abort_is_local_fi_and_never_retried(mesh: LocalCluster) -> None:
 
 def test_fault_delay_holds_the_request_and_flags_di(mesh: LocalCluster) -> None:
     vs = one_route("httpbin", fault="{delay: {fixedDelay: 0.2s, percentage: {value: 100}}}")
-    sleep = mesh.client("default", "delayed")
+    sleep = control_plane(mesh).client("default", "delayed")
     with applied(mesh, vs):
         assert get(sleep, "/get").status_code == 200
     assert flags_of(sleep, "200") == {"DI"}
@@ -90,7 +92,7 @@ def test_fault_delay_holds_the_request_and_flags_di(mesh: LocalCluster) -> None:
 
 def test_pool_overflow_is_immediate_503_uo_with_overloaded_header(mesh: LocalCluster) -> None:
     dr = traffic_policy("httpbin", connectionPool="{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}")
-    sleep = mesh.client("default", "breaker")
+    sleep = control_plane(mesh).client("default", "breaker")
     results: list[httpx.Response] = []
     with applied(mesh, dr):
         threads = [threading.Thread(target=lambda: results.append(get(sleep, "/delay/1")))
@@ -109,7 +111,7 @@ def test_pool_overflow_is_immediate_503_uo_with_overloaded_header(mesh: LocalClu
 def test_outlier_detection_ejects_then_no_healthy_upstream(mesh: LocalCluster) -> None:
     dr = traffic_policy("httpbin", outlierDetection="{consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, "
                                                     "maxEjectionPercent: 100}")
-    sleep = mesh.client("default", "ejector")
+    sleep = control_plane(mesh).client("default", "ejector")
     with applied(mesh, dr):
         assert get(sleep, "/status/500").status_code == 500
         r = get(sleep, "/get")
@@ -121,7 +123,7 @@ def test_outlier_detection_ejects_then_no_healthy_upstream(mesh: LocalCluster) -
 
 
 def test_upstream_reset_is_503_and_the_sidecars_keep_serving(mesh: LocalCluster) -> None:
-    sleep = mesh.client("default", "resetter")
+    sleep = control_plane(mesh).client("default", "resetter")
     r = get(sleep, "/reset", host="flaky")
     assert r.status_code == 503
     assert r.text.startswith(flags.RESET_BEFORE_HEADERS)
@@ -130,7 +132,8 @@ def test_upstream_reset_is_503_and_the_sidecars_keep_serving(mesh: LocalCluster)
 
 def _raw(url: str, data: bytes) -> bytes:
     parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+    assert parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as sock:
         sock.sendall(data)
         chunks = []
         while chunk := sock.recv(65536):
@@ -139,7 +142,7 @@ def _raw(url: str, data: bytes) -> bytes:
 
 
 def test_malformed_and_oversized_requests_get_4xx_and_the_sidecar_keeps_serving(mesh: LocalCluster) -> None:
-    sleep = mesh.client("default", "vandal")
+    sleep = control_plane(mesh).client("default", "vandal")
     assert _raw(sleep.outbound_url, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     huge = b"GET / HTTP/1.1\r\nhost: httpbin\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n"
     assert _raw(sleep.outbound_url, huge).startswith(b"HTTP/1.1 431 ")
@@ -160,7 +163,7 @@ spec:
   - route: [{destination: {host: flaky}}]
     retries: {attempts: 1, retryOn: "5xx,reset"}
 """
-    sleep = mesh.client("default", "leaky")
+    sleep = control_plane(mesh).client("default", "leaky")
     paths = ["/flaky", "/reset", "/abort", "/count"]
 
     def batch(n: int) -> None:
@@ -174,18 +177,18 @@ spec:
         batch(200)
         after = len(os.listdir("/proc/self/fd"))
     assert after <= before + 2, f"file descriptors grew from {before} to {after}"
-    assert not sleep._tasks and not mesh.sidecar("flaky")._tasks
+    assert not sleep._tasks and not control_plane(mesh).sidecar("flaky")._tasks
 
 
 def test_a_caller_that_leaves_mid_request_frees_its_upstream(mesh: LocalCluster, wait_for) -> None:
-    sleep = mesh.client("default", "quitter")
+    sleep = control_plane(mesh).client("default", "quitter")
     get(sleep, "/get")  # the cluster exists
 
     def active() -> int:
         return sum(c["stats"]["upstream_rq_active"] for c in sleep.config()["clusters"])
 
     parts = urlsplit(sleep.outbound_url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as sock:
         sock.sendall(b"GET /delay/5 HTTP/1.1\r\nhost: httpbin:8000\r\n\r\n")
         wait_for(lambda: active() == 1, what="the request to reach upstream")
     wait_for(lambda: active() == 0, timeout=3, what="the abandoned request to be cancelled")
@@ -223,8 +226,8 @@ spec:
   - route: [{destination: {host: flaky}}]
     retries: {attempts: 1, retryOn: "5xx,reset"}
 """
-    sleep = mesh.client("default", "soak")
-    server = mesh.sidecar("flaky")
+    sleep = control_plane(mesh).client("default", "soak")
+    server = control_plane(mesh).sidecar("flaky")
     mix = {"/flaky": (40_000, True), "/abort/x": (30_000, True), "/reset": (20_000, True),
            "/count": (10_000, False)}  # path: (requests per 100k, keep-alive)
 

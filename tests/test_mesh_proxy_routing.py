@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from labkit.cluster import LocalCluster
+from labkit.mesh.control import control_plane
 
 VERSIONS = versioned("reviews", 9080, {"v1": 1, "v2": 1}) + """---
 apiVersion: networking.istio.io/v1
@@ -35,7 +36,7 @@ def mesh() -> Iterator[LocalCluster]:
 
 
 def test_host_header_forms_and_absolute_form_all_reach_the_service(mesh: LocalCluster) -> None:
-    sleep = mesh.client()
+    sleep = control_plane(mesh).client()
     for host in ("httpbin", "httpbin:8000", "httpbin.default.svc.cluster.local:8000",
                  "httpbin.default"):
         r = get(sleep, "/get", host=host)
@@ -47,13 +48,13 @@ def test_host_header_forms_and_absolute_form_all_reach_the_service(mesh: LocalCl
 
 
 def test_unknown_host_is_404_no_route(mesh: LocalCluster) -> None:
-    r = get(mesh.client(), "/get", host="nosuchservice:80")
+    r = get(control_plane(mesh).client(), "/get", host="nosuchservice:80")
     assert (r.status_code, r.text) == (404, "")
-    assert 'response_flags="NR"' in mesh.client().metrics_text()
+    assert 'response_flags="NR"' in control_plane(mesh).client().metrics_text()
 
 
 def test_every_request_gets_a_request_id_and_a_traceparent_carried_to_the_app(mesh: LocalCluster) -> None:
-    sleep = mesh.client("default", "tracer")
+    sleep = control_plane(mesh).client("default", "tracer")
     trace = "0af7651916cd43dd8448eb211c80319c"
     r = get(sleep, "/headers", headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"})
     seen = echoed_headers(r)
@@ -62,7 +63,7 @@ def test_every_request_gets_a_request_id_and_a_traceparent_carried_to_the_app(me
     version, trace_id, parent, sampled = seen["traceparent"].split("-")
     assert (version, trace_id, sampled) == ("00", trace, "01")
     client_span = list(sleep.spans(trace))[-1]
-    server_span = list(mesh.sidecar("httpbin").spans(trace))[-1]
+    server_span = list(control_plane(mesh).sidecar("httpbin").spans(trace))[-1]
     assert client_span["parent_id"] == "b7ad6b7169203331"
     assert server_span["parent_id"] == client_span["span_id"]
     assert parent == server_span["span_id"]  # the app's own spans would hang under the server's
@@ -80,7 +81,7 @@ spec:
     route: [{destination: {host: reviews, subset: v2}}]
   - route: [{destination: {host: reviews, subset: v1}}]
 """
-    sleep = mesh.client("default", "matcher")
+    sleep = control_plane(mesh).client("default", "matcher")
     with applied(mesh, vs):
         for _ in range(5):
             assert get(sleep, "/", host="reviews:9080", headers={"end-user": "jason"}).text.startswith("Hello v2")
@@ -100,7 +101,7 @@ spec:
     - {destination: {host: reviews, subset: v1}, weight: 3}
     - {destination: {host: reviews, subset: v2}, weight: 1}
 """
-    sleep = mesh.client("default", "splitter")
+    sleep = control_plane(mesh).client("default", "splitter")
     with applied(mesh, vs):
         versions = Counter(get(sleep, "/", host="reviews:9080").text.split()[1].rstrip("!")
                            for _ in range(200))
@@ -109,7 +110,7 @@ spec:
 
 
 def test_consistent_hash_keeps_a_user_on_one_pod(mesh: LocalCluster) -> None:
-    sleep = mesh.client("default", "hasher")
+    sleep = control_plane(mesh).client("default", "hasher")
     for user in ("alice", "bob", "carol"):
         answers = {get(sleep, "/", host="reviews:9080", headers={"x-user": user}).text
                    for _ in range(10)}
@@ -128,9 +129,9 @@ spec:
   http: [{route: [{destination: {host: httpbin, subset: v9}}]}]
 """
     with applied(mesh, vs):
-        r = get(mesh.client("default", "nc"), "/get")
+        r = get(control_plane(mesh).client("default", "nc"), "/get")
     assert r.status_code == 503
-    assert 'response_flags="NC"' in mesh.client("default", "nc").metrics_text()
+    assert 'response_flags="NC"' in control_plane(mesh).client("default", "nc").metrics_text()
 
 
 def test_no_matching_route_is_404_nr_and_redirect_rewrite_headers_act(mesh: LocalCluster) -> None:
@@ -152,7 +153,7 @@ spec:
   - match: [{uri: {prefix: /get}}]
     route: [{destination: {host: httpbin}}]
 """
-    sleep = mesh.client("default", "rewriter")
+    sleep = control_plane(mesh).client("default", "rewriter")
     with applied(mesh, vs):
         assert get(sleep, "/nothing").status_code == 404
         moved = get(sleep, "/old?key=value")
@@ -167,8 +168,8 @@ spec:
 
 def test_mirror_sends_a_copy_the_caller_never_waits_for(mesh: LocalCluster, wait_for) -> None:
     vs = one_route("httpbin", mirror="{host: flaky}")
-    sleep = mesh.client("default", "mirrorer")
-    flaky = mesh.sidecar("flaky")
+    sleep = control_plane(mesh).client("default", "mirrorer")
+    flaky = control_plane(mesh).sidecar("flaky")
     before = flaky.telemetry.metrics.total(reporter="destination", source_workload="mirrorer")
     with applied(mesh, vs):
         assert get(sleep, "/get").status_code == 200
@@ -183,7 +184,7 @@ def scraped(text: str, name: str, labels: dict[str, str]) -> list[Sample]:
 
 
 def test_metrics_endpoint_serves_istio_metrics_in_prometheus_text(mesh: LocalCluster) -> None:
-    sleep = mesh.client("default", "scraped")
+    sleep = control_plane(mesh).client("default", "scraped")
     assert get(sleep, "/status/418").status_code == 418
     text = httpx.get(sleep.metrics_url, timeout=10).text
     client = {"reporter": "source", "source_workload": "scraped", "destination_workload": "httpbin",
@@ -191,7 +192,7 @@ def test_metrics_endpoint_serves_istio_metrics_in_prometheus_text(mesh: LocalClu
               "response_flags": "-"}
     assert [s.value for s in scraped(text, "istio_requests_total", client)] == [1]
     assert scraped(text, "istio_request_duration_milliseconds_bucket", {"le": "0.5"})
-    server = httpx.get(mesh.sidecar("httpbin").metrics_url, timeout=10).text
+    server = httpx.get(control_plane(mesh).sidecar("httpbin").metrics_url, timeout=10).text
     assert scraped(server, "istio_requests_total", {
         "reporter": "destination", "source_workload": "scraped",
         "connection_security_policy": "mutual_tls", "response_code": "418"})

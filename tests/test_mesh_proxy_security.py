@@ -11,6 +11,7 @@ from mesh_helpers import WORKLOADS, applied, echoed_headers, get
 
 from labkit.cluster import LocalCluster
 from labkit.mesh import flags
+from labkit.mesh.control import control_plane
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +22,12 @@ def mesh() -> Iterator[LocalCluster]:
 
 
 def test_sidecars_speak_mutual_tls_and_the_app_sees_the_callers_identity(mesh: LocalCluster) -> None:
-    r = get(mesh.client(), "/headers")
+    r = get(control_plane(mesh).client(), "/headers")
     xfcc = echoed_headers(r)["x-forwarded-client-cert"]
     assert xfcc.startswith("By=spiffe://cluster.local/ns/default/sa/default;Hash=")
     assert xfcc.endswith('Subject="";URI=spiffe://cluster.local/ns/default/sa/sleep')
     # A caller outside the mesh (plaintext, PERMISSIVE by default) gets through without one.
-    plain = httpx.get(mesh.sidecar("httpbin").inbound_url + "/headers", timeout=10)
+    plain = httpx.get(control_plane(mesh).sidecar("httpbin").inbound_url + "/headers", timeout=10)
     assert plain.status_code == 200 and "x-forwarded-client-cert" not in echoed_headers(plain)
 
 
@@ -37,12 +38,12 @@ kind: PeerAuthentication
 metadata: {name: default, namespace: default}
 spec: {mtls: {mode: STRICT}}
 """
-    inbound = mesh.sidecar("httpbin").inbound_url
+    inbound = control_plane(mesh).sidecar("httpbin").inbound_url
     with applied(mesh, policy):
-        assert mesh.sidecar("httpbin").mtls_mode == "STRICT"
+        assert control_plane(mesh).sidecar("httpbin").mtls_mode == "STRICT"
         with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError)):
             httpx.get(inbound + "/get", timeout=10)
-        assert get(mesh.client(), "/get").status_code == 200
+        assert get(control_plane(mesh).client(), "/get").status_code == 200
     assert httpx.get(inbound + "/get", timeout=10).status_code == 200
 
 
@@ -59,7 +60,7 @@ metadata: {name: httpbin}
 spec: {host: httpbin, trafficPolicy: {tls: {mode: DISABLE}}}
 """
     with applied(mesh, config):
-        r = get(mesh.client("default", "plain-caller"), "/get")
+        r = get(control_plane(mesh).client("default", "plain-caller"), "/get")
     assert r.status_code == 503 and r.text.startswith(flags.RESET_BEFORE_HEADERS)
 
 
@@ -76,13 +77,13 @@ spec:
     to: [{operation: {methods: [GET], paths: [/get, /headers]}}]
 """
     with applied(mesh, policy):
-        assert get(mesh.client(), "/get").status_code == 200
-        denied = get(mesh.client("default", "intruder"), "/get")
+        assert get(control_plane(mesh).client(), "/get").status_code == 200
+        denied = get(control_plane(mesh).client("default", "intruder"), "/get")
         assert (denied.status_code, denied.text) == (403, flags.RBAC_DENIED_BODY)
-        assert get(mesh.client(), "/status/200").status_code == 403  # path not allowed
-        plain = httpx.get(mesh.sidecar("httpbin").inbound_url + "/get", timeout=10)
+        assert get(control_plane(mesh).client(), "/status/200").status_code == 403  # path not allowed
+        plain = httpx.get(control_plane(mesh).sidecar("httpbin").inbound_url + "/get", timeout=10)
         assert plain.status_code == 403  # plaintext has no principal
-    server = mesh.sidecar("httpbin").telemetry.metrics
+    server = control_plane(mesh).sidecar("httpbin").telemetry.metrics
     assert server.total(reporter="destination", source_workload="intruder",
                         response_code="403", response_flags="-") == 1
 
@@ -97,5 +98,5 @@ spec:
   rules: [{when: [{key: "request.headers[x-token]", values: [guest]}]}]
 """
     with applied(mesh, policy):
-        assert get(mesh.client(), "/get", headers={"x-token": "guest"}).status_code == 403
-        assert get(mesh.client(), "/get", headers={"x-token": "admin"}).status_code == 200
+        assert get(control_plane(mesh).client(), "/get", headers={"x-token": "guest"}).status_code == 403
+        assert get(control_plane(mesh).client(), "/get", headers={"x-token": "admin"}).status_code == 200

@@ -7,7 +7,8 @@ import asyncio
 
 import httpx
 
-from labkit.mesh.proxy import Endpoint, MeshConfig, ServiceInfo, Sidecar, Workload
+from labkit.mesh.proxy import Sidecar
+from labkit.mesh.proxy_config import Endpoint, MeshConfig, ServiceInfo, Workload
 from labkit.mesh.security import CertificateAuthority
 
 
@@ -63,7 +64,7 @@ def test_a_pushed_snapshot_takes_effect_on_the_running_listener() -> None:
 
 
 def test_secure_naming_refuses_a_wrong_identity_on_a_new_connection() -> None:
-    async def scenario() -> tuple[int, str, dict[str, object]]:
+    async def scenario() -> tuple[int, str, dict[str, str]]:
         ca = CertificateAuthority()
         app, port = await _app()
         server = Sidecar(Workload("app", service_account="app"), app_port=port,

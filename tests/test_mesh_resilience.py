@@ -19,7 +19,7 @@ from labkit.mesh.balancer import (
 )
 from labkit.mesh.destination import DestinationRule
 from labkit.mesh.outlier import OutlierDetector, OutlierPolicy
-from labkit.mesh.pool import ConnectionPool, PoolLimits
+from labkit.mesh.pool import ConnectionPool, Lease, PoolLimits
 from labkit.mesh.retries import (
     CONNECT_FAILURE,
     CONNECTION_TERMINATION,
@@ -170,7 +170,8 @@ def test_request_timeout_header_override(route_timeout, header, expected):
 def run(policy: RetryPolicy, outcomes, *, timeout=None, pool=None, hosts=("h1", "h2", "h3")):
     """Drive a RetryState through `outcomes` at 10 ms per try; returns (final, retries, tried hosts)."""
     state = RetryState(policy, start=0.0, timeout=timeout, rng=random.Random(0), retry_slot=pool)
-    now, retries = 0.0, []
+    now = 0.0
+    retries: list[Retry] = []
     for outcome in outcomes:
         host = next(h for h in hosts if h not in state.avoid_hosts) if len(state.avoid_hosts) < len(hosts) else hosts[0]
         state.begin(host, now)
@@ -234,11 +235,12 @@ def test_route_timeout_covers_all_retries():
         decision = state.on_outcome(R(503), now) if now < until else state.expired(now)
         if isinstance(decision, Finish):
             break
+        assert isinstance(decision, Retry) and state.deadline is not None
         now += decision.delay
         if now >= state.deadline:
             decision = state.expired(now)
             break
-    assert isinstance(decision, Finish)
+    assert isinstance(decision, Finish) and decision.reply is not None
     assert decision.status == 504 and decision.reply.body == "upstream request timeout"
     assert decision.flags == ("UT",)
 
@@ -254,14 +256,17 @@ def test_per_try_timeout_is_retried_and_the_last_one_is_504_ut_urx():
     p = RetryPolicy.from_spec({"attempts": 1, "retryOn": "5xx", "perTryTimeout": "0.1s"})
     state = RetryState(p, start=0.0, timeout=None, rng=random.Random(0))
     until = state.begin("h1", 0.0)
-    assert until == pytest.approx(0.1)
+    assert until is not None and until == pytest.approx(0.1)
     outcome = state.expired(until)
     assert outcome == Outcome.of(PER_TRY_TIMEOUT)
     decision = state.on_outcome(outcome, until)
     assert isinstance(decision, Retry)
     until = state.begin("h2", until + decision.delay)
-    final = state.on_outcome(state.expired(until), until)
-    assert final.status == 504 and flags.format_flags(final.flags) == "UT,URX"
+    assert until is not None
+    outcome = state.expired(until)
+    assert isinstance(outcome, Outcome)
+    final = state.on_outcome(outcome, until)
+    assert isinstance(final, Finish) and final.status == 504 and flags.format_flags(final.flags) == "UT,URX"
 
 
 def test_per_try_deadline_never_exceeds_route_deadline():
@@ -283,7 +288,8 @@ def test_max_retries_circuit_breaker_refuses_retries_with_uo():
     assert isinstance(refused, Finish) and refused.status == 503 and refused.flags == ("UO",)
     assert pool.upstream_rq_retry_overflow == 1
     first.begin("h", 0.05)
-    assert first.on_outcome(R(200), 0.06).status == 200                 # slot released
+    released = first.on_outcome(R(200), 0.06)
+    assert isinstance(released, Finish) and released.status == 200      # slot released
     assert pool.active_retries == 0
 
 
@@ -302,7 +308,9 @@ def test_retry_sequence_is_reproducible_with_a_seed():
         out = []
         for _ in range(4):
             state.begin("h", 0.0)
-            out.append(state.on_outcome(R(503), 0.0).delay)
+            decision = state.on_outcome(R(503), 0.0)
+            assert isinstance(decision, Retry)
+            out.append(decision.delay)
         return out
     assert delays(3) == delays(3) and delays(3) != delays(4)
 
@@ -327,6 +335,19 @@ def test_bad_pool_specs(spec, message):
         PoolLimits.from_spec(spec)
 
 
+def lease(pool: ConnectionPool) -> Lease:
+    """A request the pool takes (a refusal fails the test)."""
+    got = pool.acquire()
+    assert got is not None
+    return got
+
+
+def opened(lease: Lease) -> int:
+    """The connection `lease` is waiting on."""
+    assert lease.opens is not None
+    return lease.opens
+
+
 def istio_task_pool() -> ConnectionPool:
     # Istio's circuit-breaking task: maxConnections 1, http1MaxPendingRequests 1, maxRequestsPerConnection 1.
     return ConnectionPool(PoolLimits.from_spec({"tcp": {"maxConnections": 1},
@@ -335,11 +356,11 @@ def istio_task_pool() -> ConnectionPool:
 
 def test_one_in_flight_one_pending_third_overflows():
     pool = ConnectionPool(PoolLimits.from_spec({"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 1}}))
-    a = pool.acquire()
+    a = lease(pool)
     assert a is not None and a.connection is None and a.opens is not None   # must open a connection
-    started = pool.connected(a.opens)
+    started = pool.connected(opened(a))
     assert started is a and a.connection is not None
-    b = pool.acquire()
+    b = lease(pool)
     assert b is not None and b.connection is None and b.opens is None       # queued: connection limit
     assert pool.upstream_cx_overflow == 1 and pool.pending == 1
     assert pool.acquire() is None                                            # pending queue full
@@ -348,37 +369,37 @@ def test_one_in_flight_one_pending_third_overflows():
     assert pool.release(a) is b and b.connection == conn                     # handed over
     assert pool.pending == 0 and pool.active_requests == 1 and pool.connections == 1
     assert pool.release(b) is None
-    c = pool.acquire()
+    c = lease(pool)
     assert c.connection is not None                                          # reuses the idle connection
 
 
 def test_max_requests_per_connection_one_closes_and_reopens():
     pool = istio_task_pool()
-    a = pool.acquire()
-    pool.connected(a.opens)
-    b = pool.acquire()
+    a = lease(pool)
+    pool.connected(opened(a))
+    b = lease(pool)
     assert b.opens is None
     nxt = pool.release(a)
     assert nxt is b and b.connection is None and b.opens is not None        # open a fresh connection
     assert pool.connections == 1
-    assert pool.connected(b.opens) is b and b.connection is not None
+    assert pool.connected(opened(b)) is b and b.connection is not None
     assert pool.release(b) is None and pool.connections == 0                # no keep-alive
 
 
 def test_pending_requests_count_towards_their_own_limit_while_connecting():
     pool = ConnectionPool(PoolLimits.from_spec({"http": {"http1MaxPendingRequests": 2}}))
-    a, b = pool.acquire(), pool.acquire()
+    a, b = lease(pool), lease(pool)
     assert a.opens != b.opens and pool.connections == 2                     # one connection each
     assert pool.acquire() is None                                           # both pending slots taken
-    pool.connected(a.opens)
+    pool.connected(opened(a))
     assert pool.acquire() is not None
 
 
 def test_http2_max_requests_limits_active_requests():
     pool = ConnectionPool(PoolLimits.from_spec({"http": {"http2MaxRequests": 2}}))
-    leases = [pool.acquire() for _ in range(2)]
-    for lease in leases:
-        pool.connected(lease.opens)
+    leases = [lease(pool) for _ in range(2)]
+    for each in leases:
+        pool.connected(opened(each))
     assert pool.active_requests == 2
     assert pool.acquire() is None
     pool.release(leases[0])
@@ -387,28 +408,28 @@ def test_http2_max_requests_limits_active_requests():
 
 def test_connect_failure_fails_the_oldest_pending_request():
     pool = ConnectionPool(PoolLimits.from_spec({"tcp": {"maxConnections": 1}}))
-    a = pool.acquire()
+    a = lease(pool)
     assert pool.acquire() is not None          # a second waiter, queued behind the limit
-    assert pool.connect_failed(a.opens) is a
+    assert pool.connect_failed(opened(a)) is a
     assert pool.connections == 0 and pool.pending == 1
 
 
 def test_cancelled_pending_request_frees_its_slot():
     pool = ConnectionPool(PoolLimits.from_spec({"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 1}}))
-    a = pool.acquire()
-    pool.connected(a.opens)
-    b = pool.acquire()
+    a = lease(pool)
+    pool.connected(opened(a))
+    b = lease(pool)
     pool.cancel(b)
     assert pool.pending == 0 and pool.acquire() is not None
     with pytest.raises(ValueError, match="never got a connection"):
-        pool.release(ConnectionPool().acquire())
+        pool.release(lease(ConnectionPool()))
 
 
 def test_circuit_breaker_under_concurrency_matches_istio_task_shape():
     # Steady state of the task's pool: 1 request in flight, 1 pending, the other 18 of 20 overflow.
     pool = istio_task_pool()
-    first = pool.acquire()
-    pool.connected(first.opens)
+    first = lease(pool)
+    pool.connected(opened(first))
     results = [pool.acquire() for _ in range(19)]
     assert sum(r is None for r in results) == 18
     # Before the first connection is up, its request already holds the only pending slot:
@@ -571,7 +592,7 @@ def test_bad_balancer_specs(spec, message):
 def test_round_robin_cycles_from_a_random_start():
     lb = RoundRobin(random.Random(5))
     picks = [lb.choose(HOSTS) for _ in range(8)]
-    assert picks[4:] == picks[:4] and sorted(picks[:4]) == HOSTS
+    assert picks[4:] == picks[:4] and sorted(p for p in picks[:4] if p is not None) == HOSTS
 
 
 def test_random_is_uniform():
@@ -598,7 +619,9 @@ def test_least_request_prefers_fewer_active_requests_with_two_choices():
 def test_least_request_spreads_concurrent_load():
     lb = LeastRequest(random.Random(1))
     for _ in range(40):
-        lb.started(lb.choose(HOSTS))
+        host = lb.choose(HOSTS)
+        assert host is not None
+        lb.started(host)
     assert max(lb.active.values()) - min(lb.active.values()) <= 4
 
 
@@ -636,7 +659,7 @@ def test_consistent_hash_without_key_falls_back_to_random():
 ])
 def test_hash_key_sources(spec, headers, query, ip, expected):
     lb = balancer_from_spec({"consistentHash": spec}, random.Random(0))
-    assert lb.key.of(headers, query, ip) == expected
+    assert isinstance(lb, ConsistentHash) and lb.key.of(headers, query, ip) == expected
 
 
 def test_avoid_steers_retries_to_other_hosts():
@@ -699,7 +722,7 @@ def test_subset_policy_replaces_whole_blocks_not_fields():
     assert merged.connection_pool.max_connections == UNLIMITED      # not inherited from the DR level
     assert merged.connection_pool.max_pending == UNLIMITED
     assert isinstance(merged.balancer(random.Random(0)), RoundRobin)  # other blocks inherited
-    assert merged.outlier.consecutive_5xx == 7
+    assert merged.outlier is not None and merged.outlier.consecutive_5xx == 7
     assert dr.policy(None).connection_pool.max_connections == 100
 
 
@@ -710,7 +733,7 @@ def test_port_level_settings_fall_back_to_defaults_not_dr_values():
         "portLevelSettings": [{"port": {"number": 9080}, "outlierDetection": {"consecutive5xxErrors": 2}}],
     })
     on_port = dr.policy(None, 9080)
-    assert on_port.outlier.consecutive_5xx == 2
+    assert on_port.outlier is not None and on_port.outlier.consecutive_5xx == 2
     assert on_port.connection_pool.max_connections == UNLIMITED
     assert isinstance(on_port.balancer(random.Random(0)), LeastRequest)
     other = dr.policy(None, 8080)
@@ -760,14 +783,16 @@ def test_policies_compose_retries_and_ejection_hide_a_failing_host():
     policy = dr.policy()
     hosts = ["good-1", "bad", "good-2"]
     rng = random.Random(0)
+    assert policy.outlier is not None
     lb, detector = policy.balancer(rng), OutlierDetector(policy.outlier, hosts)
     retry = RetryPolicy.from_spec({"attempts": 2, "retryOn": "5xx"})
-    served = Counter()
+    served: Counter[str] = Counter()
     now = 0.0
     for _ in range(300):
         state = RetryState(retry, start=now, timeout=None, rng=rng)
         while True:
             host = lb.choose(detector.healthy(hosts, now), avoid=state.avoid_hosts)
+            assert host is not None
             state.begin(host, now)
             served[host] += 1
             status = 503 if host == "bad" else 200

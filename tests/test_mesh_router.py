@@ -51,7 +51,8 @@ def router(policy: RetryPolicy, cluster: Cluster, *, timeout: float | None = Non
 def drive(r: Router, outcomes: list[Outcome], *, step: float = 0.01) -> tuple[Finish, list[Try]]:
     """Answer each try with the next outcome, `step` seconds after it began; back-offs are
     waited in full. Returns the final decision and the tries asked for."""
-    now, tries = 0.0, []
+    now = 0.0
+    tries: list[Try] = []
     for outcome in outcomes:
         move = r.next_try(now)
         if isinstance(move, Finish):
@@ -149,9 +150,11 @@ def test_per_try_timeout_not_covered_by_retry_on_ends_with_504_ut() -> None:
 def test_a_try_is_abandoned_at_the_earlier_of_route_deadline_and_per_try_timeout() -> None:
     policy = RetryPolicy.from_spec({"attempts": 2, "retryOn": "5xx", "perTryTimeout": "100ms"})
     r = router(policy, Cluster(HOSTS), timeout=0.25)
-    assert r.next_try(0.0).until == pytest.approx(0.1)  # type: ignore[union-attr]
+    first = r.next_try(0.0)
+    assert isinstance(first, Try) and first.until == pytest.approx(0.1)
     r.on_result(R(503), 0.2)
-    assert r.next_try(0.2).until == pytest.approx(0.25)  # type: ignore[union-attr]
+    second = r.next_try(0.2)
+    assert isinstance(second, Try) and second.until == pytest.approx(0.25)
     # the timer at the route deadline is the route timeout: 504 UT, no retry, no URX
     final = r.on_result(Outcome.of(PER_TRY_TIMEOUT), 0.25)
     assert isinstance(final, Finish) and (final.status, final.flags, final.attempts) == (504, ("UT",), 2)

@@ -17,6 +17,7 @@ from labkit.mesh.hosts import (
     split_host_port,
 )
 from labkit.mesh.routing import (
+    Decision,
     DirectResponse,
     Forward,
     HeaderOps,
@@ -51,6 +52,12 @@ def routed_subset(service: VirtualService, request: Request, seed=0):
     decision = service.decide(request, random.Random(seed))
     return decision.destination.subset if isinstance(decision, Forward) else decision
 
+
+
+def forward(decision: Decision) -> Forward:
+    """The decision a test expects to forward the request (anything else fails it)."""
+    assert isinstance(decision, Forward), decision
+    return decision
 
 # --- StringMatch ---------------------------------------------------------------------------
 
@@ -234,19 +241,19 @@ def test_source_labels_and_namespace_select_sidecars_not_requests():
                   "route": [to(subset="special")]},
                  {"route": [to(subset="normal")]})
     rng = random.Random(0)
-    assert service.decide(req(), rng, labels={"app": "reviews", "v": "1"}, namespace="default"
-                          ).destination.subset == "special"
-    assert service.decide(req(), rng, labels={"app": "productpage"}, namespace="default"
-                          ).destination.subset == "normal"
-    assert service.decide(req(), rng, labels={"app": "reviews"}, namespace="other"
-                          ).destination.subset == "normal"
+    assert forward(service.decide(req(), rng, labels={"app": "reviews", "v": "1"}, namespace="default"
+                          )).destination.subset == "special"
+    assert forward(service.decide(req(), rng, labels={"app": "productpage"}, namespace="default"
+                          )).destination.subset == "normal"
+    assert forward(service.decide(req(), rng, labels={"app": "reviews"}, namespace="other"
+                          )).destination.subset == "normal"
 
 
 # --- weights ---------------------------------------------------------------------------------
 
 def pick_counts(service: VirtualService, n: int, seed: int = 7) -> Counter:
     rng = random.Random(seed)
-    return Counter(service.decide(req(), rng).destination.subset for _ in range(n))
+    return Counter(forward(service.decide(req(), rng)).destination.subset for _ in range(n))
 
 
 @pytest.mark.parametrize("weights, expected", [
@@ -270,7 +277,7 @@ def test_weights_are_relative_and_random(weights, expected):
 def test_weighted_pick_is_not_round_robin():
     service = vs({"route": [to(subset="a", weight=50), to(subset="b", weight=50)]})
     rng = random.Random(3)
-    seq = [service.decide(req(), rng).destination.subset for _ in range(200)]
+    seq = [forward(service.decide(req(), rng)).destination.subset for _ in range(200)]
     longest_run = max(len(list(run)) for _, run in itertools.groupby(seq))
     assert longest_run >= 3  # round robin would alternate a, b, a, b
 
@@ -285,8 +292,8 @@ def test_same_seed_same_sequence():
     service = vs({"route": [to(subset="a", weight=1), to(subset="b", weight=1)]})
     assert pick_counts(service, 100, seed=5) == pick_counts(service, 100, seed=5)
     rng1, rng2 = random.Random(11), random.Random(11)
-    assert [service.decide(req(), rng1).destination.subset for _ in range(30)] == \
-           [service.decide(req(), rng2).destination.subset for _ in range(30)]
+    assert [forward(service.decide(req(), rng1)).destination.subset for _ in range(30)] == \
+           [forward(service.decide(req(), rng2)).destination.subset for _ in range(30)]
 
 
 @pytest.mark.parametrize("route, message", [
@@ -314,7 +321,7 @@ def test_weights_summing_to_other_than_100_are_accepted():
 def test_destination_short_name_resolves_in_the_virtualservice_namespace():
     service = vs({"route": [{"destination": {"host": "reviews", "subset": "v2", "port": {"number": 9080}}}]},
                  namespace="bookinfo")
-    d = service.decide(req(), random.Random(0)).destination
+    d = forward(service.decide(req(), random.Random(0))).destination
     assert (d.host, d.subset, d.port) == ("reviews.bookinfo.svc.cluster.local", "v2", 9080)
     assert d.cluster_name() == "outbound|9080|v2|reviews.bookinfo.svc.cluster.local"
 
@@ -414,22 +421,22 @@ def test_rewrite_uri_replaces_the_matched_prefix(match, rewrite, path, expected_
     route = {"rewrite": {"uri": rewrite}, "route": [to()]}
     if match:
         route["match"] = match
-    decision = vs(route).decide(req(path), random.Random(0))
+    decision = forward(vs(route).decide(req(path), random.Random(0)))
     assert decision.path == expected_path
     assert decision.original_path == path
     assert decision.request_headers({})["x-envoy-original-path"] == path
 
 
 def test_regex_rewrite_and_authority_rewrite():
-    decision = vs({"rewrite": {"uriRegexRewrite": {"match": "^/service/([^/]+)(/.*)$", "rewrite": r"\2/instance/\1"},
+    decision = forward(vs({"rewrite": {"uriRegexRewrite": {"match": "^/service/([^/]+)(/.*)$", "rewrite": r"\2/instance/\1"},
                                "authority": "newhost:9000"},
-                   "route": [to()]}).decide(req("/service/foo/v1/api?q=1"), random.Random(0))
+                   "route": [to()]}).decide(req("/service/foo/v1/api?q=1"), random.Random(0)))
     assert decision.path == "/v1/api/instance/foo?q=1"
     assert decision.authority == "newhost:9000"
 
 
 def test_no_rewrite_keeps_path_and_authority():
-    decision = vs({"route": [to()]}).decide(req("/x?y=1"), random.Random(0))
+    decision = forward(vs({"route": [to()]}).decide(req("/x?y=1"), random.Random(0)))
     assert (decision.path, decision.authority, decision.original_path) == ("/x?y=1", "httpbin:8000", None)
     assert "x-envoy-original-path" not in decision.request_headers({})
 
@@ -454,7 +461,7 @@ def test_direct_response():
     decision = direct.decide(req(), random.Random(0))
     assert isinstance(decision, DirectResponse) and (decision.status, decision.body) == (418, b"teapot")
     encoded = vs({"directResponse": {"status": 200, "body": {"bytes": "aGk="}}}).decide(req(), random.Random(0))
-    assert encoded.body == b"hi"
+    assert isinstance(encoded, DirectResponse) and encoded.body == b"hi"
 
 
 @pytest.mark.parametrize("route, message", [
@@ -522,7 +529,7 @@ def test_route_then_destination_header_ops():
         "route": [to(subset="v1", weight=1, headers={"request": {"set": {"x-level": "dest"}, "add": {"x-trail": "dest"}},
                                                      "response": {"add": {"x-resp": "dest"}}})],
     })
-    decision = service.decide(req(), random.Random(0))
+    decision = forward(service.decide(req(), random.Random(0)))
     assert decision.request_headers({"x-trail": "app"}) == {"x-level": "dest", "x-trail": "app,route,dest"}
     assert decision.response_headers({"server": "x", "x-resp": "app"}) == {"x-resp": "route,dest"}
 
@@ -534,16 +541,16 @@ def test_with_several_destinations_route_header_ops_come_last():
         "route": [to(subset="a", weight=1, headers={"request": {"set": {"x-level": "dest"}, "add": {"x-trail": "dest"}}}),
                   to(subset="b", weight=1, headers={"request": {"set": {"x-level": "dest"}}})],
     })
-    decision = service.decide(req(), random.Random(0))
+    decision = forward(service.decide(req(), random.Random(0)))
     assert decision.request_headers({})["x-level"] == "route"
 
 
 def test_route_authority_rewrite_beats_destination_authority():
     one = vs({"rewrite": {"authority": "route-host"},
               "route": [to(weight=1, headers={"request": {"set": {"host": "dest-host"}}})]})
-    assert one.decide(req(), random.Random(0)).authority == "route-host"
+    assert forward(one.decide(req(), random.Random(0))).authority == "route-host"
     dest_only = vs({"route": [to(weight=1, headers={"request": {"set": {":authority": "dest-host"}}})]})
-    assert dest_only.decide(req(), random.Random(0)).authority == "dest-host"
+    assert forward(dest_only.decide(req(), random.Random(0))).authority == "dest-host"
 
 
 def test_destination_headers_apply_only_to_the_picked_destination():
@@ -551,13 +558,13 @@ def test_destination_headers_apply_only_to_the_picked_destination():
                             to(subset="b", weight=1, headers={"request": {"set": {"x-dest": "b"}}})]})
     rng = random.Random(1)
     for _ in range(20):
-        decision = service.decide(req(), rng)
+        decision = forward(service.decide(req(), rng))
         assert decision.request_headers({})["x-dest"] == decision.destination.subset
 
 
 def test_setting_host_header_rewrites_authority():
-    decision = vs({"headers": {"request": {"set": {"host": "other.example"}}}, "route": [to()]}).decide(
-        req(), random.Random(0))
+    decision = forward(vs({"headers": {"request": {"set": {"host": "other.example"}}}, "route": [to()]}).decide(
+        req(), random.Random(0)))
     assert decision.authority == "other.example"
 
 
@@ -566,12 +573,12 @@ def test_setting_host_header_rewrites_authority():
 def mirrored_share(route_extra: dict, n=2000, seed=4) -> float:
     service = vs({"route": [to()], **route_extra})
     rng = random.Random(seed)
-    return sum(bool(service.decide(req(), rng).mirrors) for _ in range(n)) / n
+    return sum(bool(forward(service.decide(req(), rng)).mirrors) for _ in range(n)) / n
 
 
 def test_mirror_defaults_to_100_percent():
     assert mirrored_share({"mirror": {"host": "httpbin", "subset": "v2"}}) == 1.0
-    decision = vs({"route": [to()], "mirror": {"host": "httpbin", "subset": "v2"}}).decide(req(), random.Random(0))
+    decision = forward(vs({"route": [to()], "mirror": {"host": "httpbin", "subset": "v2"}}).decide(req(), random.Random(0)))
     assert [(m.host, m.subset) for m in decision.mirrors] == [("httpbin.default.svc.cluster.local", "v2")]
 
 
@@ -598,7 +605,7 @@ def test_route_carries_timeout_retries_and_fault():
                 "fault": {"abort": {"httpStatus": 500, "percentage": {"value": 10}}}}).routes[0]
     assert route.timeout == 0.5
     assert route.retries.attempts == 3 and route.retries.retry_on == {"5xx"}
-    assert route.fault is not None and route.fault.abort.status == 500
+    assert route.fault is not None and route.fault.abort is not None and route.fault.abort.status == 500
 
 
 def test_route_defaults_no_timeout_and_istio_default_retries():

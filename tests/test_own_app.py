@@ -7,6 +7,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ import yaml
 
 from labkit import cli
 from labkit.cluster import ApplyError, LocalCluster
+from labkit.mesh.control import control_plane
 from labkit.net import free_port
 from labkit.serving.autoscaler_config import AutoscalerConfig
 from labkit.serving.service import configure_serving, knative_service
@@ -43,7 +45,7 @@ def write_app(folder: Path, greeting: str = "hello", source: str | None = None) 
     return path
 
 
-def container(folder: Path, port_arg: str = "$(PORT)", **extra: object) -> dict:
+def container(folder: Path, port_arg: str = "$(PORT)", **extra: Any) -> dict:
     """uvicorn serving main:app from `folder` on the port the platform gives ($PORT)."""
     return {"name": "app", "image": "my-fastapi-app",
             "command": [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
@@ -51,7 +53,7 @@ def container(folder: Path, port_arg: str = "$(PORT)", **extra: object) -> dict:
             "workingDir": str(folder), **extra}
 
 
-def deployment(folder: Path, name: str = "myapp", **extra: object) -> str:
+def deployment(folder: Path, name: str = "myapp", **extra: Any) -> str:
     docs = [
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
          "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
@@ -118,7 +120,7 @@ def test_a_fastapi_app_behind_the_mesh(tmp_path: Path) -> None:
                                              "labels": {"istio-injection": "enabled"}}})
     with LocalCluster(start_timeout=30.0) as cluster:
         cluster.apply(namespace + "---\n" + deployment(tmp_path))
-        sleep = cluster.client()
+        sleep = control_plane(cluster).client()
         answer = httpx.get(sleep.outbound_url + "/", headers={"Host": "myapp"}, timeout=30)
         assert answer.status_code == 200 and answer.json()["greeting"] == "hello"
         assert "x-envoy-upstream-service-time" in answer.headers  # it went through the sidecars

@@ -29,9 +29,12 @@ from mesh_helpers import applied, get
 from labkit import http1
 from labkit.apps import autoscale, podinfo
 from labkit.cluster import LocalCluster
+from labkit.core.models import Deployment
 from labkit.eventing.cron import parse_schedule
+from labkit.eventing.models import PingSource
 from labkit.manifests import ManifestError, ManifestIssue, load, load_text
 from labkit.mesh import flags
+from labkit.mesh.control import control_plane
 from labkit.serving.service import knative_service
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "manifests" / "samples"
@@ -79,6 +82,7 @@ spec:
 """
     warnings: list[ManifestIssue] = []
     [deployment] = load(text, warnings)
+    assert isinstance(deployment, Deployment)
     assert [str(w) for w in warnings] == [
         "<string>:5: Deployment/web: spec.revisionHistoryLimit: warning: ignored: labkit keeps "
         "no old ReplicaSets to roll back to",
@@ -207,9 +211,10 @@ def events(cluster: LocalCluster, service: str, namespace: str = "default") -> l
     return httpx.get(cluster.url("Service", service, namespace) + "/events", timeout=10).json()
 
 
-def test_ping_source_delivers_to_event_display(cluster: LocalCluster, wait_for) -> None:  # type: ignore[no-untyped-def]
+def test_ping_source_delivers_to_event_display(cluster: LocalCluster, wait_for: Callable[..., None]) -> None:
     objects = load(sample("eventing/pingsource-event-display.yaml"))
     ping = objects[-1]
+    assert isinstance(ping, PingSource)
     # The guide's schedule fires once a minute; the test runs the same source every second.
     schedule = parse_schedule(ping.spec.schedule)
     first = schedule.next_after(datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc))
@@ -223,7 +228,7 @@ def test_ping_source_delivers_to_event_display(cluster: LocalCluster, wait_for) 
     assert json.loads(record["data"]) == {"message": "Hello world!"}
 
 
-def test_broker_triggers_route_by_type_and_source(cluster: LocalCluster, wait_for) -> None:  # type: ignore[no-untyped-def]
+def test_broker_triggers_route_by_type_and_source(cluster: LocalCluster, wait_for: Callable[..., None]) -> None:
     cluster.apply(sample("eventing/broker-trigger.yaml"))
     broker = cluster.url("Broker", "default", "event-example")
     sent = {"say-hello": ("greeting", "not-sendoff"), "say-goodbye": ("not-greeting", "sendoff"),
@@ -258,12 +263,12 @@ def applied_sample(cluster: LocalCluster, *paths: str) -> Any:
 
 
 def test_httpbin_answers_through_the_mesh(mesh: LocalCluster) -> None:
-    response = get(mesh.client("default", "curl"), "/get")
+    response = get(control_plane(mesh).client("default", "curl"), "/get")
     assert response.status_code == 200 and response.json()["url"] == "/get"
 
 
 def test_circuit_breaking_answers_503_overflow_at_once(mesh: LocalCluster) -> None:
-    fortio = mesh.client("default", "fortio")
+    fortio = control_plane(mesh).client("default", "fortio")
     with applied_sample(mesh, "istio/circuit-breaking.yaml"):
         barrier = threading.Barrier(3)
 
@@ -282,12 +287,12 @@ def test_circuit_breaking_answers_503_overflow_at_once(mesh: LocalCluster) -> No
 
 def test_mtls_migration_strict_resets_the_legacy_client(cluster: LocalCluster) -> None:
     cluster.apply(sample("istio/mtls-migration-1-setup.yaml"))
-    clients = {ns: cluster.client(ns, "sleep") for ns in ("foo", "bar")}
+    clients = {ns: control_plane(cluster).client(ns, "sleep") for ns in ("foo", "bar")}
 
     def legacy(to: str) -> int | None:
         """A plain-text request, as from the legacy namespace's sleep pod (no sidecar)."""
         try:
-            return httpx.get(cluster.sidecar("httpbin", to).inbound_url + "/ip", timeout=10).status_code
+            return httpx.get(control_plane(cluster).sidecar("httpbin", to).inbound_url + "/ip", timeout=10).status_code
         except httpx.TransportError:
             return None  # curl's 000, exit 56: the connection was reset
 
@@ -308,7 +313,7 @@ def test_mtls_migration_strict_resets_the_legacy_client(cluster: LocalCluster) -
 
 def test_authz_deny_get_then_allow_admins(cluster: LocalCluster) -> None:
     cluster.apply(sample("istio/authz-deny-1-setup.yaml"))
-    curl = cluster.client("foo", "curl")
+    curl = control_plane(cluster).client("foo", "curl")
     host = "httpbin.foo:8000"
     assert get(curl, "/ip", host=host).status_code == 200
     cluster.apply(sample("istio/authz-deny-2-deny-get.yaml"))
@@ -321,11 +326,11 @@ def test_authz_deny_get_then_allow_admins(cluster: LocalCluster) -> None:
     assert get(curl, "/get", host=host, headers={"x-token": "guest"}).status_code == 403
 
 
-def test_mirroring_copies_each_request_to_v2(cluster: LocalCluster, wait_for) -> None:  # type: ignore[no-untyped-def]
+def test_mirroring_copies_each_request_to_v2(cluster: LocalCluster, wait_for: Callable[..., None]) -> None:
     cluster.apply([sample("istio/injection.yaml"), sample("istio/mirroring-1-httpbin-v1-v2.yaml"),
                    sample("istio/mirroring-2-route-v1.yaml")])
-    sleep = cluster.client("default", "sleep")
-    v1, v2 = cluster.sidecar("httpbin-v1"), cluster.sidecar("httpbin-v2")
+    sleep = control_plane(cluster).client("default", "sleep")
+    v1, v2 = control_plane(cluster).sidecar("httpbin-v1"), control_plane(cluster).sidecar("httpbin-v2")
 
     def served(sidecar: Any) -> int:
         return sum('"GET /headers' in line for line in sidecar.access_log())
@@ -389,7 +394,7 @@ def test_kserve_canary_rollout_splits_90_10_then_promotes(cluster: LocalCluster)
 # --- Flagger ----------------------------------------------------------------------------------
 
 def test_flagger_podinfo_canary_advances_to_50_and_promotes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait_for) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait_for: Callable[..., None]) -> None:
     monkeypatch.setenv("LABKIT_FLAGGER_STATE", str(tmp_path / "flagger"))
     docs = list(yaml.safe_load_all(sample("flagger/podinfo-1-setup.yaml").read_text()))
     [canary] = [d for d in docs if d["kind"] == "Canary"]
@@ -419,6 +424,7 @@ def test_flagger_podinfo_canary_advances_to_50_and_promotes(
         detail = cluster.get("Canary", "podinfo", "test").status.detail
         messages = [e["message"] for e in detail["events"]]
         primary = cluster.get("Deployment", "podinfo-primary", "test").object
+        assert isinstance(primary, Deployment)
     assert seen[-1] == "Succeeded", (seen, messages)
     assert "Progressing" in seen
     advances = [m for m in messages if m.startswith("Advance podinfo.test canary weight")]

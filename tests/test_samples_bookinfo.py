@@ -31,6 +31,7 @@ from labkit.cluster import LocalCluster
 from labkit.core import images
 from labkit.manifests import ManifestError, load
 from labkit.mesh import flags
+from labkit.mesh.control import control_plane
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "manifests" / "samples"
 ISTIO = SAMPLES / "istio"
@@ -167,7 +168,7 @@ class Browser:
     """Requests to /productpage from a mesh client, keeping the session cookie as a browser."""
 
     def __init__(self, cluster: LocalCluster) -> None:
-        self.sidecar = cluster.client("default", "curl")
+        self.sidecar = control_plane(cluster).client("default", "curl")
         self.cookie = ""
 
     def login(self, user: str) -> None:
@@ -246,14 +247,14 @@ def test_fault_injection_delay_uncovers_the_productpage_timeout_bug(task: LocalC
                              headers={"host": "reviews:9080", "end-user": "jason"})
         return response.json(), time.monotonic() - start
 
-    before = len(task.sidecar("productpage-v1").telemetry.access_records())
+    before = len(control_plane(task).sidecar("productpage-v1").telemetry.access_records())
     with ThreadPoolExecutor(2) as pool:
         direct = pool.submit(reviews_v2_directly)
         html, took = jason.page()
         doc, direct_took = direct.result()
     assert stars(html) == "reviews unavailable"
     assert took >= productpage.REVIEWS_TRIES * productpage.CALL_TIMEOUT  # 3 s + 1 retry
-    tries = [r for r in task.sidecar("productpage-v1").telemetry.access_records()[before:]
+    tries = [r for r in control_plane(task).sidecar("productpage-v1").telemetry.access_records()[before:]
              if r.path == "/reviews/0"]
     # productpage hung up on each try: Envoy logs status 0, flag DC (downstream disconnect).
     assert [(r.status, r.flags) for r in tries] == [
@@ -273,7 +274,7 @@ def test_fault_injection_abort_shows_ratings_unavailable_for_jason(task: LocalCl
     html, _ = jason.page()
     assert stars(html) == "ratings unavailable"
     assert html.count(reviews.UNAVAILABLE) == 2 and "Book Reviews" in html
-    aborted = [r for r in task.sidecar("reviews-v2").telemetry.access_records()
+    aborted = [r for r in control_plane(task).sidecar("reviews-v2").telemetry.access_records()
                if r.path == "/ratings/0" and r.status == 500]
     assert aborted and all(flags.FAULT_INJECTED in r.flags for r in aborted)
     assert stars(anonymous.page()[0]) == "none"
@@ -285,9 +286,9 @@ def test_request_timeouts_half_a_second_twice_then_reviews_unavailable(task: Loc
     html, took = browser.page()
     assert stars(html) == "black" and took >= 2.0  # the ratings delay, every request
     task.apply(ISTIO / "bookinfo-timeouts-2-reviews-timeout.yaml")
-    before = len(task.sidecar("productpage-v1").telemetry.access_records())
+    before = len(control_plane(task).sidecar("productpage-v1").telemetry.access_records())
     html, took = browser.page()
     assert stars(html) == "reviews unavailable" and took >= 1.0
-    timed_out = [r for r in task.sidecar("productpage-v1").telemetry.access_records()[before:]
+    timed_out = [r for r in control_plane(task).sidecar("productpage-v1").telemetry.access_records()[before:]
                  if r.path == "/reviews/0"]
     assert [(r.status, r.flags) for r in timed_out] == [(504, flags.UPSTREAM_REQUEST_TIMEOUT)] * 2

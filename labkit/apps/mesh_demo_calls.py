@@ -1,9 +1,9 @@
 """Requests to the mesh-demo app through a mesh client's sidecar, as lab 04 sends them.
 
-A mesh client (`LocalCluster.client()`, Istio's `sleep` sample) takes requests on its
-`outbound_url` with the destination service as the Host header, so every call goes through the
-caller's own sidecar, where VirtualServices and DestinationRules act. The frontend of
-mesh-demo answers with JSON naming each upstream call it made and what came back (see
+A mesh client (`labkit.mesh.control.control_plane(cluster).client()`, Istio's `sleep` sample)
+takes requests on its `outbound_url` with the destination service as the Host header, so every
+call goes through the caller's own sidecar, where VirtualServices and DestinationRules act. The
+frontend of mesh-demo answers with JSON naming each upstream call it made and what came back (see
 labkit.apps.mesh_demo), which is how a lab sees which backend version served a request.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["DemoCaller"]
 
 
 class DemoCaller:
-    """Calls from one mesh client; `client` is what `LocalCluster.client()` returns."""
+    """Calls from one mesh client; `client` is what `control_plane(cluster).client()` returns."""
 
     def __init__(self, client: Any, timeout: float = 30.0) -> None:
         self.client = client

@@ -2,7 +2,7 @@
 HorizontalPodAutoscaler): models and local controllers.
 
 Importing this package registers the kinds with labkit.manifests and their controllers with
-labkit.cluster; labkit.manifests.COMPONENTS lists it so that happens on first use.
+labkit.cluster; labkit.components lists it so that happens on first use.
 """
 
 from labkit.core import deployment, hpa_controller, service, serviceaccount  # noqa: F401  (registration side effects)

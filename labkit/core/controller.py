@@ -1,22 +1,30 @@
 """The controller contract and registry, kept apart from cluster.py so that components can
-register controllers without importing the cluster (and the cluster can import them)."""
+register controllers without importing the cluster (and the cluster can import them).
+
+`Cluster` is what a controller may use of the cluster that runs it; `labkit.cluster.LocalCluster`
+is its one implementation, and mypy checks that it is one wherever a controller is registered."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
-from labkit.manifests import KindKey
+from labkit.manifests import KindKey, KubeObject
 
 if TYPE_CHECKING:
-    from labkit.cluster import LocalCluster
+    from labkit.core.loop import BackgroundLoop
+    from labkit.core.pods import PodRegistry
 
 __all__ = [
+    "Cluster",
     "ConfigWarning",
     "Controller",
     "ControllerFactory",
     "ObjectStatus",
+    "Owner",
+    "Resource",
     "controller_factory",
     "register_controller",
 ]
@@ -59,14 +67,70 @@ class Controller(Protocol):
     def status(self) -> ObjectStatus: ...
 
 
-ControllerFactory = Callable[["LocalCluster", Any], Controller]
+class Owner(Protocol):
+    """A controller that makes objects of its own, as Kubernetes' ownerReferences record (a
+    Sequence's channels and subscriptions, an InferenceService's Knative Services): `owned()`
+    lists each with its controller, so `Cluster.controller()` reaches them too."""
+
+    def owned(self) -> Iterable[tuple[KubeObject, Controller]]: ...
+
+
+@dataclass(frozen=True)
+class Resource:
+    """An applied object (as last applied) and its live status."""
+
+    object: KubeObject
+    status: ObjectStatus
+
+
+T = TypeVar("T")
+
+
+class Cluster(Protocol):
+    """What controllers use of the cluster that runs them: its loop and pods, settings for the
+    replicas they start, the lock, and the API (apply, read, find another object's controller)."""
+
+    loop: BackgroundLoop
+    pods: PodRegistry
+    start_timeout: float
+    restart_backoff: tuple[float, float] | None
+
+    @property
+    def lock(self) -> threading.RLock: ...
+
+    def apply(self, source: Any, *, on_ready: Callable[[Resource], None] | None = None,
+              ) -> list[Resource]: ...
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> Resource: ...
+
+    def url(self, kind: str, name: str, namespace: str = "default") -> str: ...
+
+    def objects(self) -> list[KubeObject]: ...
+
+    @overload
+    def controller(self, kind: str, name: str, namespace: str = "default", *,
+                   group: str | None = None) -> Controller: ...
+
+    @overload
+    def controller(self, kind: str, name: str, namespace: str = "default", *,
+                   group: str | None = None, of: type[T]) -> T: ...
+
+    def extension(self, name: str) -> Any: ...
+
+
+ControllerFactory = Callable[[Cluster, Any], Controller]
+
+ClusterT = TypeVar("ClusterT", bound=Cluster)
 
 _CONTROLLERS: dict[KindKey, ControllerFactory] = {}
 
 
-def register_controller(api_version: str, kind: str, factory: ControllerFactory) -> None:
-    """Objects of (api_version, kind) get `factory(cluster, obj)` as their controller."""
-    _CONTROLLERS[(api_version, kind)] = factory
+def register_controller(api_version: str, kind: str,
+                        factory: Callable[[ClusterT, Any], Controller]) -> None:
+    """Objects of (api_version, kind) get `factory(cluster, obj)` as their controller. A
+    factory may ask for the concrete cluster class it is written against (mypy checks that the
+    class is a `Cluster`); the registry calls it with that cluster."""
+    _CONTROLLERS[(api_version, kind)] = cast(ControllerFactory, factory)
 
 
 def controller_factory(api_version: str, kind: str) -> ControllerFactory | None:

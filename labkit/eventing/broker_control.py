@@ -311,11 +311,5 @@ class TriggerController(Registered):
 
 def broker_handle(cluster: LocalCluster, name: str, namespace: str = "default") -> BrokerController:
     """The running broker's controller: url, kill(), restart(), metrics(), event_log()."""
-    from labkit.cluster import NotFoundError
-
-    cluster.get("Broker", name, namespace)  # the usual "no Broker named ..." message
-    controller = _registry(cluster).brokers.get((namespace, name))
-    if controller is None:
-        raise NotFoundError(f"broker {namespace}/{name} has no controller")
-    return controller
+    return cluster.controller("eventing.knative.dev/v1/Broker", name, namespace, of=BrokerController)
 

@@ -18,6 +18,7 @@ Each channel serves on the cluster's background loop at its own loopback URL (PO
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from labkit.eventing.registry import (
     try_resolve,
 )
 from labkit.eventing.wire import Client, Request, Response, Server, json_error, serve
+from labkit.manifests import ObjectMeta
 from labkit.net import HOST
 
 if TYPE_CHECKING:
@@ -88,6 +90,14 @@ class ChannelController(Registered):
     async def _start(self) -> Server:
         self._client = Client()
         return await serve(self._handle, port=0, max_body=_MAX_BODY)
+
+    def owned(self) -> Iterator[tuple[InMemoryChannel, ChannelController]]:
+        """A generic Channel's backing channel: an InMemoryChannel of the same name and namespace
+        (knative/eventing pkg/reconciler/channel/resources/channel.go, `NewChannel`). One
+        controller runs both here, so the backing channel's controller is this one."""
+        if isinstance(self.obj, Channel):
+            meta = self.obj.metadata
+            yield InMemoryChannel(metadata=ObjectMeta(name=meta.name, namespace=meta.namespace)), self
 
     def delete(self) -> None:
         registry = _registry(self.cluster)
@@ -265,12 +275,8 @@ class SubscriptionController(Registered):
                                              "deadLetterSinkUri": self.dead_letter_uri}})
 
 
-def channel_handle(cluster: LocalCluster, name: str, namespace: str = "default",
-                   ) -> ChannelController:
-    """A channel's controller: url, metrics, event log (`.log.since()`)."""
-    from labkit.cluster import NotFoundError
-
-    controller = _registry(cluster).channels.get((namespace, name))
-    if controller is None:
-        raise NotFoundError(f"no Channel or InMemoryChannel named {name!r} in {namespace!r}")
-    return controller
+def channel_handle(cluster: LocalCluster, name: str, namespace: str = "default") -> ChannelController:
+    """An InMemoryChannel's controller: url, metrics, event log (`.log.since()`). A generic
+    Channel is reached through its backing InMemoryChannel of the same name, a Sequence's or
+    Parallel's channels through their owner (see `owned()`)."""
+    return cluster.controller("messaging.knative.dev/v1/InMemoryChannel", name, namespace, of=ChannelController)

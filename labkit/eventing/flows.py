@@ -22,12 +22,14 @@ How this differs from a cluster: the channels and subscriptions are the real lab
 InMemoryChannel and Subscription controllers (same fan-out, delivery, reply and dead-letter
 code), owned by the flow instead of being separate API objects: `cluster.status()` lists the
 Sequence, and its `detail` lists the children by the names Knative gives them
-(`labkit.eventing.channel.channel_handle(cluster, "<name>-kn-sequence-0")` opens one). A reply
+(`cluster.controller("InMemoryChannel", "<name>-kn-sequence-0")` or `channel_handle` opens one,
+through `owned()`). A reply
 that Knative addresses with a `ref` to the next channel is addressed here by that channel's URL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from labkit.eventing.models import (
     InMemoryChannel,
     Subscription,
 )
+from labkit.manifests import KubeObject
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
@@ -202,6 +205,11 @@ class FlowController:
     def reconcile(self) -> None:
         for subscription in self.subscriptions.values():
             subscription.reconcile()  # a step's Service may appear or move
+
+    def owned(self) -> Iterator[tuple[KubeObject, ChannelController | SubscriptionController]]:
+        """The channels and subscriptions Knative would create with this flow as their owner."""
+        yield from ((c.obj, c) for c in self.channels.values())
+        yield from ((s.obj, s) for s in self.subscriptions.values())
 
     def delete(self) -> None:
         for subscription in self.subscriptions.values():

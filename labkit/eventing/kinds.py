@@ -1,7 +1,7 @@
 """Registers the eventing kinds, their controllers (the event-display image is
 a row of labkit.core.images.IMAGES).
 
-Listed in labkit.manifests.COMPONENTS, so loading any manifest imports it.
+Listed in labkit.components, so loading any manifest imports it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Registers Flagger's Canary and MetricTemplate kinds, their controllers.
 
-`labkit.manifests.COMPONENTS` names this module, so the first manifest load imports it.
+`labkit.components` names this module, so the first manifest load imports it.
 """
 
 from __future__ import annotations

@@ -12,22 +12,65 @@ mirrored, the primary route carries `mirror: podinfo-canary` and `mirrorPercenta
 `spec.service.gateways` is accepted but not used: labkit has no ingress gateway, the
 VirtualService serves the mesh (Flagger's implicit `mesh` gateway).
 
+Every object made here names its Canary as its controller in `metadata.ownerReferences`, as
+Flagger's `metav1.NewControllerRef(cd, flagger.app/v1beta1 Canary)` does when it creates them
+(fluxcd/flagger pkg/canary/deployment_controller.go for the primary Deployment,
+pkg/router/kubernetes_default.go `reconcileService` for the three Services, pkg/router/istio.go
+`reconcileDestinationRule` and `reconcileVirtualService`). On a real cluster Kubernetes' garbage
+collector deletes them with the Canary (labkit leaves them in place); `labkit export` leaves
+them out, since Flagger makes them there. The Canary's uid is labkit's own (see `canary_uid`).
+What happens to an object that exists before Flagger creates it is targets.py's concern.
+
 Pure: objects in, dicts out; targets.py applies them.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from labkit.core.models import Deployment
 from labkit.flagger.analysis import Routes
 from labkit.flagger.models import Canary
 
-__all__ = ["SELECTOR_LABELS", "destination_rules", "primary_deployment", "routes_of",
-           "selector_label", "services", "virtual_service"]
+__all__ = ["CANARY_API_VERSION", "PRIMARY_REVISION", "SELECTOR_LABELS", "canary_uid",
+           "controlled_by", "destination_rules", "owner_reference", "primary_deployment",
+           "routes_of", "selector_label", "services", "virtual_service"]
 
 SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")
 """Flagger's default selector labels (its -selector-labels flag), in order of preference."""
+
+CANARY_API_VERSION = "flagger.app/v1beta1"
+
+PRIMARY_REVISION = "flagger.app/primary-revision"
+"""The annotation by which Flagger's Knative router marks a Knative Service's primary revision
+(fluxcd/flagger pkg/router/knative.go)."""
+
+
+def canary_uid(canary: Canary) -> str:
+    """The Canary's metadata.uid. labkit's objects have none (the API server assigns it on a
+    real cluster), so it is derived from the Canary's identity, as serving/expand.py derives
+    the uids of the objects Knative makes: the same Canary applied again keeps it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL,
+                          f"labkit:{canary.metadata.namespace}/canary/{canary.metadata.name}"))
+
+
+def owner_reference(canary: Canary) -> dict[str, Any]:
+    """`metav1.NewControllerRef(canary, flagger.app/v1beta1 Canary)`: controller and
+    blockOwnerDeletion both true (k8s.io/apimachinery pkg/apis/meta/v1/controller_ref.go)."""
+    return {"apiVersion": CANARY_API_VERSION, "kind": "Canary", "name": canary.metadata.name,
+            "uid": canary_uid(canary), "controller": True, "blockOwnerDeletion": True}
+
+
+def controlled_by(owner_references: list[dict[str, Any]], canary: Canary) -> bool:
+    """Flagger's isOwnedByCanary (kubernetes_default.go): the controller reference is this Canary."""
+    return any(r.get("controller") and r.get("kind") == "Canary" and r.get("name") == canary.metadata.name
+               for r in owner_references)
+
+
+def _meta(canary: Canary, name: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": canary.metadata.namespace, **fields,
+            "ownerReferences": [owner_reference(canary)]}
 
 
 def selector_label(target: Deployment) -> str:
@@ -47,9 +90,8 @@ def primary_deployment(canary: Canary, target: Deployment, replicas: int | None 
     value = f"{target.spec.selector.match_labels[key]}-primary"
     body = target.model_dump(mode="json", by_alias=True, exclude_unset=True)
     body.update(apiVersion="apps/v1", kind="Deployment")
-    body["metadata"] = {"name": f"{target.metadata.name}-primary",
-                        "namespace": target.metadata.namespace,
-                        "labels": {**target.metadata.labels, key: value}}
+    body["metadata"] = _meta(canary, f"{target.metadata.name}-primary",
+                             labels={**target.metadata.labels, key: value})
     spec = body["spec"]
     spec["replicas"] = replicas if replicas is not None else max(1, target.spec.replicas)
     spec["selector"] = {"matchLabels": {**target.spec.selector.match_labels, key: value}}
@@ -64,11 +106,10 @@ def services(canary: Canary, target: Deployment) -> list[dict[str, Any]]:
     port: dict[str, Any] = {"name": svc.port_name or "http", "port": svc.port,
                             "targetPort": svc.target_port if svc.target_port is not None else svc.port}
     apex = svc.name or canary.spec.target_ref.name
-    ns = canary.metadata.namespace
 
     def service(name: str, selected: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": ns, "labels": {key: name}},
+                "metadata": _meta(canary, name, labels={key: name}),
                 "spec": {"selector": {key: selected}, "ports": [port]}}
 
     return [service(apex, f"{value}-primary"), service(f"{apex}-primary", f"{value}-primary"),
@@ -84,8 +125,7 @@ def destination_rules(canary: Canary) -> list[dict[str, Any]]:
         if policy:
             spec["trafficPolicy"] = policy
         rules.append({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
-                      "metadata": {"name": name, "namespace": canary.metadata.namespace},
-                      "spec": spec})
+                      "metadata": _meta(canary, name), "spec": spec})
     return rules
 
 
@@ -116,8 +156,7 @@ def virtual_service(canary: Canary, routes: Routes) -> dict[str, Any]:
     else:
         http = [main]
     return {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
-            "metadata": {"name": apex, "namespace": canary.metadata.namespace},
-            "spec": {"hosts": [apex, *svc.hosts], "http": http}}
+            "metadata": _meta(canary, apex), "spec": {"hosts": [apex, *svc.hosts], "http": http}}
 
 
 def routes_of(virtual_service_spec: dict[str, Any], canary: Canary) -> Routes:

@@ -10,7 +10,11 @@ split is the Service's own traffic block `[{latestRevision: true, percent: C},
 revisions scale themselves); metrics from the canary revision's queue-proxy counters.
 
 Both act through `cluster.apply()`, so every change is a real object change a student can
-`cluster.get()`.
+`cluster.get()`. The objects a DeploymentTarget makes name their Canary as owner when Flagger
+creates them (router.py); one that exists already keeps its own ownerReferences, and a Service
+Flagger did not create keeps its metadata and every field but the selector and ports
+(fluxcd/flagger pkg/router/kubernetes_default.go `reconcileService`, istio.go: updates copy the
+existing object and replace its spec).
 """
 
 from __future__ import annotations
@@ -22,17 +26,17 @@ from labkit.core.models import Deployment
 from labkit.flagger import metrics, router
 from labkit.flagger.analysis import Routes
 from labkit.flagger.models import Canary
+from labkit.flagger.router import PRIMARY_REVISION
 from labkit.manifests import KubeObject
+from labkit.mesh.control import control_plane
 from labkit.mesh.models import VirtualService
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster, Resource
     from labkit.serving.models import KnativeService
 
-__all__ = ["PRIMARY_REVISION", "DeploymentTarget", "KeepFlaggerFields", "KnativeTarget", "Target",
+__all__ = ["DeploymentTarget", "KeepFlaggerFields", "KnativeTarget", "Target",
            "target_for"]
-
-PRIMARY_REVISION = "flagger.app/primary-revision"
 
 
 class Target(Protocol):
@@ -64,6 +68,23 @@ def _get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> Resourc
         return cluster.get(kind, name, namespace)
     except NotFoundError:
         return None
+
+
+def _as_flagger_writes(cluster: LocalCluster, canary: Canary, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` (made by router.py, owned by the Canary) as Flagger writes it over what exists:
+    a new object as is; an existing one keeps its ownerReferences; an existing Service the
+    Canary does not control keeps all but its selector and ports."""
+    meta = body["metadata"]
+    found = _get(cluster, f"{body['apiVersion']}/{body['kind']}", meta["name"], meta["namespace"])
+    if found is None:
+        return body
+    existing = found.object.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    owners = existing["metadata"].get("ownerReferences", [])
+    if body["kind"] == "Service" and not router.controlled_by(owners, canary):
+        existing["spec"].update(selector=body["spec"]["selector"], ports=body["spec"]["ports"])
+        return existing
+    kept = {key: value for key, value in meta.items() if key != "ownerReferences"}
+    return {**body, "metadata": {**kept, **({"ownerReferences": owners} if owners else {})}}
 
 
 class DeploymentTarget:
@@ -98,7 +119,7 @@ class DeploymentTarget:
 
     def counters(self) -> metrics.Counters | None:
         try:
-            sidecar = self.cluster.sidecar(self.name, self.ns)
+            sidecar = control_plane(self.cluster).sidecar(self.name, self.ns)
             return metrics.scrape(sidecar.metrics_url, metrics.istio_destination(self.name, self.ns))
         except (LookupError, OSError):  # no mesh, no sidecar for the target, or it is gone
             return None
@@ -109,20 +130,23 @@ class DeploymentTarget:
 
     def initialize(self, routes: Routes, saved_primary: dict[str, Any] | None) -> None:
         target = _as(self._target(), Deployment)
-        objects: list[Any] = []
+        objects: list[dict[str, Any]] = []
         if self._primary() is None:
             objects.append(saved_primary or router.primary_deployment(self.canary, target))
         objects += router.services(self.canary, target) + router.destination_rules(self.canary)
         objects.append(router.virtual_service(self.canary, routes))
-        self.cluster.apply(objects)
+        self._write(objects)
+
+    def _write(self, objects: list[dict[str, Any]]) -> None:
+        self.cluster.apply([_as_flagger_writes(self.cluster, self.canary, body) for body in objects])
 
     def set_routes(self, routes: Routes) -> None:
-        self.cluster.apply(router.virtual_service(self.canary, routes))
+        self._write([router.virtual_service(self.canary, routes)])
 
     def promote(self) -> None:
         primary = self._primary()
         replicas = _as(primary, Deployment).spec.replicas if primary else None
-        self.cluster.apply(router.primary_deployment(self.canary, _as(self._target(), Deployment), replicas))
+        self._write([router.primary_deployment(self.canary, _as(self._target(), Deployment), replicas)])
 
     def scale(self, replicas: int) -> None:
         target = _as(self._target(), Deployment)
@@ -238,7 +262,7 @@ class KeepFlaggerFields:
             return obj
         kept = obj.model_copy(deep=True)
         owned = stored.object.metadata.annotations[PRIMARY_REVISION]
-        # assigned, not updated in place, so the field counts as set (export() keeps it)
+        # assigned, not updated in place, so the field counts as set (manifests.export() writes it)
         kept.metadata.annotations = {PRIMARY_REVISION: owned, **kept.metadata.annotations}
         if not kept.spec.traffic:
             kept.spec.traffic = [t.model_copy() for t in _as(stored, KnativeService).spec.traffic or []] or None

@@ -15,8 +15,10 @@ Pure policy modules (no network, no simpy; they take data, a clock's `now` and a
 - `destination`  DestinationRule subsets and the merged traffic policy of one cluster
 - `authz`        PeerAuthentication modes and AuthorizationPolicy evaluation
 
-Live: `proxy` (the sidecar), `control` (istiod), `security`, `telemetry`, `wiretap`, and `canary`
-(both reporters' success rates of a workload; sticky A/B vs Flagger's header/cookie match).
+Live: `proxy` (the sidecar, over `proxy_http`, its HTTP/1.1 connections, and `clusters`, its
+upstream clusters), `control` (istiod), `security`, `telemetry`, `wiretap`, and `canary` (both
+reporters' success rates of a workload; sticky A/B vs Flagger's header/cookie match).
+`proxy_config` is the data istiod pushes to a sidecar (no I/O).
 
 Each module's docstring cites the Istio and Envoy pages whose behaviour it reproduces.
 """

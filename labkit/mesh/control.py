@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from labkit.core.controller import ObjectStatus
+from labkit.core.controller import Cluster, ObjectStatus
 from labkit.core.models import Deployment, EnvVar, Service
 from labkit.core.pods import Pod, matches
 from labkit.manifests import KubeObject
@@ -49,7 +49,8 @@ from labkit.mesh.models import (
     PeerAuthentication,
     VirtualService,
 )
-from labkit.mesh.proxy import HOST, Endpoint, MeshConfig, ServiceInfo, Sidecar, Workload
+from labkit.mesh.proxy import HOST, Sidecar
+from labkit.mesh.proxy_config import Endpoint, MeshConfig, ServiceInfo, Workload
 
 if TYPE_CHECKING:
     from labkit.cluster import LocalCluster
@@ -424,10 +425,13 @@ def _uses_consistent_hash(rule: DestinationRulePolicy) -> bool:
         rule.policy(name).consistent_hash for name in rule.subsets)
 
 
-def control_plane(cluster: LocalCluster) -> ControlPlane:
-    """The cluster's control plane."""
+def control_plane(cluster: Cluster) -> ControlPlane:
+    """The mesh's public handle on a cluster, istiod: `client()` (a caller with its own
+    sidecar, Istio's `sleep` sample), `sidecar(workload)`, `sidecars()`, `proxy_status()`, the
+    CA (`ca`). The cluster holds it as its extension "mesh" and knows nothing more of it."""
     plane = cluster.extension("mesh")
-    assert isinstance(plane, ControlPlane)
+    if not isinstance(plane, ControlPlane):
+        raise TypeError(f"the cluster's extension 'mesh' is a {type(plane).__name__}, not a ControlPlane")
     return plane
 
 

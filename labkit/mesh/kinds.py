@@ -1,6 +1,6 @@
 """Registers the mesh with labkit: Istio's four configuration kinds (every served API version),
 the v1 Namespace (for `istio-injection`), their controllers, and the control plane as the
-cluster extension "mesh". `labkit.manifests.COMPONENTS` names this module."""
+cluster extension "mesh". `labkit.components` names this module."""
 
 from __future__ import annotations
 

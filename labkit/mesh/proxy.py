@@ -5,13 +5,14 @@ the Host header, or as an HTTP proxy with absolute-form requests); everything ad
 app enters through the **inbound** listener. The proxy only moves bytes: every decision (route,
 weighted pick, retry, timeout budget, pool limits, ejection, authorisation, mTLS mode) is asked
 of the pure policy modules in `labkit.mesh`, and what happened is recorded by
-`labkit.mesh.telemetry`.
+`labkit.mesh.telemetry`. Its parts: `proxy_config` (what the control plane tells it),
+`proxy_http` (its HTTP/1.1 connections, both sides), `clusters` (its upstream clusters' state).
 
 Why it is built this way: a sidecar's overhead is the number students measure (lab 03) and the
 budget is under half a millisecond per hop, so the HTTP machinery is asyncio Protocols with
 `httptools` parsing (no framework; one task per client connection, not per request), upstream
 connections are kept alive and reused, and all policy work is O(1) per request. Header lines
-stay bytes as parsed and are decoded only when a decision needs them (`_HttpRequest.headers`).
+stay bytes as parsed and are decoded only when a decision needs them (`HttpRequest.headers`).
 The common outbound request (default route, no limits or timers, a kept-alive upstream
 connection) takes a fast path without any task, future or decoding, its header lines
 forwarded as they came (`Sidecar._outbound_fast`, which says when it applies). Bodies are
@@ -31,21 +32,33 @@ import random
 import socket
 import ssl
 import struct
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from http import HTTPStatus
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
-
-import httptools
 
 from labkit.mesh import authz, flags, retries, security
 from labkit.mesh.balancer import ConsistentHash
-from labkit.mesh.destination import DestinationRule, TrafficPolicy
+from labkit.mesh.clusters import Cluster
+from labkit.mesh.destination import TrafficPolicy
 from labkit.mesh.hosts import resolve_authority, shadow_authority
-from labkit.mesh.outlier import OutlierDetector
-from labkit.mesh.pool import ConnectionPool, Lease, PoolLimits
+from labkit.mesh.pool import Lease
+from labkit.mesh.proxy_config import Endpoint, MeshConfig, ServiceInfo, Workload
+from labkit.mesh.proxy_http import (
+    HOP_BY_HOP,
+    HOP_BY_HOP_BYTES,
+    NOT_FORWARDED_BYTES,
+    PEER_HEADER,
+    ConnectionTerminated,
+    Downstream,
+    HttpRequest,
+    RawHeaders,
+    Response,
+    Upstream,
+    error_response,
+    request_bytes,
+    request_wire,
+    response_wire,
+)
 from labkit.mesh.router import Router, Try, choose_host
 from labkit.mesh.routing import (
     Destination,
@@ -59,103 +72,14 @@ from labkit.mesh.routing import (
 )
 from labkit.mesh.telemetry import Telemetry, TraceContext, new_ids, new_request_id
 
-__all__ = [
-    "Endpoint",
-    "MeshConfig",
-    "ServiceInfo",
-    "Sidecar",
-    "TlsProvider",
-    "Workload",
-]
+__all__ = ["HOST", "Sidecar", "TlsProvider"]
 
 HOST = "127.0.0.1"
-_MAX_HEAD = 64 * 1024
-_MAX_BODY = 32 * 1024 * 1024
 _CONNECT_TIMEOUT = 10.0
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
-                         "trailer", "upgrade", "content-length", "host", "expect"})
-_PEER_HEADER = "x-envoy-peer-metadata-id"
-"""Carries the caller's `<workload>.<namespace>` to the server sidecar and is removed there
-(Istio's metadata exchange uses `x-envoy-peer-metadata[-id]` for the same purpose)."""
-_NOT_FORWARDED = _HOP_BY_HOP | {"x-envoy-attempt-count", _PEER_HEADER}
-# The same names as bytes, for the paths that handle header lines without decoding them.
-_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in _HOP_BY_HOP)
-_NOT_FORWARDED_BYTES = frozenset(name.encode() for name in _NOT_FORWARDED)
 _TIMEOUT_HEADER = b"x-envoy-upstream-rq-timeout-ms"
 _INBOUND_RETRIES = retries.RetryPolicy(attempts=2, retry_on=frozenset({"reset-before-request"}),
                                        previous_hosts=False)
 """Istio >= 1.24's inbound retry policy: the hop to the local app is retried on connect failure."""
-
-
-# ---------------------------------------------------------------------------------------------
-# What the control plane tells a sidecar
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Who a sidecar speaks for: its identity in metrics, authorisation and certificates."""
-
-    name: str
-    namespace: str = "default"
-    labels: Mapping[str, str] = field(default_factory=dict)
-    service_account: str = "default"
-    pod: str = ""
-    port: int | None = None
-    """The container port the manifest declares (PeerAuthentication `portLevelMtls` keys)."""
-
-    @property
-    def principal(self) -> str:
-        """SPIFFE identity, `spiffe://cluster.local/ns/<ns>/sa/<sa>`."""
-        return f"spiffe://cluster.local/ns/{self.namespace}/sa/{self.service_account}"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One pod behind a service, as the sidecar reaches it: `address` is the pod's sidecar
-    inbound listener when it has one (then `sidecar` is True), else the app itself."""
-
-    address: str
-    workload: str = "unknown"
-    namespace: str = "default"
-    labels: Mapping[str, str] = field(default_factory=dict)
-    pod: str = ""
-    sidecar: bool = False
-    mtls_mode: str = authz.PERMISSIVE
-    principal: str | None = None
-
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    """A Kubernetes Service as the mesh sees it: name, namespace, ports and ready endpoints."""
-
-    name: str
-    namespace: str
-    ports: tuple[int, ...]
-    endpoints: tuple[Endpoint, ...] = ()
-    fqdn: str = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fqdn", f"{self.name}.{self.namespace}.svc.cluster.local")
-
-
-@dataclass(frozen=True)
-class MeshConfig:
-    """One configuration snapshot, the same for every sidecar (each derives its own view).
-
-    `virtual_services` are in creation order (the first whose hosts cover a request wins);
-    `destination_rules` are by host FQDN; `sources` keeps the applied YAML specs for dumps.
-    """
-
-    version: int = 0
-    services: Mapping[str, ServiceInfo] = field(default_factory=dict)
-    virtual_services: tuple[VirtualService, ...] = ()
-    destination_rules: Mapping[str, DestinationRule] = field(default_factory=dict)
-    peer_authentications: tuple[authz.PeerAuthentication, ...] = ()
-    authorization_policies: tuple[authz.AuthorizationPolicy, ...] = ()
-    sources: tuple[Mapping[str, Any], ...] = ()
-    shadow_host_suffix: bool = False
-    """Mirrored copies carry `<host>-shadow[:port]`: istiod's `DISABLE_SHADOW_HOST_SUFFIX=false`
-    (Istio <= 1.27, or a compatibilityVersion <= 1.27 profile). False is Istio >= 1.28's default."""
 
 
 class TlsProvider(Protocol):
@@ -166,595 +90,8 @@ class TlsProvider(Protocol):
     def client_context(self) -> ssl.SSLContext: ...
 
 
-# ---------------------------------------------------------------------------------------------
-# HTTP/1.1 plumbing
-
-
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
-
-
-_STATUS_LINES: dict[int, bytes] = {}
-
-
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = \
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode("latin-1")
-    return line
-
-
-def _render(status: int, headers: list[tuple[str, str]], body: bytes, keep_alive: bool,
-            head_only: bool = False) -> bytes:
-    return _response_wire(status, ["".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1")],
-                          body, keep_alive, head_only)
-
-
-def _response_wire(status: int, lines: list[bytes], body: bytes, keep_alive: bool,
-                   head_only: bool = False) -> bytes:
-    """A response as written to the client: status line, header `lines` ("name: value\r\n"
-    each), the framing this proxy sets, and the body unless HEAD."""
-    head = b"".join([_status_line(status), *lines, b"content-length: %d\r\n%s" % (
-        len(body), b"\r\n" if keep_alive else b"connection: close\r\n\r\n")])
-    return head if head_only else head + body
-
-
-RawHeaders = list[tuple[bytes, bytes]]
-"""Header lines as parsed: (lower-case name, value), in order, repeats kept."""
-
-
-def _header_dict(raw: RawHeaders) -> dict[str, str]:
-    """Decoded headers; a repeated header's values joined with commas (RFC 9110 5.3)."""
-    headers: dict[str, str] = {}
-    for name, value in raw:
-        key, text = name.decode("latin-1"), value.decode("latin-1")
-        headers[key] = f"{headers[key]},{text}" if key in headers else text
-    return headers
-
-
-class _HttpRequest:
-    """One parsed request. `headers` (decoded, mutable) is built on first use: the outbound
-    fast path forwards the `raw` header lines without ever decoding them."""
-
-    __slots__ = (
-        "_headers",
-        "authority",
-        "body",
-        "keep_alive",
-        "method",
-        "path",
-        "raw",
-        "received",
-        "target",
-    )
-
-    def __init__(self, method: str, target: str, raw: RawHeaders, body: bytes,
-                 keep_alive: bool) -> None:
-        self.method = method
-        self.target = target
-        self.raw = raw
-        self._headers: dict[str, str] | None = None
-        self.body = body
-        self.keep_alive = keep_alive
-        self.received = 0.0
-        authority = self.header("host")
-        path = target
-        if not target.startswith("/") and "://" in target:  # absolute form (proxy request)
-            url = httptools.parse_url(target.encode("latin-1"))
-            host = url.host.decode("latin-1") if url.host else ""
-            authority = f"{host}:{url.port}" if url.port else host
-            path = (url.path or b"/").decode("latin-1")
-            if url.query:
-                path += "?" + url.query.decode("latin-1")
-        self.authority = authority
-        self.path = path
-
-    @property
-    def headers(self) -> dict[str, str]:
-        if self._headers is None:
-            self._headers = _header_dict(self.raw)
-        return self._headers
-
-    def header(self, name: str) -> str:
-        """One header's value ("" when absent), without building `headers` for it."""
-        if self._headers is not None:
-            return self._headers.get(name, "")
-        key = name.encode("latin-1")
-        values = [value for have, value in self.raw if have == key]
-        return b",".join(values).decode("latin-1")
-
-
-class _Response:
-    __slots__ = ("body", "headers", "keep_alive", "status")
-
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes,
-                 keep_alive: bool = True) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-
-
-Handler = Callable[["_HttpRequest", "_Downstream"], Awaitable[tuple[_Response, bool]]]
-FastHandler = Callable[["_HttpRequest", "_Downstream"], "_InFlight | None"]
-"""Takes a request without a task when it can (see `_InFlight`), else returns None."""
-
-
-def _error_response(exc: Exception) -> _Response:
-    """A bug must not take the listener down: 500, and the connection closes."""
-    return _Response(500, [("content-type", "text/plain")], f"labkit sidecar error: {exc!r}".encode())
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(body)
-        self.status = status
-
-
-class _Downstream(asyncio.Protocol):
-    """One client connection to a listener: parses requests, answers them in order.
-
-    A request is answered either by `fast` (callbacks, no task; at most one at a time, taken
-    only when nothing else of this connection is queued or being served) or by `handler` in
-    the connection's serving task. Requests that arrive while a fast one is in flight wait in
-    the queue, so answers keep the order of requests."""
-
-    def __init__(self, handler: Handler, open_set: set[_Downstream],
-                 fast: FastHandler | None = None) -> None:
-        self.handler = handler
-        self.fast = fast
-        self.inflight: _InFlight | None = None
-        self.open_set = open_set  # the listener's open connections, cut when it closes
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.peer_principal: str | None = None
-        self.peer_der: bytes | None = None
-        self.xfcc: str | None = None
-        self.remote = ""
-        self.local = ""
-        self._url = b""
-        self._raw: RawHeaders = []
-        self._expect = b""
-        self._head_bytes = 0
-        self._body: list[bytes] = []
-        self._body_bytes = 0
-        self._queue: deque[_HttpRequest] = deque()
-        self._serving: asyncio.Task[None] | None = None
-        self._active = False
-        self._wake: asyncio.Future[None] | None = None
-        self._closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a stream server's is a Transport
-        self.open_set.add(self)
-        peer = transport.get_extra_info("peername")
-        sock = transport.get_extra_info("sockname")
-        self.remote = f"{peer[0]}:{peer[1]}" if peer else ""
-        self.local = f"{sock[0]}:{sock[1]}" if sock else ""
-        if transport.get_extra_info("ssl_object") is not None:
-            self.peer_der = security.peer_certificate_der(transport)
-            identity = security.identity_from_der(self.peer_der) if self.peer_der else None
-            self.peer_principal = identity.uri if identity else None
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except _BadRequest as exc:
-            self._fail(exc.status, str(exc))
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrade is not supported by labkit's sidecar")
-        except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _BadRequest):
-                self._fail(cause.status, str(cause))
-            else:
-                self._fail(400, "Bad Request")
-
-    def _fail(self, status: int, body: str) -> None:
-        """Malformed input: answer once and close (Envoy answers 400 / 431 and closes)."""
-        if self.transport is not None and not self._closed:
-            self.transport.write(_render(status, [("content-type", "text/plain")], body.encode(), False))
-            self.transport.close()
-        self._closed = True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self.open_set.discard(self)
-        if self._active and self._serving is not None:
-            # The client went away mid-request (Envoy's DC): stop the work, free the upstream.
-            self._serving.cancel()
-        if self.inflight is not None:
-            self.inflight.cancel()
-        self._notify()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _notify(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._raw = []
-        self._expect = b""
-        self._head_bytes = 0
-        self._body = []
-        self._body_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._head_bytes += len(url)
-        if self._head_bytes > _MAX_HEAD:
-            raise _BadRequest(431, "Request Header Fields Too Large")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value)
-        if self._head_bytes > _MAX_HEAD:
-            raise _BadRequest(431, "Request Header Fields Too Large")
-        key = name.lower()
-        if key == b"expect":
-            self._expect = value
-        self._raw.append((key, value))
-
-    def on_headers_complete(self) -> None:
-        if self._expect.lower() == b"100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        if self._body_bytes > _MAX_BODY:
-            raise _BadRequest(413, "Payload Too Large")
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        method = self.parser.get_method().decode("latin-1")
-        request = _HttpRequest(method, self._url.decode("latin-1"), self._raw,
-                               b"".join(self._body), self.parser.should_keep_alive())
-        request.received = time.time()
-        if self.fast is not None and self.inflight is None and not self._active \
-                and not self._queue:
-            self.inflight = self.fast(request, self)
-            if self.inflight is not None:
-                return
-        self._queue.append(request)
-        if self.inflight is None:
-            self._resume_queue()
-
-    def _resume_queue(self) -> None:
-        if self._serving is None:
-            # One task per connection, not per request: a keep-alive client pays for it once.
-            self._serving = asyncio.get_running_loop().create_task(self._serve())
-        else:
-            self._notify()
-
-    @staticmethod
-    def _rendered(request: _HttpRequest, response: _Response, keep: bool) -> tuple[bytes, bool]:
-        keep = keep and request.keep_alive
-        return _render(response.status, response.headers, response.body, keep,
-                       request.method == "HEAD"), keep
-
-    def answer(self, request: _HttpRequest, response: _Response, keep: bool) -> None:
-        """Write the response to `request` (closing the connection unless `keep`)."""
-        self._write(*self._rendered(request, response, keep))
-
-    def _write(self, data: bytes, keep: bool) -> None:
-        if self._closed or self.transport is None:
-            return
-        self.transport.write(data)
-        if not keep:
-            self.transport.close()
-            self._closed = True
-
-    def answered_fast(self, request: _HttpRequest, response: _Response, keep: bool) -> None:
-        """The fast path's answer: write it, then serve what queued up meanwhile."""
-        self.answered_raw(*self._rendered(request, response, keep))
-
-    def answered_raw(self, data: bytes, keep: bool) -> None:
-        """`answered_fast` with the response already rendered."""
-        self.inflight = None
-        self._write(data, keep)
-        if self._queue and not self._closed:
-            self._resume_queue()
-
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closed:
-            if not self._queue:
-                self._wake = loop.create_future()
-                await self._wake
-                continue
-            request = self._queue.popleft()
-            self._active = True
-            try:
-                response, keep = await self.handler(request, self)
-            except asyncio.CancelledError:
-                return
-            except Exception as exc:  # noqa: BLE001 - a bug must not take the listener down
-                response, keep = _error_response(exc), False
-            finally:
-                self._active = False
-            if self._closed or self.transport is None:
-                return
-            self.answer(request, response, keep)
-
-
-def _request_bytes(method: str, path: str, authority: str, headers: Mapping[str, str],
-                   body: bytes, attempt: int, peer: str | None) -> bytes:
-    """One try's request as sent upstream. `peer` (outbound only): this proxy numbers the
-    tries and names its workload; inbound forwards to the app as is."""
-    dropped = _NOT_FORWARDED if peer is not None else _HOP_BY_HOP
-    lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items() if k not in dropped])
-    return _request_wire(method, path, authority, [lines.encode("latin-1")], body, attempt, peer)
-
-
-def _request_wire(method: str, path: str, authority: str, lines: list[bytes], body: bytes,
-                  attempt: int, peer: str | None) -> bytes:
-    """`_request_bytes` from header `lines` ("name: value\r\n" each) already filtered."""
-    own = b"x-envoy-attempt-count: %d\r\n%s: %s\r\n" % (
-        attempt, _PEER_HEADER.encode(), peer.encode("latin-1")) if peer is not None else b""
-    length = b"content-length: %d\r\n" % len(body) \
-        if body or method in ("POST", "PUT", "PATCH") else b""
-    return b"".join([f"{method} {path} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1"),
-                     *lines, own, length, b"\r\n", body])
-
-
-class _ConnectionTerminated(Exception):
-    """The upstream closed or reset the connection before a complete response."""
-
-
 class _Timeout(Exception):
-    pass
-
-
-_RETRY_HEADERS = frozenset({b"grpc-status", b"x-envoy-ratelimited"})
-_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
-_NO_HEADERS: Mapping[str, str] = {}
-
-
-class _Listener(Protocol):
-    """Who takes a response by callback instead of a future (`_Upstream.send_to`)."""
-
-    def responded(self, status: int, headers: RawHeaders, body: bytes, keep: bool) -> None: ...
-
-    def failed(self, exc: Exception) -> None: ...
-
-
-class _Upstream(asyncio.Protocol):
-    """One kept-alive connection to an upstream host: one request at a time. The response
-    goes to a future (`send`) or, without one, to a listener's callbacks (`send_to`).
-
-    `loop` is kept because `asyncio.get_running_loop()` costs a getpid() system call per use
-    on Python 3.11, and `send` runs once per request."""
-
-    def __init__(self, key: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.key = key
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.closed = False
-        self.requests = 0
-        self.waiter: asyncio.Future[_Response] | None = None
-        self.listener: _Listener | None = None
-        self._head = False
-        self._status = 0
-        self._headers: RawHeaders = []
-        self._body: list[bytes] = []
-        self._headers_done = False
-        self._bounded = False
-        self.special: Mapping[str, str] = _NO_HEADERS
-        """The response headers a retry policy looks at (`retries.RetryPolicy.retriable`)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a stream server's is a Transport
-
-    def send(self, data: bytes, head: bool) -> asyncio.Future[_Response]:
-        waiter = self.loop.create_future()
-        self._start(data, head, waiter, None)
-        return waiter
-
-    def send_to(self, data: bytes, listener: _Listener) -> None:
-        """Send a request (not HEAD) whose response goes to `listener`."""
-        self._start(data, False, None, listener)
-
-    def _start(self, data: bytes, head: bool, waiter: asyncio.Future[_Response] | None,
-               listener: _Listener | None) -> None:
-        assert self.transport is not None
-        self.waiter = waiter
-        self.listener = listener
-        self._head = head
-        self._status = 0
-        self._headers = []
-        self._body = []
-        self._headers_done = False
-        self._bounded = False
-        self.special = _NO_HEADERS
-        self.requests += 1
-        self.transport.write(data)
-
-    def _awaited(self) -> bool:
-        return self.listener is not None or (self.waiter is not None and not self.waiter.done())
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._lose(_ConnectionTerminated("upstream sent a malformed response"))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.lower()
-        if key in _FRAMING_HEADERS:
-            self._bounded = True
-        elif key in _RETRY_HEADERS:
-            self.special = {**self.special, key.decode("latin-1"): value.decode("latin-1")}
-        self._headers.append((key, value))
-
-    def on_headers_complete(self) -> None:
-        self._status = self.parser.get_status_code()
-        self._headers_done = True
-        if self._head or self._status in (204, 304):
-            self._complete(keep=False)  # httptools cannot know a HEAD reply has no body
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._awaited():
-            self._complete(self.parser.should_keep_alive())
-
-    def _complete(self, keep: bool) -> None:
-        waiter, self.waiter = self.waiter, None
-        listener, self.listener = self.listener, None
-        if not keep:
-            self.close()
-        body = b"".join(self._body)
-        if listener is not None:
-            listener.responded(self._status, self._headers, body, keep)
-        elif waiter is not None and not waiter.done():
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
-            waiter.set_result(_Response(self._status, headers, body, keep))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._awaited():
-            if self._headers_done and not self._bounded:  # body delimited by close
-                self._complete(keep=False)
-            else:
-                self._fail(_ConnectionTerminated("connection terminated"))
-
-    def _lose(self, exc: Exception) -> None:
-        self.close()
-        self._fail(exc)
-
-    def _fail(self, exc: Exception) -> None:
-        waiter, self.waiter = self.waiter, None
-        listener, self.listener = self.listener, None
-        if listener is not None:
-            listener.failed(exc)
-        elif waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-
-# ---------------------------------------------------------------------------------------------
-# Clusters: one destination (service, subset, port) as seen from this sidecar
-
-
-class _Slots:
-    """`pool.ConnectionPool` admission with futures for the requests it keeps pending.
-
-    The pure pool decides; a connection it "opens" is counted as open at once (the real socket
-    comes from the host's keep-alive pool), so waiting happens only at `maxConnections`.
-    """
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        self.pool = pool
-        self._waiters: dict[int, asyncio.Future[None]] = {}
-
-    def admit(self) -> Lease | None:
-        """Admit a request now: None is overflow; a lease without `connection` must `wait`."""
-        lease = self.pool.acquire()
-        if lease is not None and lease.opens is not None:
-            self._wake(self.pool.connected(lease.opens))
-        return lease
-
-    async def wait(self, lease: Lease) -> None:
-        """Wait as pending until the pool hands this lease a connection."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters[lease.id] = waiter
-        try:
-            await waiter
-        except BaseException:
-            self._waiters.pop(lease.id, None)
-            if lease.connection is None:
-                self.pool.cancel(lease)
-            else:
-                self.release(lease, reusable=True)
-            raise
-
-    def release(self, lease: Lease, reusable: bool) -> None:
-        nxt = self.pool.release(lease, reusable=reusable)
-        if nxt is not None and nxt.opens is not None and nxt.connection is None:
-            nxt = self.pool.connected(nxt.opens)
-        self._wake(nxt)
-
-    def _wake(self, lease: Lease | None) -> None:
-        if lease is None or lease.connection is None:
-            return
-        waiter = self._waiters.pop(lease.id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-_NO_LIMITS = PoolLimits()
-
-
-class _Cluster:
-    """Envoy's cluster `outbound|<port>|<subset>|<fqdn>`: endpoints, LB, pool, outlier state."""
-
-    def __init__(self, name: str, policy: TrafficPolicy, rng: random.Random) -> None:
-        self.name = name
-        self.policy = policy
-        self.slots = _Slots(ConnectionPool(policy.connection_pool))
-        self.balancer = policy.balancer(rng)
-        self.outlier: OutlierDetector | None = None
-        self.endpoints: dict[str, Endpoint] = {}
-        self.hosts: list[str] = []
-        self.version = -1
-        # Istio's default retry policy for this cluster (consistent hashing keeps the host).
-        self.default_retries = (retries.RetryPolicy(previous_hosts=False)
-                                if policy.consistent_hash else retries.DEFAULT_RETRIES)
-        # What `Sidecar._outbound_fast` needs of a cluster: no hashing, no pool limits, no timer.
-        self.plain = (not policy.consistent_hash and policy.connection_pool == _NO_LIMITS
-                      and self.default_retries.per_try_timeout is None)
-
-    def set_endpoints(self, endpoints: list[Endpoint], now: float) -> None:
-        self.endpoints = {e.address: e for e in endpoints}
-        self.hosts = list(self.endpoints)
-        if self.policy.outlier is not None:
-            if self.outlier is None:
-                self.outlier = OutlierDetector(self.policy.outlier, self.hosts, start=now)
-            else:
-                self.outlier.set_hosts(self.hosts)
-
-    def describe(self, now: float) -> dict[str, Any]:
-        pool = self.slots.pool
-        return {
-            "name": self.name,
-            "loadBalancer": type(self.balancer).__name__,
-            "endpoints": [
-                {"address": h, "workload": e.workload, "labels": dict(e.labels),
-                 "mtls": e.sidecar, "ejected": bool(self.outlier and self.outlier.is_ejected(h, now)),
-                 "activeRequests": self.balancer.active.get(h, 0)}
-                for h, e in self.endpoints.items()
-            ],
-            "circuitBreakers": {
-                "maxConnections": pool.limits.max_connections,
-                "maxPendingRequests": pool.limits.max_pending,
-                "maxRequests": pool.limits.max_requests,
-                "maxRetries": pool.limits.max_retries,
-                "maxRequestsPerConnection": pool.limits.max_requests_per_connection,
-            },
-            "stats": {
-                "upstream_rq_active": pool.active_requests,
-                "upstream_rq_pending_active": pool.pending,
-                "upstream_rq_pending_overflow": pool.upstream_rq_pending_overflow,
-                "upstream_cx_overflow": pool.upstream_cx_overflow,
-                "upstream_rq_retry_overflow": pool.upstream_rq_retry_overflow,
-                "outlier_detection_ejections_total": self.outlier.ejections_total if self.outlier else 0,
-            },
-        }
+    """A try's time limit (`Try.until`: per-try timeout or the rest of the route's) ran out."""
 
 
 @dataclass(frozen=True)
@@ -773,7 +110,7 @@ class _Result:
 
     __slots__ = ("cluster", "details", "endpoint", "flags", "response", "route", "upstream_ms")
 
-    def __init__(self, response: _Response, flags: tuple[str, ...] = (),
+    def __init__(self, response: Response, flags: tuple[str, ...] = (),
                  details: str = "via_upstream", *, upstream_ms: float | None = None) -> None:
         self.response = response
         self.flags = flags
@@ -786,7 +123,7 @@ class _Result:
 
 def _local(reply: flags.LocalReply, details: str) -> _Result:
     headers = [("content-type", "text/plain"), *reply.headers]
-    return _Result(_Response(reply.status, headers, reply.body.encode()), reply.flags, details)
+    return _Result(Response(reply.status, headers, reply.body.encode()), reply.flags, details)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,14 +134,14 @@ class _InFlight:
     """One outbound request on the fast path (`Sidecar._outbound_fast`): what the router
     would hold in its coroutine frames, kept in one object instead. `task` is set once the
     general router took over; `gone` once the caller left. The try's response arrives by
-    callback (`responded`, `failed`: an `_Upstream` listener), or in `waiter` for the router."""
+    callback (`responded`, `failed`: an `Upstream` listener), or in `waiter` for the router."""
 
     __slots__ = ("_router", "cluster", "conn", "endpoint", "gone", "host", "lease", "parent",
                  "policy", "req", "retry", "rid", "sent_at", "service", "sidecar", "span",
                  "start", "task", "tls", "upstream", "waiter")
 
-    def __init__(self, sidecar: Sidecar, req: _HttpRequest, conn: _Downstream,
-                 service: ServiceInfo, cluster: _Cluster, host: str, endpoint: Endpoint,
+    def __init__(self, sidecar: Sidecar, req: HttpRequest, conn: Downstream,
+                 service: ServiceInfo, cluster: Cluster, host: str, endpoint: Endpoint,
                  tls: bool, lease: Lease, start: float, rid: str, span: TraceContext,
                  parent: TraceContext | None) -> None:
         self.sidecar = sidecar
@@ -822,8 +159,8 @@ class _InFlight:
         self.rid = rid
         self.span = span
         self.parent = parent
-        self.upstream: _Upstream | None = None
-        self.waiter: asyncio.Future[_Response] | None = None
+        self.upstream: Upstream | None = None
+        self.waiter: asyncio.Future[Response] | None = None
         self.retry: retries.Retry | None = None
         self.task: asyncio.Task[Any] | None = None
         self.gone = False
@@ -860,13 +197,13 @@ class _InFlight:
 class _Inbound:
     """One pod's inbound listener: accepted connections are delivered to that pod's app."""
 
-    def __init__(self, name: str, sock: socket.socket, app: _Cluster) -> None:
+    def __init__(self, name: str, sock: socket.socket, app: Cluster) -> None:
         self.name = name
         self.sock = sock
         self.app = app
         self.port: int = sock.getsockname()[1]
         self.task: asyncio.Task[None] | None = None
-        self.connections: set[_Downstream] = set()
+        self.connections: set[Downstream] = set()
 
 
 class Sidecar:
@@ -897,13 +234,13 @@ class Sidecar:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._inbounds: dict[str, _Inbound] = {}
-        self._downstreams: set[_Downstream] = set()
+        self._downstreams: set[Downstream] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._clusters: dict[str, _Cluster] = {}
-        self._by_destination: dict[Destination, _Cluster] = {}
-        self._idle: dict[tuple[str, bool], list[_Upstream]] = {}
+        self._clusters: dict[str, Cluster] = {}
+        self._by_destination: dict[Destination, Cluster] = {}
+        self._idle: dict[tuple[str, bool], list[Upstream]] = {}
         self._targets: dict[str, _Target | None] = {}
-        self._fast_routes: dict[str, tuple[_Target, _Cluster] | None] = {}
+        self._fast_routes: dict[str, tuple[_Target, Cluster] | None] = {}
         self._bases: dict[tuple[Any, ...], tuple[str, ...]] = {}
         self._mtls_mode = authz.PERMISSIVE
         self._authz: tuple[authz.AuthorizationPolicy, ...] = ()
@@ -924,7 +261,7 @@ class Sidecar:
         for name, handler, fast in (("outbound", self._outbound, self._outbound_fast),
                                     ("admin", self._admin, None)):
             server = await self.loop.create_server(
-                functools.partial(_Downstream, handler, self._downstreams, fast), HOST, 0,
+                functools.partial(Downstream, handler, self._downstreams, fast), HOST, 0,
                 reuse_address=True)
             self._servers.append(server)
             self.ports[name] = server.sockets[0].getsockname()[1]
@@ -943,7 +280,7 @@ class Sidecar:
         sock.bind((HOST, 0))
         sock.listen(512)
         sock.setblocking(False)
-        inbound = _Inbound(name, sock, _Cluster(f"inbound|{app_port}||", TrafficPolicy(), self.rng))
+        inbound = _Inbound(name, sock, Cluster(f"inbound|{app_port}||", TrafficPolicy(), self.rng))
         self._inbounds[name] = inbound
         self.set_app_port(name, app_port)
         inbound.task = self.loop.create_task(self._accept_inbound(inbound))
@@ -1109,16 +446,16 @@ class Sidecar:
         headers["traceparent"] = span.header
         return rid, span, parent
 
-    def _record_gone(self, req: _HttpRequest, conn: _Downstream, start: float,
+    def _record_gone(self, req: HttpRequest, conn: Downstream, start: float,
                      span: TraceContext, parent: TraceContext | None,
                      service: ServiceInfo | None, request_id: str | None = None) -> None:
         """The caller left before the answer: Envoy logs code 0 with flag DC."""
-        gone = _Result(_Response(0, [], b""), (flags.DOWNSTREAM_CONNECTION_TERMINATION,),
+        gone = _Result(Response(0, [], b""), (flags.DOWNSTREAM_CONNECTION_TERMINATION,),
                        "downstream_remote_disconnect")
         self._record("source", req, conn, gone, start, span, parent, service, mtls=None,
                      request_id=request_id)
 
-    async def _outbound(self, req: _HttpRequest, conn: _Downstream) -> tuple[_Response, bool]:
+    async def _outbound(self, req: HttpRequest, conn: Downstream) -> tuple[Response, bool]:
         loop = self.loop
         assert loop is not None
         start = loop.time()
@@ -1144,7 +481,7 @@ class Sidecar:
 
     # -- outbound fast path ------------------------------------------------------------------
 
-    def _outbound_fast(self, req: _HttpRequest, conn: _Downstream) -> _InFlight | None:
+    def _outbound_fast(self, req: HttpRequest, conn: Downstream) -> _InFlight | None:
         """Take an outbound request without a task, or return None for the general path.
 
         Why: on two shared cores the sidecar's CPU per request decides its throughput, and
@@ -1179,7 +516,7 @@ class Sidecar:
             if name in names or name == _TIMEOUT_HEADER:
                 return None  # repeats are joined, the timeout header sets a timer: general path
             names.add(name)
-            if name in _NOT_FORWARDED_BYTES:
+            if name in NOT_FORWARDED_BYTES:
                 continue
             if name == b"x-request-id":
                 rid_at, request_id = len(lines), value
@@ -1205,7 +542,7 @@ class Sidecar:
         while idle:
             upstream = idle.pop()
             if not upstream.closed:
-                # As `_identify` and `_request_bytes` would write them (dict order: a header
+                # As `_identify` and `request_bytes` would write them (dict order: a header
                 # the sidecar sets stays where it was, or comes last).
                 rid_line = b"x-request-id: %s\r\n" % rid.encode("latin-1")
                 trace_line = b"traceparent: %s\r\n" % span.header.encode()
@@ -1218,19 +555,19 @@ class Sidecar:
                 else:
                     lines[trace_at] = trace_line
                 flight.upstream = upstream
-                upstream.send_to(_request_wire(req.method, req.path, req.authority, lines,
+                upstream.send_to(request_wire(req.method, req.path, req.authority, lines,
                                                req.body, 1, self._peer), flight)
                 return flight
         flight.task = self._spawn(self._outbound_resumed(flight))  # connecting waits
         return flight
 
-    def _fast_route(self, authority: str) -> tuple[_Target, _Cluster] | None:
+    def _fast_route(self, authority: str) -> tuple[_Target, Cluster] | None:
         """The target and cluster of a Host the fast path may take (cached until a push)."""
         target = self._target(authority)
         route = None
         if target is not None and target.virtual_service is None:
             cluster = self._cluster(target.default)
-            if isinstance(cluster, _Cluster) and cluster.plain:
+            if isinstance(cluster, Cluster) and cluster.plain:
                 route = (target, cluster)
         if len(self._fast_routes) > 4096:
             self._fast_routes.clear()
@@ -1255,11 +592,11 @@ class Sidecar:
                 # A first try's response the policy does not retry is recorded as
                 # `Router.on_result` records it and passed on as it is (`RetryState.on_outcome`
                 # finishes with no flags), rendered as `_finish`, `_answer_fast` and
-                # `_Downstream.answer` would.
+                # `Downstream.answer` would.
                 if cluster.outlier is not None:
                     cluster.outlier.record(host, status, now)
                 keep_down = flight.req.keep_alive
-                lines = [b"%s: %s\r\n" % (k, v) for k, v in headers if k not in _HOP_BY_HOP_BYTES]
+                lines = [b"%s: %s\r\n" % (k, v) for k, v in headers if k not in HOP_BY_HOP_BYTES]
                 lines.append(b"x-envoy-upstream-service-time: %d\r\nx-request-id: %s\r\n" % (
                     round(upstream_ms), flight.rid.encode("latin-1")))
                 # Recorded before the answer goes out, as everywhere: whoever reads the
@@ -1268,9 +605,9 @@ class Sidecar:
                           len(body), flight.endpoint, upstream_ms, cluster.name, "",
                           flight.start, flight.span, flight.parent, flight.service, flight.rid,
                           mtls=None)
-                flight.conn.answered_raw(_response_wire(status, lines, body, keep_down), keep_down)
+                flight.conn.answered_raw(response_wire(status, lines, body, keep_down), keep_down)
                 return
-            response = _Response(status, [(k.decode("latin-1"), v.decode("latin-1"))
+            response = Response(status, [(k.decode("latin-1"), v.decode("latin-1"))
                                           for k, v in headers], body, keep)
             decision = flight.router().on_result(
                 retries.Outcome(retries.RESPONSE, status, upstream.special), now)
@@ -1279,8 +616,8 @@ class Sidecar:
                 flight.task = self._spawn(self._outbound_resumed(flight))
                 return
             result = self._finish(decision, cluster, flight.endpoint, response, upstream_ms)
-        except Exception as exc:  # noqa: BLE001 - as in _Downstream._serve
-            flight.conn.answered_fast(flight.req, _error_response(exc), False)
+        except Exception as exc:  # noqa: BLE001 - as in Downstream._serve
+            flight.conn.answered_fast(flight.req, error_response(exc), False)
             return
         self._answer_fast(flight, result)
 
@@ -1301,8 +638,8 @@ class Sidecar:
                                           self._peer, self._use_tls, first)
         except asyncio.CancelledError:
             return  # the caller left: `_fast_cancel` logged it
-        except Exception as exc:  # noqa: BLE001 - as in _Downstream._serve
-            flight.conn.answered_fast(req, _error_response(exc), False)
+        except Exception as exc:  # noqa: BLE001 - as in Downstream._serve
+            flight.conn.answered_fast(req, error_response(exc), False)
             return
         self._answer_fast(flight, result)
 
@@ -1327,7 +664,7 @@ class Sidecar:
         self._record_gone(flight.req, flight.conn, flight.start, flight.span, flight.parent,
                           flight.service, flight.rid)
 
-    async def _route(self, req: _HttpRequest, target: _Target, start: float) -> _Result:
+    async def _route(self, req: HttpRequest, target: _Target, start: float) -> _Result:
         vs = target.virtual_service
         headers = req.headers
         route_name = ""
@@ -1346,10 +683,10 @@ class Sidecar:
             if isinstance(decision, NoRoute):
                 return _local(decision.reply, "route_not_found")
             if isinstance(decision, Redirect):
-                return _Result(_Response(decision.status, [("location", decision.location)], b""),
+                return _Result(Response(decision.status, [("location", decision.location)], b""),
                                details="redirect")
             if isinstance(decision, DirectResponse):
-                return _Result(_Response(decision.status, [("content-type", "text/plain")],
+                return _Result(Response(decision.status, [("content-type", "text/plain")],
                                          decision.body), details="direct_response")
             assert isinstance(decision, Forward)
             route = decision.route
@@ -1382,7 +719,7 @@ class Sidecar:
             self._spawn(self._mirror(req, mirror, path, authority, request_headers))
         return result
 
-    def _cluster(self, destination: Destination) -> _Cluster | flags.LocalReply:
+    def _cluster(self, destination: Destination) -> Cluster | flags.LocalReply:
         """The live cluster for a destination (created or refreshed for the current config)."""
         mesh = self.mesh
         cluster = self._by_destination.get(destination)
@@ -1398,7 +735,7 @@ class Sidecar:
         port = destination.port or default_port
         policy = dr.policy(destination.subset, port) if dr else TrafficPolicy()
         if cluster is None or cluster.policy != policy:
-            cluster = _Cluster(name, policy, self.rng)
+            cluster = Cluster(name, policy, self.rng)
             self._clusters[name] = cluster
         endpoints = list(service.endpoints) if service else []
         if destination.subset is not None and dr is not None:
@@ -1412,7 +749,7 @@ class Sidecar:
         self._by_destination[destination] = cluster
         return cluster
 
-    async def _forward(self, req: _HttpRequest, destination: Destination, path: str,
+    async def _forward(self, req: HttpRequest, destination: Destination, path: str,
                        authority: str, headers: Mapping[str, str], route_timeout: float | None,
                        policy: retries.RetryPolicy | None) -> _Result:
         loop = self.loop
@@ -1440,7 +777,7 @@ class Sidecar:
                 and endpoint.mtls_mode != authz.DISABLE)
 
     async def _attempts(self, method: str, path: str, authority: str, headers: Mapping[str, str],
-                        body: bytes, cluster: _Cluster, router: Router, peer: str | None,
+                        body: bytes, cluster: Cluster, router: Router, peer: str | None,
                         use_tls: Callable[[Endpoint, TrafficPolicy], bool],
                         first: _InFlight | None = None) -> _Result:
         """Drive the request's `Router`: each try it asks for is admitted, sent and reported
@@ -1450,7 +787,7 @@ class Sidecar:
         assert loop is not None
         endpoint: Endpoint | None = None
         while True:
-            sent: tuple[_Upstream, asyncio.Future[_Response]] | None = None
+            sent: tuple[Upstream, asyncio.Future[Response]] | None = None
             if first is not None:
                 host, endpoint, until, lease, tls = first.host, first.endpoint, None, first.lease, first.tls
                 sent_at, attempt = first.sent_at, router.state.attempts
@@ -1474,7 +811,7 @@ class Sidecar:
                 cluster.balancer.started(host)
                 sent_at = loop.time()
                 tls = use_tls(endpoint, cluster.policy)
-            response: _Response | None = None
+            response: Response | None = None
             try:
                 outcome, response = await self._try(
                     method, path, authority, headers, body, host, tls, attempt, until, peer,
@@ -1490,18 +827,18 @@ class Sidecar:
             if decision.delay > 0:
                 await asyncio.sleep(decision.delay)
 
-    def _finish(self, decision: retries.Finish, cluster: _Cluster, endpoint: Endpoint | None,
-                response: _Response | None, upstream_ms: float | None = None) -> _Result:
+    def _finish(self, decision: retries.Finish, cluster: Cluster, endpoint: Endpoint | None,
+                response: Response | None, upstream_ms: float | None = None) -> _Result:
         if decision.reply is not None:
             result = _local(decision.reply, "upstream_reset_before_response_started"
                             if decision.reply.status == 503 else "local_reply")
             result.flags = decision.flags
         else:
             assert response is not None
-            out = [(k, v) for k, v in response.headers if k not in _HOP_BY_HOP]
+            out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
             if upstream_ms is not None:
                 out.append(("x-envoy-upstream-service-time", str(round(upstream_ms))))
-            result = _Result(_Response(response.status, out, response.body), decision.flags,
+            result = _Result(Response(response.status, out, response.body), decision.flags,
                              upstream_ms=upstream_ms)
         result.endpoint = endpoint
         result.cluster = cluster.name
@@ -1510,15 +847,15 @@ class Sidecar:
     async def _try(self, method: str, path: str, authority: str, headers: Mapping[str, str],
                    body: bytes, host: str, tls: bool, attempt: int, until: float | None,
                    peer: str | None, per_connection: int = 0, identity: str | None = None,
-                   sent: tuple[_Upstream, asyncio.Future[_Response]] | None = None,
-                   ) -> tuple[retries.Outcome, _Response | None]:
+                   sent: tuple[Upstream, asyncio.Future[Response]] | None = None,
+                   ) -> tuple[retries.Outcome, Response | None]:
         """One attempt on one host: returns the outcome and the response (if one came).
         `per_connection`: `maxRequestsPerConnection` (0 = keep connections alive);
         `identity`: the SPIFFE id the server must present over mTLS (secure naming);
         `sent`: the fast path already sent this try on a kept-alive connection."""
         loop = self.loop
         assert loop is not None
-        data = _request_bytes(method, path, authority, headers, body, attempt, peer)
+        data = request_bytes(method, path, authority, headers, body, attempt, peer)
         timer: asyncio.TimerHandle | None = None
         for fresh in (False, True):
             conn = None
@@ -1552,7 +889,7 @@ class Sidecar:
             except asyncio.CancelledError:
                 conn.abort()  # the caller left: this connection's answer has nowhere to go
                 raise
-            except _ConnectionTerminated:
+            except ConnectionTerminated:
                 if reused and not fresh:
                     continue  # a kept-alive connection the upstream had closed: once more, fresh
                 return retries.Outcome.of(retries.CONNECTION_TERMINATION), None
@@ -1563,7 +900,7 @@ class Sidecar:
             return retries.Outcome(retries.RESPONSE, response.status, conn.special), response
         raise AssertionError("unreachable")
 
-    def _keep_or_close(self, conn: _Upstream, host: str, tls: bool, keep_alive: bool,
+    def _keep_or_close(self, conn: Upstream, host: str, tls: bool, keep_alive: bool,
                        per_connection: int) -> None:
         """After a response: back to the host's idle connections, or closed at its cap."""
         if per_connection and conn.requests >= per_connection:
@@ -1572,7 +909,7 @@ class Sidecar:
             self._idle.setdefault((host, tls), []).append(conn)
 
     async def _connect(self, host: str, tls: bool, until: float | None,
-                       identity: str | None = None) -> _Upstream:
+                       identity: str | None = None) -> Upstream:
         """A new connection; over mTLS the server's certificate must carry `identity` (Istio's
         secure naming: a valid certificate of another workload is refused, flag UF)."""
         loop = self.loop
@@ -1586,7 +923,7 @@ class Sidecar:
         context = self._client_tls if tls else None
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Upstream(host, loop), address, int(port), ssl=context,
+                loop.create_connection(lambda: Upstream(host, loop), address, int(port), ssl=context,
                                        server_hostname="" if context else None), limit)
         except asyncio.TimeoutError:
             if until is not None and loop.time() >= until:
@@ -1603,7 +940,7 @@ class Sidecar:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    async def _mirror(self, req: _HttpRequest, destination: Destination, path: str,
+    async def _mirror(self, req: HttpRequest, destination: Destination, path: str,
                       authority: str, headers: Mapping[str, str]) -> None:
         """Fire and forget: one try, response discarded. The copy's Host is the request's
         (Istio >= 1.28) or Envoy's `-shadow` form when the mesh asks for it (see
@@ -1663,18 +1000,18 @@ class Sidecar:
             return
         try:
             await loop.connect_accepted_socket(
-                lambda: _Downstream(lambda r, c: self._inbound(r, c, inbound), inbound.connections),
+                lambda: Downstream(lambda r, c: self._inbound(r, c, inbound), inbound.connections),
                 client, ssl=self._server_tls if is_tls else None)
         except (OSError, ssl.SSLError):
             client.close()
 
-    async def _inbound(self, req: _HttpRequest, conn: _Downstream,
-                       inbound: _Inbound) -> tuple[_Response, bool]:
+    async def _inbound(self, req: HttpRequest, conn: Downstream,
+                       inbound: _Inbound) -> tuple[Response, bool]:
         loop = self.loop
         assert loop is not None
         start = loop.time()
         headers = req.headers
-        peer = headers.pop(_PEER_HEADER, None)
+        peer = headers.pop(PEER_HEADER, None)
         _, span, parent = self._identify(headers)
         headers.pop("x-forwarded-client-cert", None)  # only this proxy may say who called
         decision = authz.authorize(
@@ -1702,7 +1039,7 @@ class Sidecar:
 
     # -- admin -------------------------------------------------------------------------------
 
-    async def _admin(self, req: _HttpRequest, conn: _Downstream) -> tuple[_Response, bool]:
+    async def _admin(self, req: HttpRequest, conn: Downstream) -> tuple[Response, bool]:
         import json
 
         path = req.path.split("?", 1)[0]
@@ -1713,13 +1050,13 @@ class Sidecar:
         elif path in ("/ready", "/healthz/ready"):
             body, kind = b"LIVE", "text/plain"
         else:
-            return _Response(404, [("content-type", "text/plain")],
+            return Response(404, [("content-type", "text/plain")],
                              b"admin paths: /stats/prometheus /config_dump /ready"), True
-        return _Response(200, [("content-type", kind)], body), True
+        return Response(200, [("content-type", kind)], body), True
 
     # -- telemetry ---------------------------------------------------------------------------
 
-    def _record(self, reporter: str, req: _HttpRequest, conn: _Downstream, result: _Result,
+    def _record(self, reporter: str, req: HttpRequest, conn: Downstream, result: _Result,
                 start: float, span: TraceContext, parent: TraceContext | None,
                 service: ServiceInfo | None, *, mtls: bool | None,
                 source: tuple[str, str] | None = None, request_id: str | None = None) -> None:
@@ -1731,7 +1068,7 @@ class Sidecar:
                   req.header("x-request-id") if request_id is None else request_id,
                   mtls=mtls, source=source)
 
-    def _log(self, reporter: str, req: _HttpRequest, conn: _Downstream, status: int,
+    def _log(self, reporter: str, req: HttpRequest, conn: Downstream, status: int,
              response_flags: tuple[str, ...], details: str, bytes_out: int, ep: Endpoint | None,
              upstream_ms: float | None, cluster: str, route: str, start: float,
              span: TraceContext, parent: TraceContext | None, service: ServiceInfo | None,
