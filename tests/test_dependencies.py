@@ -25,6 +25,7 @@ tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Py
 NOT_IMPORTED = {
     "jupyterlab": "`labkit lab` runs `python -m jupyter lab`",
     "ipykernel": "the kernel the lab notebooks run in",
+    "jupytext": "JupyterLab saves each lab's .ipynb and its paired labs/NN_name.py (tools/sync_labs.py imports it)",
     "fastapi": "kept for the planned issue on students' own code (see the pyproject comment)",
     "uvicorn": "kept for the planned issue on students' own code (see the pyproject comment)",
 }
@@ -39,7 +40,12 @@ def normalise(name: str) -> str:
 
 def declared(requirements: Iterable[str]) -> set[str]:
     """Distribution names of PEP 508 requirements (`uvicorn[standard]>=0.54` -> `uvicorn`)."""
-    return {normalise(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", text).group(1)) for text in requirements}
+    names = set()
+    for text in requirements:
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", text)
+        assert match is not None, f"not a PEP 508 requirement: {text!r}"
+        names.add(normalise(match.group(1)))
+    return names
 
 
 def third_party(imports: Mapping[str, Iterable[tuple[str, int]]], local: set[str]) -> dict[str, Where]:

@@ -130,6 +130,37 @@ def test_rebuild_without_ids_and_extra_cells_grades_as_unanswered_with_a_warning
     assert len(warnings) == 1 and "2 solutions; graded as unanswered" in warnings[0]
 
 
+def named_master():
+    """The master with its solution cells named by id-NAME tags, as the labs name every cell."""
+    m = master()
+    for index in (2, 5):
+        m.cells[index].metadata["tags"] = [f"id-{m.cells[index].id}"]
+    return m
+
+
+def test_rebuild_matches_a_pasted_solution_cell_by_its_name_tag():
+    m = named_master()
+    sub = edited(release_notebook(m), {"solution-mean": MEAN, "solution-double": DOUBLE})
+    for cell in sub.cells:  # JupyterLab gives a cut-and-pasted cell a new id; tags go along
+        cell.id = f"pasted-{cell.id}"
+    nb, warnings = rebuild(m, release_notebook(m), [2, 5], sub)
+    assert warnings == []
+    assert solution_sources(nb) == [MEAN, DOUBLE]
+
+
+def test_a_name_tag_on_two_submitted_cells_matches_neither():
+    m = named_master()
+    sub = edited(release_notebook(m), {"solution-mean": MEAN, "solution-double": DOUBLE})
+    for cell in sub.cells:
+        cell.id = f"pasted-{cell.id}"
+    copy_of_mean = nbformat.v4.new_code_cell("def mean(xs):\n    return 0", id="copy")
+    copy_of_mean.metadata["tags"] = ["id-solution-mean"]
+    sub.cells.insert(3, copy_of_mean)
+    nb, warnings = rebuild(m, release_notebook(m), [2, 5], sub)
+    assert solution_sources(nb) == solution_sources(release_notebook(m))
+    assert len(warnings) == 1 and "graded as unanswered" in warnings[0]
+
+
 def test_student_ids():
     assert student_id(Path("submitted/alice/lab99.ipynb"), Path("source/lab99.ipynb")) == "alice"
     assert student_id(Path("late/erin.ipynb"), Path("source/lab99.ipynb")) == "erin"

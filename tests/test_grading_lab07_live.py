@@ -9,6 +9,7 @@ import pytest
 from labkit.cluster import LocalCluster
 from labkit.grading.lab07 import check_edited_revision
 from labkit.manifests import export, load_file
+from labkit.serving.models import KnativeService
 from labkit.serving.service import knative_service
 
 HELLO = Path(__file__).resolve().parents[1] / "data" / "manifests" / "knative-hello.yaml"
@@ -16,6 +17,7 @@ HELLO = Path(__file__).resolve().parents[1] / "data" / "manifests" / "knative-he
 
 def test_only_an_applied_edit_passes(tmp_path: Path) -> None:
     [hello] = load_file(HELLO)
+    assert isinstance(hello, KnativeService)
     two = hello.model_copy(deep=True)
     two.spec.template.spec.containers[0].env[0].value = "revision two"
     with LocalCluster() as cluster:

@@ -111,6 +111,16 @@ def test_everything_else_is_kept():
     assert "BEGIN" not in text and "sum(xs)" not in text and "mean([5])" not in text
 
 
+def test_the_jupytext_pairing_stays_with_the_master():
+    """A student hands in the notebook alone; a paired .py beside it would shadow its cells."""
+    original = master()
+    original.metadata["jupytext"] = {"formats": "ipynb,py:percent"}
+    released = release_notebook(original)
+    assert "jupytext" not in released.metadata
+    assert released.metadata.kernelspec == original.metadata.kernelspec
+    assert original.metadata.jupytext == {"formats": "ipynb,py:percent"}
+
+
 def test_the_master_is_not_modified():
     original = master()
     before = nbformat.writes(original)
@@ -218,7 +228,7 @@ def test_released_copy_runs_under_nbval_and_fails_only_on_the_stubs(tmp_path):
     written = release(write(tmp_path / "m" / "lab.ipynb", master()), tmp_path / "student")
     report = run_nbval(tmp_path, written, cell_timeout=30)
     failures = {
-        case.get("name"): " ".join(child.get("message", "") + (child.text or "") for child in case)
+        case.attrib["name"]: " ".join(child.get("message", "") + (child.text or "") for child in case)
         for case in ElementTree.parse(report).getroot().iter("testcase")
         if any(child.tag in ("failure", "error", "skipped") for child in case)
     }
@@ -236,7 +246,7 @@ def test_a_released_exercise_guides_under_run_all(tmp_path):
     report = run_nbval(tmp_path, written, cell_timeout=30)
     colour = re.compile(r"(#x1B|\x1b)\[[0-9;]*m")  # JUnit XML keeps the traceback's ANSI colours as text
     failures = {
-        case.get("name"): colour.sub("", " ".join(child.get("message", "") + (child.text or "") for child in case))
+        case.attrib["name"]: colour.sub("", " ".join(child.get("message", "") + (child.text or "") for child in case))
         for case in ElementTree.parse(report).getroot().iter("testcase")
         if any(child.tag in ("failure", "error") for child in case)
     }

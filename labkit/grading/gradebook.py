@@ -33,6 +33,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from labkit.grading.cell_names import cell_name, tag_names
 from labkit.grading.release import (
     CHECK_TAG,
     ReleaseError,
@@ -43,7 +44,6 @@ from labkit.grading.release import (
 )
 
 POINTS_PREFIX = "points-"
-NAME_TAG = re.compile(r"id-(.+)")
 # Any of these on a check cell would let it score without checking (nbval skips it or
 # accepts an exception), so a master carrying one is refused.
 _UNCHECKING_TAGS = {"nbval-skip", "raises-exception", "nbval-raises-exception"}
@@ -109,8 +109,7 @@ def read_checks(master: NotebookNode, path: str) -> list[Check]:
         points_tags = [tag[len(POINTS_PREFIX) :] for tag in tags if tag.startswith(POINTS_PREFIX)]
         if len(points_tags) > 1 or not all(re.fullmatch("[0-9]+", p) for p in points_tags):
             raise GradingError(f"{where}: expected one tag points-N with N a whole number, got {points_tags}")
-        names = [m.group(1) for m in map(NAME_TAG.fullmatch, tags) if m]
-        name = names[0] if names else cell.get("id")
+        name = cell_name(cell)
         if not name:
             raise GradingError(f"{where}: a check cell needs a cell id or an id-NAME tag to name its column")
         comments = {line.strip().lstrip("#").strip() for line in cell.source.splitlines()}
@@ -159,14 +158,28 @@ def _solution_sources(
 ) -> tuple[list[str] | None, list[str]]:
     """The student's source for each master solution cell, and warnings about the matching.
 
-    Cells are matched by id. A submission saved without ids (nbformat < 4.5) is matched by
-    order instead: its solution cells are the code cells that are neither tagged ``check``
-    nor copies of one of the master's other cells. None means no match could be made.
+    Cells are matched by id, else by their ``id-NAME`` tag when exactly one submitted cell
+    carries it (JupyterLab gives a cut-and-pasted cell a new id but keeps its tags). A
+    submission saved without ids (nbformat < 4.5) and without those tags is matched by order
+    instead: its solution cells are the code cells that are neither tagged ``check`` nor
+    copies of one of the master's other cells. None means no match could be made.
     """
     by_id = {cell.get("id"): cell for cell in submission.cells if cell.get("id")}
-    wanted = [master.cells[i].get("id") for i in solutions]
-    if all(cell_id in by_id for cell_id in wanted):
-        return [by_id[cell_id].source for cell_id in wanted], []
+    by_name: dict[str, list[NotebookNode]] = {}
+    for cell in submission.cells:
+        for name in tag_names(cell):
+            by_name.setdefault(name, []).append(cell)
+
+    def find(wanted: NotebookNode) -> NotebookNode | None:
+        if wanted.get("id") in by_id:
+            return by_id[wanted.get("id")]
+        names = tag_names(wanted)
+        same = by_name.get(names[0], []) if names else []
+        return same[0] if len(same) == 1 else None
+
+    found = [find(master.cells[i]) for i in solutions]
+    if all(cell is not None for cell in found):
+        return [cell.source for cell in found if cell is not None], []
     given = {
         cell.source
         for nb in (master, released)

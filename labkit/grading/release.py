@@ -9,7 +9,10 @@ write (the exercise's heading and the names the solution sets), drops hidden tes
 every output and execution count: nbval then only checks that cells run, since an unrun cell
 that still has outputs fails nbval even under ``--nbval-lax``.
 Cell ids, tags and metadata are kept so that ``labkit grade`` can match a submission's
-cells back to the master.
+cells back to the master. The master's jupytext pairing (``labs/NN_name.py`` beside the
+``.ipynb``) is dropped: a student works on and hands in the notebook alone, and a paired
+script left beside it would make JupyterLab read the cells from that script, or refuse to
+open a newer copy of the notebook that no longer matches it.
 """
 from __future__ import annotations
 
@@ -227,6 +230,7 @@ def release_notebook(nb: NotebookNode, source: str = "<notebook>") -> NotebookNo
     ``source`` names the notebook in error messages.
     """
     student = copy.deepcopy(nb)
+    student.metadata.pop("jupytext", None)
     for index, cell in enumerate(student.cells):
         regions = cell_regions(cell, cell_location(source, index, cell))
         if regions:
