@@ -24,19 +24,28 @@ lab: $(STAMP)
 	$(BIN)/labkit lab
 
 # The peer venv needs the network, so only `make test` builds it; `make unit` runs without it
-# (the one `peer` test then skips and says how to build it).
-test: $(KSERVE_PEER) lint unit labs browser
+# (the one `peer` test then skips and says how to build it). Two pairs run side by side, each
+# one's output kept together: the peer venv (pip waits on disk and network) with `make lint`
+# (mypy takes one core), and nbval with the browser tests (both run every lab; their kernels
+# mostly wait on live processes and timers). The system packages come first: one apt at a time.
+test: $(STAMP) prometheus chromium
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(KSERVE_PEER) lint
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory -j2 --output-sync=target labs browser
 
 $(KSERVE_PEER): bench/bench_inference.py | $(STAMP)
 	$(BIN)/python bench/bench_inference.py --setup-peers --peer kserve > $(VENV)/peer.log 2>&1 || (cat $(VENV)/peer.log; exit 1)
 	touch $(KSERVE_PEER)
 
 # Style and types, configured in pyproject.toml ([tool.ruff], [tool.mypy]): seconds (mypy's first
-# run ~30 s, then incremental from .mypy_cache/). `ruff check --fix PATH` applies the safe fixes.
-LINTED := labkit tests tools bench
+# run ~30 s of CPU, then incremental from .mypy_cache/). `ruff check --fix PATH` applies the safe fixes.
+# mypy checks labkit and tests/, then tests/browser on its own: that folder is a pytest rootdir of
+# its own (its conftest.py and driver modules are imported by bare name from it).
+LINTED := labkit tests tools bench labs
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy
+	MYPYPATH=tests/browser $(BIN)/mypy --no-warn-unused-configs tests/browser/*.py
 
 # Three workers, a file each at a time (pytest-xdist): most tests wait on processes and sockets,
 # so three beat two on 2 cores (measured: 5.5 min against 11.5 for one worker).
@@ -49,6 +58,23 @@ unit: $(STAMP)
 labs: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q $(WORKERS) --nbval --nbval-current-env \
 		--nbval-cell-timeout=300 --nbval-sanitize-with tests/nbval_sanitize.cfg labs
+
+# A lab's source is labs/NN_name.py (jupytext's percent format), paired with labs/NN_name.ipynb.
+# `make notebook LAB=05` syncs the .py into the .ipynb (tools/sync_labs.py: cell ids from the
+# id-NAME tags) and executes it in place with the kernel the notebook names, as nbval needs it
+# committed; `make notebooks` does every lab, three at a time (as `make labs` runs them).
+# Touching the .py last keeps it newer than the executed .ipynb, as jupytext expects of a pair.
+NOTEBOOK_TIMEOUT := 400
+LAB_SOURCES = $(wildcard labs/$(LAB)_*.py)
+.PHONY: notebook notebooks
+notebooks: LAB = [0-9][0-9]
+notebook notebooks: $(STAMP)
+	@test -n "$(LAB)" || { echo "usage: make notebook LAB=NN (e.g. LAB=05), or make notebooks" >&2; exit 2; }
+	@test -n "$(LAB_SOURCES)" || { echo "no lab source labs/$(LAB)_*.py" >&2; exit 2; }
+	$(BIN)/python tools/sync_labs.py $(LAB_SOURCES)
+	printf '%s\n' $(LAB_SOURCES:.py=.ipynb) | xargs -P 3 -n 1 $(BIN)/jupyter nbconvert --to notebook \
+		--execute --inplace --ExecutePreprocessor.timeout=$(NOTEBOOK_TIMEOUT)
+	touch $(LAB_SOURCES)
 
 # Every lab in JupyterLab in headless Chromium, as a student runs it (tests/browser/conftest.py).
 # Screenshots and report.json (response times) go to .browser-shots/.

@@ -22,6 +22,7 @@ from labkit.canary_lab import (
     timeline,
 )
 from labkit.cluster import LocalCluster
+from labkit.core.models import Deployment
 from labkit.manifests import load_text
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
@@ -55,11 +56,13 @@ def test_canary_and_routing_pass_the_official_crds(crd_validate: Callable[[str],
 def test_generated_objects_load_and_a_flagger_target_has_a_stable_selector() -> None:
     [versioned, target] = load_text(yaml.safe_dump_all([
         model_deployment("v1"), model_deployment("v2", name="digits", namespace="prod")]))
+    assert isinstance(versioned, Deployment) and isinstance(target, Deployment)
     assert versioned.spec.selector.match_labels == {"app": "digits", "version": "v1"}
     # Flagger copies the target's template to <name>-primary; a selector with the version in it
     # would change with every model and Kubernetes refuses a changed selector
     assert target.spec.selector.match_labels == {"app": "digits"}
     args = target.spec.template.spec.containers[0].args
+    assert args is not None
     assert args[args.index("--namespace") + 1] == "prod" and str(MODELS / "digits-v2") in args
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import os
 import queue
 import signal
@@ -59,11 +60,15 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_command_is_one_registration(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
     monkeypatch.setattr(cli, "COMMANDS", list(cli.COMMANDS))
+
+    def add_who(p: argparse.ArgumentParser) -> None:
+        p.add_argument("who")
+
     cli.register_command(
         cli.Command(
             "hello",
             "say hello",
-            lambda p: p.add_argument("who"),
+            add_who,
             lambda a: print(f"hi {a.who}") or 0,
         )
     )
@@ -92,6 +97,7 @@ def test_up_prints_ready_lines_serves_and_stops_on_sigterm(process_alive) -> Non
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert not any(process_alive(pid) for pid in pids)
+        assert proc.stderr is not None
         assert "stopped" in proc.stderr.read()
     finally:
         stop(proc)
@@ -228,6 +234,7 @@ spec:
         replica_pid = int(pidfile.read_text())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        assert proc.stdout is not None and proc.stderr is not None
         assert "interrupted by SIGTERM while starting" in proc.stderr.read()
         assert proc.stdout.read() == ""
         assert not process_alive(replica_pid)
@@ -285,7 +292,9 @@ def test_ps_lists_a_running_cluster_by_owner_and_kind(
     cluster.apply(HELLO_YAML)
     pods = {pod.pid: pod for pod in cluster.pods.all()}
     # A record left by a run whose processes have ended: listed, marked stale.
-    owner_pid, owner_started = runs.parse_owner(dead_owner())
+    parsed = runs.parse_owner(dead_owner())
+    assert parsed is not None
+    owner_pid, owner_started = parsed
     runs.record(runs.RunRecord(pid=owner_pid, started=owner_started, command=["gone"],
                                pod="old-pod", workload=runs.Workload("Revision", "old-00001"),
                                ports=[1], owner_pid=owner_pid, owner_started=owner_started))
@@ -334,8 +343,10 @@ def test_doctor_stops_leftovers_frees_their_ports_and_spares_live_runs(
     try:
         for port in (marked_port, orphan_port):
             wait_until_ready(f"http://127.0.0.1:{port}/", 30)
-        owner_pid, owner_started = runs.parse_owner(owner)
+        parsed = runs.parse_owner(owner)
         started = runs.started_at(marked.pid)
+        assert parsed is not None and started is not None
+        owner_pid, owner_started = parsed
         runs.record(runs.RunRecord(pid=marked.pid, started=started, command=hello,
                                    pod="planted-1", workload=runs.Workload("Deployment", "planted"),
                                    ports=[marked_port], owner_pid=owner_pid,

@@ -62,6 +62,7 @@ def _open_exchange(port: int) -> socket.socket:
 def test_close_with_an_open_connection_logs_nothing_and_cuts_the_client(loop_errors):
     loop, errors = loop_errors
     balancer = _balancer_with_echo_backend(loop)
+    assert balancer.port is not None
     client = _open_exchange(balancer.port)
     balancer.close()
     assert client.recv(4) == b"", "the client should see its connection closed"
@@ -73,6 +74,7 @@ def test_close_with_an_open_connection_logs_nothing_and_cuts_the_client(loop_err
 def test_loop_shutdown_with_an_open_connection_logs_nothing(loop_errors):
     loop, errors = loop_errors
     balancer = _balancer_with_echo_backend(loop)
+    assert balancer.port is not None
     client = _open_exchange(balancer.port)
     loop.run(loop._cancel_all())  # what BackgroundLoop.close() does to tasks still running
     assert client.recv(4) == b""

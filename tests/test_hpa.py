@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from labkit import manifests
+from labkit.core.hpa_models import HorizontalPodAutoscaler
 from labkit.core.resources import cpu_millis
 from labkit.manifests import ManifestError
 from labkit.serving.autoscaler_config import RevisionAutoscaling
@@ -28,6 +29,7 @@ from labkit.serving.hpa import (
     resource_replicas,
 )
 from labkit.serving.hpa_sync import HPADecision, HPAHistory, hpa_sync
+from labkit.serving.models import KnativeService
 from labkit.sim.autoscaling import burst_workload, simulate_autoscaling
 from labkit.sim.workloads import TraceReplay
 
@@ -231,7 +233,9 @@ spec:
 """
     warnings: list = []
     service, = manifests.load(manifests._YamlText(text), warnings=warnings)
-    assert service.spec.template.spec.containers[0].resources.cpu_request_millis() == 250
+    assert isinstance(service, KnativeService)
+    resources = service.spec.template.spec.containers[0].resources
+    assert resources is not None and resources.cpu_request_millis() == 250
     assert [w.path for w in warnings] == ["spec.template.spec.containers[0].resources.limits"]
     with pytest.raises(ManifestError, match=r":10: Service/web: spec\.template\.spec\.containers\[0\]"
                                             r"\.resources\.requests\.cpu: quantities must match"):
@@ -293,12 +297,15 @@ spec:
 
 def test_hpa_kind_defaults_as_the_api_server():
     hpa, = manifests.load_text(HPA_MANIFEST)
+    assert isinstance(hpa, HorizontalPodAutoscaler)
     spec = hpa.to_spec()
     assert (spec.target_utilization, spec.min_replicas, spec.max_replicas) == (50, 1, 5)
     # A direction left out takes the default rules; a field left out, the default's field.
+    assert spec.behavior is not None
     assert spec.behavior.scale_up == DEFAULT_SCALE_UP
     assert spec.behavior.scale_down == ScalingRules(300, (ScalingPolicy("Pods", 1, 30),), "Max")
     bare, = manifests.load_text(HPA_MANIFEST.split("  metrics:")[0])
+    assert isinstance(bare, HorizontalPodAutoscaler)
     assert (bare.to_spec().target_utilization, bare.to_spec().behavior) == (80, None)  # cpu 80 %, legacy path
 
 

@@ -92,9 +92,14 @@ def test_live_loop_makes_the_simulated_decisions(cluster, wait_for):
         "metadata": {"annotations": AGREE_ANNOTATIONS},
         "spec": {"containers": [{"image": "labkit/hello", "resources": {"requests": {"cpu": "500m"}}}]}})
     box: list[AutoscalerLoop] = []
+
+    def on_change() -> None:
+        if box:
+            box[0].pods_changed()
+
     revision = LiveRevision(cluster.loop, service="agree", namespace="default", name="agree-00001",
                             generation=1, template=template, settings=settings, start_timeout=20.0,
-                            on_change=lambda: box and box[0].pods_changed())
+                            on_change=on_change)
     try:
         def pods_up() -> bool:
             return revision.ready_count == revision.replica_count and revision.failure is None
@@ -148,7 +153,7 @@ def test_live_hpa_class_scales_up_under_cpu_load(cluster, wait_for):
             stop.set()
     scaled = next(d for d in loop.hpa_decisions if d.scaled)
     assert scaled.utilization is not None and scaled.utilization > 50 * 1.1
-    assert (scaled.current, scaled.desired) == (1, 2) and scaled.proposal > 2  # capped by max-scale
+    assert (scaled.current, scaled.desired) == (1, 2) and scaled.proposal is not None and scaled.proposal > 2  # capped by max-scale
     assert revision.mode == "Serve" and not revision.in_panic
     assert all(d.desired >= 1 for d in loop.hpa_decisions)
 
@@ -203,7 +208,8 @@ def test_hpa_kind_scales_a_deployment_on_cpu(cluster, wait_for):
         finally:
             stop.set()
     scaled = next(d for d in hpa.decisions if d.scaled)
-    assert (scaled.current, scaled.desired) == (1, 2) and scaled.utilization > 55
+    assert (scaled.current, scaled.desired) == (1, 2)
+    assert scaled.utilization is not None and scaled.utilization > 55
     assert cluster.get("Deployment", "burner").object.spec.replicas == 2
     status = cluster.get("HorizontalPodAutoscaler", "burner").status
     assert status.detail["desiredReplicas"] == 2 and "/50%" in status.message

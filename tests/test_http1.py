@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -28,11 +29,13 @@ def _close_loop() -> Iterator[None]:
 
 
 def parse(data: bytes | Sequence[bytes], what: str = "request", *, method: str = "GET",
-          max_head: int = LIMIT, max_body: int | None = None, eof: bool = True) -> object:
-    """Feed `data` (one piece or several) to a StreamReader and parse one message."""
+          max_head: int = LIMIT, max_body: int | None = None, eof: bool = True) -> Any:
+    """Feed `data` (one piece or several) to a StreamReader and parse one message: a Request
+    (or None), or with what="response" a Response. Typed Any so a test reads the fields of the
+    one it asked for; a wrong kind fails the test with an AttributeError."""
     pieces = [data] if isinstance(data, bytes) else list(data)
 
-    async def run() -> object:
+    async def run() -> http1.Request | http1.Response | None:
         reader = asyncio.StreamReader(limit=LIMIT)
 
         async def produce() -> None:
@@ -55,9 +58,9 @@ def parse(data: bytes | Sequence[bytes], what: str = "request", *, method: str =
     return LOOP.run_until_complete(run())
 
 
-def status_of(data: bytes, **kw: object) -> int:
+def status_of(data: bytes | Sequence[bytes], **kw: Any) -> int:
     with pytest.raises(http1.HttpError) as err:
-        parse(data, **kw)  # type: ignore[arg-type]
+        parse(data, **kw)
     return err.value.status
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Coroutine
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +47,7 @@ class Model:
         return rows.sum(axis=1) * (10 if output == "x10" else 1)
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
 
 
@@ -113,7 +115,7 @@ def test_outputs_are_batched_separately() -> None:
 def test_one_bad_request_fails_only_its_caller() -> None:
     model = Model()
 
-    async def go() -> list[object]:
+    async def go() -> list[Any]:
         batcher = Batcher(model.predict, BatchConfig(max_batch_size=8, max_latency_ms=20))
         rows = [np.ones((1, 2)), np.array([[np.nan, 1.0]]), np.full((1, 2), 2.0)]
         out = await asyncio.gather(*(batcher.submit(r, "predict") for r in rows),
@@ -127,7 +129,7 @@ def test_one_bad_request_fails_only_its_caller() -> None:
 
 
 def test_a_model_returning_the_wrong_count_fails_every_caller() -> None:
-    async def go() -> list[object]:
+    async def go() -> list[Any]:
         batcher = Batcher(lambda rows, output: np.zeros(1), BatchConfig(8, 20))
         out = await asyncio.gather(*(batcher.submit(np.ones((2, 1)), "p") for _ in range(2)),
                                    return_exceptions=True)

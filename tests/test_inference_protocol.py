@@ -41,7 +41,7 @@ def test_id_parameters_and_outputs_are_read() -> None:
         inputs=[tensor([1.0], [1, 1])],
         outputs=[{"name": "predict_proba", "parameters": {"binary_data": False}}, {"name": "predict"}],
     ))
-    assert request.id == "42" and request.binary_output
+    assert request.id == "42" and request.binary_output and request.outputs is not None
     assert [(o.name, o.binary) for o in request.outputs] == [("predict_proba", False), ("predict", True)]
 
 
@@ -210,9 +210,9 @@ def test_any_valid_tensor_roundtrips(datatype: str, shape: list[int], seed: int,
         decoded = decode_infer_request(orjson.dumps(doc)).inputs[0].array
     assert decoded.dtype == dtype and decoded.shape == tuple(shape)
     assert np.array_equal(decoded, array)
-    payload, length = encode_infer_response("m", None, None, [("t", decoded, binary)])
+    payload, json_length = encode_infer_response("m", None, None, [("t", decoded, binary)])
     if binary:
-        out = np.frombuffer(payload[length:], dtype=dtype).reshape(shape)
+        out = np.frombuffer(payload[json_length:], dtype=dtype).reshape(shape)
     else:
         out = np.array(orjson.loads(payload)["outputs"][0]["data"], dtype=dtype).reshape(shape)
     assert np.array_equal(out, array)

@@ -6,18 +6,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import orjson
 import pytest
+from inference_helpers import MODELS, REPO, model_server
 from prometheus_client.parser import text_string_to_metric_families
 
 import labkit.inference.kinds  # noqa: F401  (registers the labkit/model-monitor image)
+from labkit.cluster import LocalCluster
 from labkit.core.images import image_command
 from labkit.eventing.events import Event, encode_binary
 from labkit.inference.payload_logger import REQUEST_TYPE, RESPONSE_TYPE
@@ -25,7 +28,6 @@ from labkit.net import HOST, ReplicaProcess
 from labkit.quality.gate import GateConfig, GateError, judge, parse_webhook
 from labkit.quality.ledger import Accuracy, FeedbackError, Ledger
 from labkit.quality.payloads import PayloadError, Served, read_response
-from tests.inference_helpers import MODELS, REPO, model_server
 
 HOLDOUT = np.loadtxt(MODELS / "digits-holdout.csv", delimiter=",", skiprows=1, dtype=int)
 LABELS, PIXELS = HOLDOUT[:, 0], HOLDOUT[:, 1:].astype(float)
@@ -271,7 +273,7 @@ def counter(live: dict[str, Any], name: str, **labels: str) -> float:
 
 
 def test_accuracy_per_version_matches_the_held_out_measurement(
-        live: dict[str, Any], wait_for) -> None:  # type: ignore[no-untyped-def]
+        live: dict[str, Any], wait_for: Callable[..., None]) -> None:
     client, rows = live["client"], len(LABELS)
     said = {"v1": [], "v3": []}  # type: dict[str, list[int]]
     for version, size in (("v1", 4), ("v3", 10)):  # several rows per request: a label per row
@@ -322,7 +324,7 @@ def test_accuracy_per_version_matches_the_held_out_measurement(
 
 
 def test_revision_from_pod_name_and_failed_answers_are_not_predictions(
-        live: dict[str, Any], wait_for) -> None:  # type: ignore[no-untyped-def]
+        live: dict[str, Any], wait_for: Callable[..., None]) -> None:
     client, port = live["client"], live["v3"].port
     refused = client.post(f"http://{HOST}:{port}/v1/models/digits:predict",
                           json={"instances": [[1, 2, 3]]}, headers={"ce-id": "rev-bad"})
@@ -334,9 +336,13 @@ def test_revision_from_pod_name_and_failed_answers_are_not_predictions(
     row = versions(live)["digits-predictor-00002"]
     assert (row["version_from"], row["predictions"]) == ("revision", 2)
     # the failed request was logged (request event) but its 400 answer was not
-    answers = []
-    wait_for(lambda: answers.append(client.post(live["url"] + "/feedback", json={
-        "id": "rev-bad", "label": 1})) or answers[-1].status_code != 404, 30, "the request event")
+    answers: list[httpx.Response] = []
+
+    def answered() -> bool:
+        answers.append(client.post(live["url"] + "/feedback", json={"id": "rev-bad", "label": 1}))
+        return answers[-1].status_code != 404
+
+    wait_for(answered, 30, "the request event")
     assert answers[-1].status_code == 409 and "response was not" in answers[-1].json()["error"]
     ok = client.post(live["url"] + "/feedback", json={"id": "rev-1", "label": LABELS[:2].tolist()})
     assert ok.status_code == 200 and ok.json()["rows"] == 2
@@ -467,8 +473,8 @@ spec:
 """
 
 
-def test_monitor_manifest_and_a_model_deployment_logging_to_it(  # type: ignore[no-untyped-def]
-        cluster, write, wait_for) -> None:
+def test_monitor_manifest_and_a_model_deployment_logging_to_it(
+        cluster: LocalCluster, write: Callable[[str, str], Path], wait_for: Callable[..., None]) -> None:
     cluster.apply(str(REPO / "data" / "manifests" / "model-monitor.yaml"))
     cluster.apply(write("digits.yaml", MODEL_DEPLOYMENT.format(python=sys.executable,
                                                                models=MODELS)))
@@ -498,8 +504,8 @@ spec:
 """
 
 
-def test_an_inference_service_canary_is_told_apart_by_revision(  # type: ignore[no-untyped-def]
-        cluster, write, wait_for) -> None:
+def test_an_inference_service_canary_is_told_apart_by_revision(
+        cluster: LocalCluster, write: Callable[[str, str], Path], wait_for: Callable[..., None]) -> None:
     """KServe v1beta1 sends endpoint "default" for both revisions of a canary; the pod name
     (ce-source) still names the revision, so accuracy is per revision."""
     cluster.apply(str(REPO / "data" / "manifests" / "model-monitor.yaml"))

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -327,7 +327,7 @@ def test_binary_nan_is_a_400_not_a_crash(iris: ReplicaProcess) -> None:
     assert status == 400 and "cannot predict" in doc["error"] and "NaN" in doc["error"]
 
 
-def test_sigterm_stops_the_server_cleanly(wait_for) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_stops_the_server_cleanly(wait_for: Callable[..., None]) -> None:
     with model_server("iris", str(MODELS / "iris")) as server:
         assert server.pid is not None
         os.kill(server.pid, signal.SIGTERM)
@@ -341,7 +341,7 @@ def test_cli_help_runs() -> None:
     assert done.returncode == 0 and "--storage-uri" in done.stdout
 
 
-def test_payload_logger_posts_request_and_response_cloudevents(wait_for) -> None:  # type: ignore[no-untyped-def]
+def test_payload_logger_posts_request_and_response_cloudevents(wait_for: Callable[..., None]) -> None:
     sink = EventSink()
     try:
         with model_server("iris", str(MODELS / "iris"), "--logger-url", sink.url,

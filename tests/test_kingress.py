@@ -15,6 +15,7 @@ from labkit.serving.expand import (
     ROLLOUT_ANNOTATION,
     expand,
 )
+from labkit.serving.models import KnativeService
 from labkit.serving.rollout_duration import ROLLOUT_DURATION
 from labkit.serving.service import configure_serving, knative_service
 
@@ -35,15 +36,18 @@ def kingress(objects: list[dict]) -> dict:
 
 def test_the_ingress_class_defaults_to_istio_and_follows_the_annotation() -> None:
     (svc,) = load_text(manifest())
+    assert isinstance(svc, KnativeService)
     assert kingress(expand(svc))["metadata"]["annotations"] == {
         INGRESS_CLASS: DEFAULT_INGRESS_CLASS}
     (kourier,) = load_text(manifest(**{INGRESS_CLASS: "kourier.ingress.networking.knative.dev"}))
+    assert isinstance(kourier, KnativeService)
     annotations = kingress(expand(kourier))["metadata"]["annotations"]
     assert annotations[INGRESS_CLASS] == "kourier.ingress.networking.knative.dev"
 
 
 def test_each_split_appends_the_headers_the_activator_routes_by() -> None:
     (svc,) = load_text(manifest())
+    assert isinstance(svc, KnativeService)
     rules = kingress(expand(svc))["spec"]["rules"]
     assert [r["visibility"] for r in rules] == ["ClusterLocal", "ExternalIP"]
     assert rules[1]["hosts"] == ["web.default.example.com"]

@@ -17,6 +17,7 @@ fractions), since Python floats are the same IEEE doubles as Go's.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,8 @@ def test_single_decision(label, target, tbc, observed, pods, panic, changes, wan
 # --- multi-step scenarios ---------------------------------------------------------------------
 
 # Each step: (time, ready pods, stable, panic, wanted pods, wanted EBC or None, panicking or None)
-SCENARIOS = {
+# name -> (spec, steps); a step is (now, pods, stable, panic, want, want_ebc, panicking or None)
+SCENARIOS: dict[str, tuple[DeciderSpec, list[tuple[Any, ...]]]] = {
     "stable increase, concurrency": (knative_spec(10, 101), [
         (0, 1, 50, 10, 5, -98, False),
         (0, 1, 100, 10, 10, -98, False),
@@ -167,7 +169,7 @@ SCENARIOS = {
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_scenario(name):
+def test_scenario(name: str) -> None:
     spec, steps = SCENARIOS[name]
     a = Autoscaler(spec, 1)
     for now, pods, stable, panic, want, want_ebc, panicking in steps:

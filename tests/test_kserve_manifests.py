@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def test_there_are_kserve_manifests() -> None:
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
-def test_kserve_manifest_exports_and_validates(path: Path, crd_validate) -> None:  # type: ignore[no-untyped-def]
+def test_kserve_manifest_exports_and_validates(path: Path, crd_validate: Callable[[str], str]) -> None:
     objects = load_file(path)
     assert all(isinstance(o, InferenceService) for o in objects)
     text = export(objects)

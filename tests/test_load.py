@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -197,8 +198,10 @@ def test_timeout_counts_as_minus_one(rec: Recorder) -> None:
 
 
 def test_bad_arguments_are_named() -> None:
-    for kwargs, word in (({"requests": 0}, "requests"), ({"concurrency": 0}, "concurrency"),
-                         ({"qps": -1}, "qps"), ({"duration": 0}, "duration"), ({"timeout": 0}, "timeout")):
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"requests": 0}, "requests"), ({"concurrency": 0}, "concurrency"), ({"qps": -1}, "qps"),
+        ({"duration": 0}, "duration"), ({"timeout": 0}, "timeout")]
+    for kwargs, word in cases:
         with pytest.raises(ValueError, match=word):
             load.run("http://127.0.0.1:1/", **kwargs)
     with pytest.raises(ValueError, match="url"):

@@ -116,7 +116,7 @@ def test_a_replica_cannot_start_twice() -> None:
 
 def test_command_must_be_a_list() -> None:
     with pytest.raises(ValueError, match="list of strings"):
-        ReplicaProcess("python -m labkit.apps.hello")  # type: ignore[arg-type]
+        ReplicaProcess("python -m labkit.apps.hello")
 
 
 def test_wait_until_ready_times_out_naming_the_url() -> None:

@@ -309,8 +309,8 @@ def test_what_counts_as_a_leftover() -> None:
     # Unmarked and unrecorded (labkit before the registry): orphaned only once adopted.
     assert leftover_reason(seen(hello), None, owner_alive) is None
     assert leftover_reason(seen(hello, parent="bash"), None, owner_alive) is None
-    assert "orphaned (its parent is now pid 1, tini)" in leftover_reason(
-        seen(hello, ppid=1, parent="tini"), None, owner_alive)
+    adopted = leftover_reason(seen(hello, ppid=1, parent="tini"), None, owner_alive)
+    assert adopted is not None and "orphaned (its parent is now pid 1, tini)" in adopted
     assert leftover_reason(seen(hello, ppid=900, parent="systemd"), None, owner_alive)
     assert leftover_reason(seen(["python", "-m", "labkit.cli", "up"], ppid=1), None,
                            owner_alive) is None  # the CLI is an owner, not a replica
@@ -321,6 +321,7 @@ def test_what_counts_as_a_leftover() -> None:
 def test_a_kernel_restarted_or_lost_leaves_no_replica(how: str, wait_for) -> None:
     """What a student does: Kernel > Restart Kernel, or the kernel dies, while a lab runs."""
     from jupyter_client.manager import start_new_kernel
+    from jupyter_client.provisioning import LocalProvisioner
 
     env = {**os.environ, "JPY_SESSION_NAME": "labs/05_knative_autoscaling.ipynb"}
     manager, client = start_new_kernel(cwd=str(REPO), env=env)
@@ -330,6 +331,7 @@ def test_a_kernel_restarted_or_lost_leaves_no_replica(how: str, wait_for) -> Non
             "cluster = LocalCluster()\n"
             "cluster.apply('data/manifests/hello.yaml')\n", timeout=120)
         assert reply["content"]["status"] == "ok", reply["content"]
+        assert isinstance(manager.provisioner, LocalProvisioner) and manager.provisioner.process is not None
         kernel_pid = manager.provisioner.process.pid
         records = records_of(kernel_pid)
         assert len(records) == 2

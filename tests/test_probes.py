@@ -13,6 +13,7 @@ import pytest
 
 from labkit import cli
 from labkit.cluster import LocalCluster
+from labkit.core.models import Deployment
 from labkit.core.prober import PodProber
 from labkit.core.probes import ProbeCounter, ProbeSpec, crash_backoff, http_success
 from labkit.manifests import ManifestError, load
@@ -103,7 +104,7 @@ def test_probes_load_with_kubernetes_defaults_and_liveness_is_no_longer_ignored(
         readinessProbe: {tcpSocket: {port: 8080}}
         livenessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 3}
         """), warnings)
-    assert warnings == []
+    assert warnings == [] and isinstance(obj, Deployment)
     container = obj.container
     assert container.readiness == ProbeSpec("tcp")
     assert container.liveness == ProbeSpec("http", "/healthz", period=3.0)
@@ -111,7 +112,7 @@ def test_probes_load_with_kubernetes_defaults_and_liveness_is_no_longer_ignored(
 
 def test_a_container_without_probes_is_ready_on_tcp(app: Path) -> None:
     (obj, ) = load(deployment(app))
-    assert obj.container.readiness.action == "tcp"
+    assert isinstance(obj, Deployment) and obj.container.readiness.action == "tcp"
     assert obj.container.liveness is None
 
 

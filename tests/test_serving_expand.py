@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from labkit.cluster import LocalCluster
 from labkit.manifests import ManifestError, export, load_file
 from labkit.serving.expand import expand, expand_yaml, object_names
+from labkit.serving.models import KnativeService
 from labkit.serving.service import knative_service
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
@@ -22,6 +24,7 @@ def _knative_docs(text: str) -> str:
 
 def test_a_service_becomes_the_objects_knative_names() -> None:
     [svc] = load_file(MANIFESTS / "knative-split.yaml")
+    assert isinstance(svc, KnativeService)
     assert object_names(expand(svc)) == [
         ("Configuration", "shop"), ("Revision", "shop-00001"),
         ("Deployment", "shop-00001-deployment"), ("PodAutoscaler", "shop-00001"),
@@ -33,6 +36,7 @@ def test_a_service_becomes_the_objects_knative_names() -> None:
 
 def test_the_deployment_has_the_queue_proxy_sidecar() -> None:
     [svc] = load_file(MANIFESTS / "knative-split.yaml")
+    assert isinstance(svc, KnativeService)
     deployment = next(o for o in expand(svc) if o["kind"] == "Deployment")
     user, queue = deployment["spec"]["template"]["spec"]["containers"]
     assert user["name"] == "user-container" and user["image"] == "labkit/httpbin"
@@ -48,6 +52,7 @@ def test_the_deployment_has_the_queue_proxy_sidecar() -> None:
 
 def test_public_service_has_no_selector_private_one_selects_the_pods() -> None:
     [svc] = load_file(MANIFESTS / "knative-hello.yaml")
+    assert isinstance(svc, KnativeService)
     objects = {(o["kind"], o["metadata"]["name"]): o for o in expand(svc)}
     assert "selector" not in objects[("Service", "hello-00001")]["spec"]
     assert objects[("Service", "hello-00001-private")]["spec"]["selector"]
@@ -56,6 +61,7 @@ def test_public_service_has_no_selector_private_one_selects_the_pods() -> None:
 
 def test_ingress_splits_by_percent_and_gives_each_tag_a_host() -> None:
     [svc] = load_file(MANIFESTS / "knative-split.yaml")
+    assert isinstance(svc, KnativeService)
     ingress = next(o for o in expand(svc) if o["kind"] == "Ingress")
     external = [r for r in ingress["spec"]["rules"] if r["visibility"] == "ExternalIP"]
     assert [r["hosts"] for r in external] == [["shop.default.example.com"],
@@ -66,9 +72,10 @@ def test_ingress_splits_by_percent_and_gives_each_tag_a_host() -> None:
     assert main[0]["appendHeaders"]["Knative-Serving-Revision"] == "shop-00001"
 
 
-def test_expansion_and_example_manifests_pass_the_official_crds(crd_validate) -> None:
+def test_expansion_and_example_manifests_pass_the_official_crds(crd_validate: Callable[[str], str]) -> None:
     for name in ("knative-hello.yaml", "knative-split.yaml"):
         objects = load_file(MANIFESTS / name)
+        assert isinstance(objects[0], KnativeService)
         crd_validate(export(objects))
         crd_validate(_knative_docs(expand_yaml(objects[0])))
 
@@ -84,6 +91,7 @@ def test_the_broken_example_reports_every_problem_with_its_line() -> None:
 
 def test_a_live_service_expands_every_revision(cluster: LocalCluster) -> None:
     [svc] = load_file(MANIFESTS / "knative-hello.yaml")
+    assert isinstance(svc, KnativeService)
     cluster.apply(svc)
     changed = svc.model_copy(deep=True)
     changed.spec.template.spec.containers[0].env[0].value = "again"

@@ -44,7 +44,7 @@ def test_bad_settings_name_the_key(data: dict[str, str], message: str) -> None:
 
 def test_active_revisions_are_never_collected() -> None:
     config = GCConfig(None, None, 0, 0)  # collect every non-active revision at once
-    revisions = [rev("a", 100), rev("b", 100, routed=True), rev("c", 100, **{NO_GC: "True"}),
+    revisions = [rev("a", 100), rev("b", 100, routed=True), rev("c", 100, **{NO_GC: "True"}),  # type: ignore[arg-type]  # a hyphenated name: never a parameter
                  rev("d", 100)]
     assert collect(config, revisions, latest_ready="d", now=NOW) == ["a"]
 

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import yaml
@@ -76,7 +77,7 @@ def test_revisions_are_numbered_and_latest_revision_moves(cluster: LocalCluster)
 
 def test_split_and_tags(cluster: LocalCluster) -> None:
     cluster.apply(service())
-    traffic = [
+    traffic: list[dict[str, Any]] = [
         {"revisionName": "web-00001", "percent": 80},
         {"latestRevision": True, "percent": 20},
         {"revisionName": "web-00001", "percent": 0, "tag": "stable"},
@@ -157,7 +158,7 @@ def test_scale_from_zero_through_the_activator_and_back_to_zero(
     assert revision_of(svc.url + "/get") == "web-00001"
     [cold] = revision.cold_starts
     assert cold.from_zero and cold.seconds is not None and cold.seconds > 0
-    assert svc.activator.forwarded == 1
+    assert svc.activator is not None and svc.activator.forwarded == 1
     wait_for(lambda: revision.replica_count == 0, 40, "scale to zero")
     assert any(s.desired == 0 for s in revision.history())
     conditions = {c.type: (c.status, c.reason) for c in revision.knative_status.conditions}
@@ -268,7 +269,7 @@ def test_the_activator_queue_is_bounded(cluster: LocalCluster) -> None:
     with ThreadPoolExecutor(5) as pool:
         codes = Counter(pool.map(lambda _: fetch(svc.url + "/get")[0], range(5)))
     assert codes == Counter({200: 2, 503: 3})
-    assert svc.activator.rejected == 3
+    assert svc.activator is not None and svc.activator.rejected == 3
 
 
 def test_cluster_dependent_annotation_rules_are_checked_at_apply(cluster: LocalCluster) -> None:

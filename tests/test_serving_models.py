@@ -80,6 +80,7 @@ def test_a_full_service_loads_with_its_fields() -> None:
 
 def test_the_default_traffic_block_is_all_to_the_latest_ready_revision() -> None:
     [svc] = load_text(_service(""))
+    assert isinstance(svc, KnativeService)
     assert svc.traffic == [TrafficTarget(latest_revision=True, percent=100)]
 
 

@@ -15,6 +15,7 @@ from labkit.manifests import ManifestError, load_text
 from labkit.serving.autoscaler_config import AnnotationError, AutoscalerConfig, RevisionAutoscaling
 from labkit.serving.expand import expand
 from labkit.serving.kpa_scaler import Activity, PodAutoscalerState, decide_replicas
+from labkit.serving.models import KnativeService
 from labkit.serving.progress_deadline import (
     PROGRESS_DEADLINE,
     deadline_exceeded,
@@ -64,6 +65,7 @@ def test_a_bad_deadline_in_a_manifest_names_file_line_and_field() -> None:
 
 def test_the_deployment_carries_the_revision_deadline() -> None:
     (svc,) = load_text(manifest({PROGRESS_DEADLINE: "42s"}))
+    assert isinstance(svc, KnativeService)
     deployments = [o for o in expand(svc) if o["kind"] == "Deployment"]
     assert deployments[0]["spec"]["progressDeadlineSeconds"] == 42
 

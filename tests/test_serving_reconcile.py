@@ -87,7 +87,7 @@ SETTINGS = RevisionAutoscaling.resolve(
 
 def metrics() -> RevisionMetrics:
     return RevisionMetrics(SETTINGS.stable_window, SETTINGS.panic_window,
-                           SETTINGS.aggregation_algorithm)  # type: ignore[arg-type]
+                           SETTINGS.aggregation_algorithm)  # type: ignore[arg-type]  # a str the config validated as one of the Literal's
 
 
 def test_a_tick_without_data_keeps_the_previous_decision():

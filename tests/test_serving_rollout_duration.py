@@ -28,6 +28,12 @@ def test_without_a_duration_the_share_moves_at_once() -> None:
     assert advance(old, "b", 100, 1.0, 0.0).revisions == (("b", 100),)
 
 
+def due(ro: Rollout) -> float:
+    """When the rollout's next step is due (a rollout in progress has one)."""
+    assert ro.next_step is not None
+    return ro.next_step
+
+
 def test_one_percent_first_then_equal_steps() -> None:
     # rollout.go's own example: 100 % in 4 steps is 1 -> 26 -> 51 -> 76 -> 100.
     # duration 5 s, first step observed after 1 s: (5 - 1) / 1 = 4 steps of round(99/4) = 25.
@@ -48,19 +54,19 @@ def test_one_percent_first_then_equal_steps() -> None:
 
 def test_no_step_before_it_is_due() -> None:
     ro = advance(advance(None, "a", 100, 0.0, 10.0), "b", 100, 0.0, 10.0)
-    assert advance(ro, "b", 100, ro.next_step - 0.01, 10.0).revisions == ro.revisions
+    assert advance(ro, "b", 100, due(ro) - 0.01, 10.0).revisions == ro.revisions
 
 
 def test_a_newer_revision_mid_rollout_takes_its_1_percent_from_the_newest() -> None:
     ro = advance(advance(None, "a", 100, 0.0, 10.0), "b", 100, 0.0, 10.0)
-    ro = advance(ro, "b", 100, ro.next_step, 10.0)  # a 88, b 12
+    ro = advance(ro, "b", 100, due(ro), 10.0)  # a 88, b 12
     assert ro.revisions == (("a", 88), ("b", 12))
-    ro = advance(ro, "c", 100, ro.next_step, 10.0)
+    ro = advance(ro, "c", 100, due(ro), 10.0)
     assert ro.revisions == (("a", 88), ("b", 11), ("c", 1))
     # Steps drain the newest old revision first ("by design" in rollout.go): b's 11 go first.
-    ro = advance(ro, "c", 100, ro.next_step, 10.0)
+    ro = advance(ro, "c", 100, due(ro), 10.0)
     assert ro.revisions == (("a", 88), ("c", 12))
-    ro = advance(ro, "c", 100, ro.next_step, 10.0)
+    ro = advance(ro, "c", 100, due(ro), 10.0)
     assert ro.revisions == (("a", 77), ("c", 23))
 
 

@@ -228,4 +228,4 @@ def test_the_activator_holds_a_request_at_most_the_revision_timeout(cluster: Loc
     status, body, headers = _get(svc.url + "/get")
     assert (status, body) == (504, b"activator request timeout")
     assert headers.get("x-labkit-timeout") == "timeoutSeconds=1"
-    assert svc.activator.rejected == 1 and svc.activator.forwarded == 0
+    assert svc.activator is not None and svc.activator.rejected == 1 and svc.activator.forwarded == 0

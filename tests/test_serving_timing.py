@@ -45,7 +45,7 @@ def test_cold_request_through_the_activator_then_warm_through_the_queue_proxy_on
         assert list(cold) == ["queue-proxy", "activator-wait", "activator"], \
             "the activator appends after the pod's line, never replacing it"
         assert all(ms >= 0 for ms in cold.values())
-        assert svc.activator.forwarded == 1
+        assert svc.activator is not None and svc.activator.forwarded == 1
         wait_for(lambda: revision.mode == "Serve", 30, "the route to bypass the activator")
         warm = [timing_of(client, svc.url + "/get") for _ in range(5)]
     assert all(list(w) == ["queue-proxy"] for w in warm), \

@@ -19,6 +19,7 @@ def _at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_baseline_is_one_revision_with_a_v2_answer() -> None:
     d = isvc_dashboard()
+    assert d.result is not None
     p = d.result
     assert d.error is None
     assert dict(p.table.split) == {"sklearn-iris-predictor-00001": 100}
@@ -33,6 +34,7 @@ def test_baseline_is_one_revision_with_a_v2_answer() -> None:
 
 def test_protocol_choice_changes_the_call_and_makes_a_revision() -> None:
     d = isvc_dashboard(protocol="v1")
+    assert d.result is not None
     assert d.result.path == "/v1/models/sklearn-iris:predict"
     assert d.result.response == {"predictions": [1]}
     assert dict(d.result.table.split) == {"sklearn-iris-predictor-00002": 100}  # no canary field: promoted
@@ -40,6 +42,7 @@ def test_protocol_choice_changes_the_call_and_makes_a_revision() -> None:
 
 def test_canary_percent_splits_between_new_and_rolled_out_revision() -> None:
     d = isvc_dashboard(model="iris (skops)", canary_percent=10)
+    assert d.result is not None
     assert dict(d.result.table.split) == {"sklearn-iris-predictor-00002": 10, "sklearn-iris-predictor-00001": 90}
     assert d.result.manifest["spec"]["predictor"]["canaryTrafficPercent"] == 10
     d.set(canary_percent=100)
@@ -49,11 +52,13 @@ def test_canary_percent_splits_between_new_and_rolled_out_revision() -> None:
 
 def test_unchanged_predictor_makes_no_revision_so_a_canary_has_nothing_to_split() -> None:
     d = isvc_dashboard(canary_percent=20)
+    assert d.result is not None
     assert dict(d.result.table.split) == {"sklearn-iris-predictor-00001": 100}
 
 
 def test_scale_bounds_reach_the_revision_and_bad_ones_are_refused() -> None:
     d = isvc_dashboard(min_replicas=0, max_replicas=0)
+    assert d.result is not None
     revision = [o for o in d.result.objects if o["kind"] == "Revision"][-1]
     assert revision["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
     assert "autoscaling.knative.dev/max-scale" not in revision["metadata"]["annotations"]

@@ -9,6 +9,7 @@ from labkit.widgets.mesh_features import features_dashboard, istio_objects
 
 def test_without_sidecars_everything_is_plaintext_and_nobody_retries() -> None:
     d = features_dashboard()
+    assert d.result is not None
     r = d.result
     assert r.plaintext_share == 1.0
     assert {o.caller: o.denied + o.refused for o in r.outcomes} == {"frontend": 0, "sleep": 0, "legacy-job": 0}
@@ -19,6 +20,7 @@ def test_without_sidecars_everything_is_plaintext_and_nobody_retries() -> None:
 
 def test_retries_hide_the_flaky_pod_only_for_callers_with_a_sidecar() -> None:
     d = features_dashboard(sidecars=True)
+    assert d.result is not None
     before = d.result.outcome("frontend").ok
     d.set(attempts=3)
     r = d.result
@@ -29,6 +31,7 @@ def test_retries_hide_the_flaky_pod_only_for_callers_with_a_sidecar() -> None:
 
 def test_strict_resets_the_plaintext_client_and_permissive_lets_it_through() -> None:
     d = features_dashboard(sidecars=True, mtls="PERMISSIVE")
+    assert d.result is not None
     assert d.result.outcome("legacy-job").refused == 0 and d.result.outcome("legacy-job").plaintext
     assert not d.result.outcome("frontend").plaintext
     assert math.isclose(d.result.plaintext_share, 0.1)
@@ -39,6 +42,7 @@ def test_strict_resets_the_plaintext_client_and_permissive_lets_it_through() -> 
 
 def test_deny_by_principal_needs_mutual_tls() -> None:
     d = features_dashboard(sidecars=True, authz=True)
+    assert d.result is not None
     assert d.result.outcome("sleep").denied == 1.0
     assert d.result.outcome("frontend").denied == 0
     d.set(mtls="DISABLE")  # no certificate, no principal: the DENY rule cannot match
@@ -49,8 +53,10 @@ def test_deny_by_principal_needs_mutual_tls() -> None:
 
 def test_outlier_detection_and_pool_limits_change_the_simulation() -> None:
     d = features_dashboard(sidecars=True)
+    assert d.result is not None
     plain_ok = d.result.outcome("frontend").ok
     d.set(outlier_detection=True)
+    assert d.result.meshed is not None
     assert d.result.meshed.ejections > 0
     assert d.result.outcome("frontend").ok > plain_ok
     d.set(outlier_detection=False, circuit_breaking=True, arrival_rate=400.0)

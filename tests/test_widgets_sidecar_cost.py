@@ -42,6 +42,7 @@ def test_dashboard_controls_change_the_cost() -> None:
     rng = np.random.default_rng(3)
     mtls, plain = np.sort(rng.gamma(3, 0.2, 201)), np.sort(rng.gamma(3, 0.1, 201))
     d = sidecar_cost_dashboard(mtls, plain, depth=1, fanout=1)
+    assert d.result is not None
     shallow = d.result.added(50)
     d.set(depth=4, fanout=3)
     assert d.result.added(50) > 3 * shallow
@@ -53,4 +54,5 @@ def test_dashboard_controls_change_the_cost() -> None:
     d.set(rate=1000.0)
     assert d.result.sidecar_cpu_cores > 5 * cpu
     again = sidecar_cost_dashboard(mtls, plain, depth=4, fanout=3, mtls=False, rate=1000.0)
+    assert again.result is not None
     assert np.array_equal(again.result.meshed_ms, d.result.meshed_ms)

@@ -146,7 +146,7 @@ window.__labkit = (() => {
     disarm();
     const root = dashboard(d);
     const before = signature(root);
-    const w = {d, root, before, current: before, t0: null, first: null, last: null,
+    const w = {d, root, before, current: before, t0: null, first: null, last: null, armedAt: performance.now(),
                busySeen: false, idleAfterBusy: false, observers: [], listeners: []};
     const onInput = () => { if (w.t0 === null) w.t0 = performance.now(); };
     for (const type of ['keydown', 'change', 'click', 'input']) {
@@ -198,7 +198,7 @@ window.__labkit = (() => {
     const since = t => (t === null || w.t0 === null ? null : t - w.t0);
     return {changed, inputSeen: w.t0 !== null, firstMs: since(w.first), lastMs: since(w.last),
             busySeen: w.busySeen, settled: w.idleAfterBusy,
-            sinceInputMs: since(performance.now())};
+            sinceInputMs: since(performance.now()), sinceArmMs: performance.now() - w.armedAt};
   }
 
   // Labels, readouts and dropdowns whose text does not fit (ellipsis or cut), and controls cut
@@ -273,6 +273,14 @@ window.__labkit = (() => {
     return opened;
   }
 
+  // Resolves once the dashboard has been painted where it now is (JupyterLab 4 leaves cells
+  // out of view unpainted: content-visibility) with its pictures decoded.
+  async function painted(d) {
+    const images = Array.from(dashboard(d).querySelectorAll('img'));
+    await Promise.all(images.map(img => img.decode().catch(() => null)));
+    await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  }
+
   return {mark, arm, disarm, reading, signature: d => signature(dashboard(d)),
-          clipped: d => clipped(dashboard(d)), plots: d => plots(dashboard(d)), reveal};
+          clipped: d => clipped(dashboard(d)), plots: d => plots(dashboard(d)), reveal, painted};
 })();

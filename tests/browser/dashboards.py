@@ -3,7 +3,9 @@ how long the dashboard takes to show the result (the page side is dashboards.js)
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,12 @@ ATTEMPTS = 3
 RENDER_GRACE_MS = 1000
 """When the kernel's idle status reaches the page, what it sent before (outputs, widget state)
 has been handled; this margin only covers a renderer still at work on a loaded machine."""
+SILENT_MS = 3000
+ANSWERED = "r.changed || r.settled"
+SILENT = f"(!r.busySeen && r.sinceArmMs > {SILENT_MS})"
+"""A gesture that changed no widget value (a greyed-out control, a slider held at its end by
+rounding) sends the kernel nothing, so no answer will come: the kernel, idle after Run All,
+goes busy within milliseconds of a message, and 3 s without it means none was sent."""
 
 
 @dataclass
@@ -51,6 +59,13 @@ def install(page: Page) -> None:
 def find(page: Page) -> list[Dashboard]:
     """Number the dashboards now rendered and return them with their controls."""
     return [Dashboard(**d) for d in page.evaluate("() => window.__labkit.mark()")]
+
+
+def show(page: Page, dashboard: Dashboard) -> None:
+    """Scroll the dashboard into view and wait until it is painted, as a student sees it: what
+    is measured or photographed before that may be a cell JupyterLab has not drawn."""
+    page.locator(f'[data-labkit-dashboard="{dashboard.dashboard}"]').scroll_into_view_if_needed()
+    page.evaluate("(d) => window.__labkit.painted(d)", dashboard.dashboard)
 
 
 def clipped(page: Page, dashboard: Dashboard) -> list[dict[str, Any]]:
@@ -137,11 +152,13 @@ def move(page: Page, dashboard: Dashboard, control: dict[str, str], timeout_ms: 
         gestures.append(_act(page, control["kind"], locator, attempt))
         result.note = gestures[-1]
         # Changed, or the kernel handled the change and went idle: either way it has answered.
-        if not _wait(page, "r.changed || r.settled", timeout_ms):
+        if not _wait(page, f"{ANSWERED} || {SILENT}", timeout_ms):
             reading = page.evaluate("() => window.__labkit.reading()")
             result.note += f"; no answer within {timeout_ms / 1000:g} s ({reading})"
             continue
         if not _wait(page, "r.changed", RENDER_GRACE_MS):
+            if not page.evaluate("() => window.__labkit.reading().busySeen"):
+                result.note += "; nothing sent to the kernel"
             continue  # answered, showed nothing new: move further
         # The summary may come before the plot: the response ends when the kernel is idle.
         _wait(page, "r.settled", timeout_ms)
@@ -182,16 +199,26 @@ def _restore(page: Page, dashboard: Dashboard, kind: str, control: Locator, stat
              gestures: list[str], timeout_ms: float) -> bool:
     """Set a control back to `state`, one gesture at a time, each handled by the kernel before
     the next. True if the control shows `state` again."""
-    steps = []
+    steps: list[Callable[[], object]] = []
     if kind == "slider":
         # The steps back, then (a step clamped at an end is not undone so) the value typed in.
         handle = control.locator(".noUi-handle").first
         keys = [INVERSE[gesture.split()[0]] for gesture in reversed(gestures)]  # "ArrowRight (1 -> 2)"
-        steps += [lambda key=key: (handle.focus(), page.keyboard.press(key)) for key in keys]
+
+        def press(key: str) -> None:
+            handle.focus()
+            page.keyboard.press(key)
+
+        steps += [functools.partial(press, key) for key in keys]
         readout = control.locator(".widget-readout").first
         if readout.get_attribute("contenteditable") == "true":  # not a SelectionSlider's label
-            steps.append(lambda: (readout.click(), page.keyboard.press("Control+A"),
-                                  page.keyboard.type(state), page.keyboard.press("Enter")))
+            def type_in() -> None:
+                readout.click()
+                page.keyboard.press("Control+A")
+                page.keyboard.type(state)
+                page.keyboard.press("Enter")
+
+            steps.append(type_in)
     elif kind in ("dropdown", "select"):
         steps.append(lambda: control.locator("select").select_option(index=state))
     elif kind == "checkbox":
@@ -201,7 +228,11 @@ def _restore(page: Page, dashboard: Dashboard, kind: str, control: Locator, stat
     elif kind == "radio":
         steps.append(lambda: control.locator("input").nth(state).click())
     elif kind == "text":
-        steps.append(lambda: (control.locator("input, textarea").first.fill(state), page.keyboard.press("Enter")))
+        def fill() -> None:
+            control.locator("input, textarea").first.fill(state)
+            page.keyboard.press("Enter")
+
+        steps.append(fill)
     else:
         steps.append(control.click)
     for step in steps:
@@ -209,7 +240,7 @@ def _restore(page: Page, dashboard: Dashboard, kind: str, control: Locator, stat
             break
         page.evaluate("(d) => window.__labkit.arm(d)", dashboard.dashboard)
         step()
-        _wait(page, "r.settled", timeout_ms)
+        _wait(page, f"r.settled || {SILENT}", timeout_ms)
     return _state(kind, control) == state
 
 
@@ -222,7 +253,7 @@ def move_all(page: Page, dashboards: list[Dashboard], timeout_ms: float) -> list
     tried as a student would next: with bigger steps; after switching on, one by one and keeping
     them on, the switches that did change something (no sidecars, no retries); and, if it is
     greyed out, after moving the controls that enable it."""
-    moves = []
+    moves: list[Move] = []
     for d in dashboards:
         tried = {c["id"]: (move(page, d, c, timeout_ms, range(1)) if not _disabled(page, c)
                            else Move(d.dashboard, d.cell, c["label"], c["kind"], note="disabled"))
@@ -230,11 +261,11 @@ def move_all(page: Page, dashboards: list[Dashboard], timeout_ms: float) -> list
 
         def retry(control: dict[str, str], attempts: range, how: str) -> None:
             # B023: called only within this iteration, so the loop's d and tried are the ones meant.
-            again = move(page, d, control, timeout_ms, attempts)  # noqa: B023
-            again.attempts += tried[control["id"]].attempts  # noqa: B023
+            again = move(page, d, control, timeout_ms, attempts)  # noqa: B023 - this iteration's d and tried, as said above
+            again.attempts += tried[control["id"]].attempts  # noqa: B023 - this iteration's d and tried, as said above
             if again.changed:
                 again.note += how
-            tried[control["id"]] = again  # noqa: B023
+            tried[control["id"]] = again  # noqa: B023 - this iteration's d and tried, as said above
 
         # Bigger steps first, for sliders: a setting rounded by the model (a panic window in whole
         # seconds) shows a change only after a larger move; switching first could leave the
@@ -244,7 +275,8 @@ def move_all(page: Page, dashboards: list[Dashboard], timeout_ms: float) -> list
             retry(control, range(1, ATTEMPTS), "; moved further")
         switches = [c for c in d.controls if c["kind"] in SWITCHES and tried[c["id"]].changed]
         for switch in switches:  # grows as switched-on features make more switches matter
-            still = [c for c in d.controls if not tried[c["id"]].changed]
+            # Greyed-out controls wait for the last step, which enables them first.
+            still = [c for c in d.controls if not tried[c["id"]].changed and not _disabled(page, c)]
             if not still:
                 break
             _switch(page, d, switch, timeout_ms)
@@ -288,5 +320,5 @@ def _switch(page: Page, dashboard: Dashboard, control: dict[str, str], timeout_m
     page.evaluate("(id) => window.__labkit.reveal(id)", control["id"])
     page.evaluate("(d) => window.__labkit.arm(d)", dashboard.dashboard)
     _act(page, control["kind"], _control(page, control["id"]), 0)
-    _wait(page, "r.settled", timeout_ms)
+    _wait(page, f"r.settled || {SILENT}", timeout_ms)
     page.evaluate("() => window.__labkit.disarm()")

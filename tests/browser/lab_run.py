@@ -17,12 +17,12 @@ from typing import Any
 import dashboards
 from dashboards import Dashboard, Move
 from notebook import Notebook, Output
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, ViewportSize
 from processes import LabkitProcess, labkit_descendants, stop, wait_gone
 from server import JupyterLab
 
-VIEWPORT = {"width": 1366, "height": 768}
-WIDE_VIEWPORT = {"width": 1920, "height": 1080}
+VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
+WIDE_VIEWPORT: ViewportSize = {"width": 1920, "height": 1080}
 """A common laptop screen, the smallest the dashboards must fit (issue 11)."""
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 OPEN_TIMEOUT_MS = 120_000
@@ -151,9 +151,9 @@ class LabDriver:
             run.errors = nb.error_outputs()
             run.dashboards = dashboards.find(page)
             for d in run.dashboards:
+                dashboards.show(page, d)
                 run.clipped += [dict(p, dashboard=d.dashboard) for p in dashboards.clipped(page, d)]
                 run.plots += [dict(p, dashboard=d.dashboard) for p in dashboards.plot_sizes(page, d)]
-                page.locator(f'[data-labkit-dashboard="{d.dashboard}"]').scroll_into_view_if_needed()
                 run.screenshots.append(self._screenshot(f"{stem}-dashboard{d.dashboard}.png"))
 
             mark = time.monotonic()
@@ -162,12 +162,13 @@ class LabDriver:
             # Sections opened to reach controls (Accordion, Tab) are laid out now: look again.
             seen = {(p["dashboard"], p["kind"], p["name"]) for p in run.clipped}
             for d in run.dashboards:
+                dashboards.show(page, d)
                 run.clipped += [dict(p, dashboard=d.dashboard) for p in dashboards.clipped(page, d)
                                 if (d.dashboard, p["kind"], p["name"]) not in seen]
             # The other screen the issue names: a 1920x1080 desktop (wider columns side by side).
             page.set_viewport_size(WIDE_VIEWPORT)
             for d in run.dashboards:
-                page.locator(f'[data-labkit-dashboard="{d.dashboard}"]').scroll_into_view_if_needed()
+                dashboards.show(page, d)
                 run.clipped_wide += [dict(p, dashboard=d.dashboard) for p in dashboards.clipped(page, d)]
                 run.plots_wide += [dict(p, dashboard=d.dashboard) for p in dashboards.plot_sizes(page, d)]
             if run.dashboards:

@@ -62,6 +62,7 @@ def test_a_replica_that_outlives_its_parent_is_reported(wait_for: Callable[..., 
         wait_for(lambda: labkit_descendants(parent.pid), 30.0, "the replica to start")
         started = labkit_descendants(parent.pid)
         assert len(started) == 1 and "labkit.apps.httpbin" in started[0].command
+        assert parent.stdin is not None
         parent.stdin.close()  # the parent ends; nothing ends the replica
         parent.wait(timeout=30)
         assert wait_gone(started, timeout=1.0) == started
