@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -210,6 +210,10 @@ class KubeObject(KubeModel):
 
     name_rule: ClassVar[str] = "subdomain"
     """How the API server checks metadata.name: "subdomain", "label" or "label1035"."""
+
+    _ignored: dict[FieldPath, Any] = PrivateAttr(default_factory=dict)
+    """The fields `load()` dropped as ignorable (field path -> value as written): labkit does
+    not act on them, but a real cluster does, so `export()` writes them back."""
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -537,9 +541,9 @@ def _message(model: type[KubeObject], err: Mapping[str, Any], raw: str | None) -
     return f"{err['msg']}, got {_describe(value)}"
 
 
-def _drop_ignored(tp: Any, data: Any, path: FieldPath, found: list[tuple[FieldPath, str]]) -> Any:
+def _drop_ignored(tp: Any, data: Any, path: FieldPath, found: list[tuple[FieldPath, str, Any]]) -> Any:
     """`data` without the fields its models list in `ignored_fields`; each one dropped is added
-    to `found` as (field path, why it is harmless). Walks the data beside its model type."""
+    to `found` as (field path, why it is harmless, its value). Walks the data beside its model type."""
     tp = _unwrap(tp)
     origin = typing.get_origin(tp)
     if origin is list and isinstance(data, list):
@@ -556,7 +560,7 @@ def _drop_ignored(tp: Any, data: Any, path: FieldPath, found: list[tuple[FieldPa
         if key in fields:
             kept[key] = _drop_ignored(fields[key], value, path + (key,), found)
         elif key in tp.ignored_fields:
-            found.append((path + (key,), tp.ignored_fields[key]))
+            found.append((path + (key,), tp.ignored_fields[key], value))
         else:
             kept[key] = value  # unknown: validation reports it
     return kept
@@ -600,9 +604,9 @@ def _validate(doc: _Document) -> KubeObject | None:
         where = "apiVersion" if any(k == kind for _, k in _KINDS) else "kind"
         issue((where,), _unknown_kind_message(api_version, kind))
         return None
-    ignored: list[tuple[FieldPath, str]] = []
+    ignored: list[tuple[FieldPath, str, Any]] = []
     data = _drop_ignored(model, data, (), ignored)
-    for path, why in ignored:
+    for path, why, _ in ignored:
         doc.warnings.append(
             ManifestIssue(doc.file, doc.line_of(path), f"ignored: {why}", label, name,
                           format_path(path), severity="warning")
@@ -618,6 +622,7 @@ def _validate(doc: _Document) -> KubeObject | None:
     # (the API server, too, decodes before it validates).
     for path, message in obj.problems():
         issue(path, message)
+    obj._ignored = {path: value for path, _, value in ignored}
     return None if doc.issues else obj
 
 
@@ -723,16 +728,31 @@ def load_text(text: str) -> list[KubeObject]:
     return load(_YamlText(text))
 
 
+def _put(body: dict[str, Any], path: FieldPath, value: Any) -> None:
+    """Set `value` at `path` in `body` if the path's parents are all there."""
+    node: Any = body
+    for key in path[:-1]:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.setdefault(str(path[-1]), value)
+
+
 def export(objects: KubeObject | Iterable[KubeObject]) -> str:
     """Objects as multi-document YAML a Kubernetes API server accepts.
 
     Only fields that were set are written (defaults stay implicit, as in a hand-written
-    manifest), so load(export(x)) == x.
+    manifest), so load(export(x)) == x. Fields `load()` ignored are written back where they
+    were (a real cluster acts on them), unless the object has changed so that their place is gone.
     """
     items = [objects] if isinstance(objects, KubeObject) else list(objects)
     docs = []
     for obj in items:
         body = obj.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        for path, value in obj._ignored.items():
+            _put(body, path, value)
         body.pop("apiVersion", None)
         body.pop("kind", None)
         data = {"apiVersion": obj.api_version, "kind": obj.kind, **body}

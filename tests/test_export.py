@@ -191,6 +191,35 @@ def test_lab10_objects_export_without_running_them(tmp_path: Path) -> None:
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith(f"pvc://{MODEL_CLAIM}/")
 
 
+IGNORABLE = """
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: web}
+spec:
+  template:
+    spec:
+      nodeSelector: {disk: ssd}
+      containers:
+      - image: ghcr.io/knative/helloworld-go:latest
+        imagePullPolicy: IfNotPresent
+        resources: {requests: {cpu: 100m}, limits: {memory: 128Mi}}
+"""
+
+
+def test_fields_labkit_ignores_are_written_back_for_a_real_cluster(tmp_path: Path) -> None:
+    warnings: list[manifests.ManifestIssue] = []
+    [service] = manifests.load(IGNORABLE, warnings)
+    assert {w.path for w in warnings} >= {"spec.template.spec.nodeSelector",
+                                           "spec.template.spec.containers[0].resources.limits"}
+    assert manifests.load(manifests.export(service)) == [service]
+    write_export(export_objects([service.model_copy(deep=True)]), tmp_path)  # as cluster.objects() gives them
+    [document] = [d for d in _assert_real(tmp_path) if d["kind"] == "Service"]
+    pod = document["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"disk": "ssd"}
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "100m"}, "limits": {"memory": "128Mi"}}
+    assert pod["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+
+
 def test_a_running_cluster_exports_what_lab07_applied(tmp_path: Path) -> None:
     from labkit.cluster import LocalCluster
 
