@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,35 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-quic"]
 
 
+AT_ONCE = 3
+"""Labs whose Run All runs at the same time: their kernels mostly wait on live processes and
+timers, so three share 2 cores well."""
+
+
+def saved_run_seconds(notebook: Path) -> float:
+    """How long the lab's cells took when it was last executed: nbconvert and JupyterLab save
+    each cell's start and end in its metadata."""
+    total = 0.0
+    for cell in json.loads(notebook.read_text())["cells"]:
+        times = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in times and "shell.execute_reply" in times:
+            began, ended = (datetime.fromisoformat(times[k].replace("Z", "+00:00"))
+                            for k in ("iopub.execute_input", "shell.execute_reply"))
+            total += (ended - began).total_seconds()
+    return total
+
+
+def lab_groups() -> list[list[str]]:
+    """The labs in groups of AT_ONCE that run together, longest first, so the long Run Alls
+    wait for each other and not for a short one each."""
+    labs = sorted(LABS.glob("*.ipynb"), key=lambda path: (-saved_run_seconds(path), path.name))
+    names = [path.name for path in labs]
+    return [names[i:i + AT_ONCE] for i in range(0, len(names), AT_ONCE)]
+
+
 def lab_notebooks() -> list[str]:
-    return sorted(path.name for path in LABS.glob("*.ipynb"))
+    """Every lab, in the order they run (group by group)."""
+    return [notebook for group in lab_groups() for notebook in group]
 
 
 def chromium_path() -> str | None:
@@ -98,23 +126,22 @@ _drivers: dict[str, Any] = {}
 def lab_run(request: pytest.FixtureRequest, jupyterlab: Any, browser: Any, shots: Path) -> Any:
     """The lab, run once in the browser as a student runs it; the record of what happened.
 
-    Labs run two at a time (00 with 01, 02 with 03, ...) from Restart Kernel and Run All to the
-    end of the run: their kernels are separate processes, and on 2 cores this saves most of the
-    shorter lab's time. The dashboards are driven once both runs have ended, one lab at a time,
+    Labs run in groups (`lab_groups`) from Restart Kernel and Run All to the end of the run:
+    their kernels are separate processes, and on 2 cores this saves most of the shorter labs'
+    time. The dashboards are driven once every run of the group has ended, one lab at a time,
     so that the response times measured are not slowed by another lab's run.
     """
     from lab_run import LabDriver
 
-    labs = lab_notebooks()
-    first = labs.index(request.param) // 2 * 2
+    [group] = [g for g in lab_groups() if request.param in g]
     selected = {item.callspec.params.get("lab_run") for item in request.session.items
                 if hasattr(item, "callspec")}
-    pair = [notebook for notebook in labs[first:first + 2] if notebook in selected]
-    for notebook in pair:
+    together = [notebook for notebook in group if notebook in selected]
+    for notebook in together:
         if notebook not in _drivers and notebook not in _runs:
             _drivers[notebook] = LabDriver(jupyterlab, browser, notebook, shots)
             _drivers[notebook].start()
-    for notebook in pair:
+    for notebook in together:
         if notebook in _drivers:
             _drivers[notebook].wait_run()
     run = _drivers.pop(request.param).finish()
