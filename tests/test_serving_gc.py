@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from labkit.cluster import LocalCluster
-from labkit.serving.gc import NO_GC, GCConfig, RevisionRecord, collect
+from labkit.serving.gc import NO_GC, GCConfig, RevisionRecord, collect, routed
 from labkit.serving.service import configure_serving, knative_service
 
 HOUR = 3600.0
@@ -95,3 +95,9 @@ def test_live_old_revisions_are_deleted_with_their_pods(cluster: LocalCluster, w
     assert list(svc.revisions) == ["web-00001", "web-00003"]  # no-gc and the latest ready
     wait_for(lambda: old.replica_count == 0, 10, "its pods stopped")
     assert svc.collected == ["web-00002"]
+
+
+def test_routed_is_the_split_or_the_latest_created_revision() -> None:
+    assert routed("web-00001", {"web-00001"}, "web-00002")
+    assert routed("web-00002", {"web-00001"}, "web-00002")  # new, its route not settled yet
+    assert not routed("web-00000", {"web-00001"}, "web-00002")

@@ -23,12 +23,12 @@ creation time), ``pkg/gc/config.go`` and ``config/core/configmaps/gc.yaml`` (def
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from labkit.serving.autoscaler_config import parse_go_duration
 
-__all__ = ["NO_GC", "GCConfig", "RevisionRecord", "collect"]
+__all__ = ["NO_GC", "GCConfig", "RevisionRecord", "collect", "routed"]
 
 NO_GC = "serving.knative.dev/no-gc"
 DISABLED = "disabled"
@@ -104,6 +104,14 @@ class RevisionRecord:
     @property
     def last_active(self) -> float:
         return self.last_routing_change if self.last_routing_change is not None else self.created
+
+
+def routed(revision: str, in_split: Collection[str], latest_created: str | None) -> bool:
+    """A revision's routing state as the collector reads it: referenced while the route's
+    split holds it, and the latest created one counts too until its route is settled (Knative
+    labels a new revision ``pending``, not ``reserve``). When this flips, its last-active time
+    is now; the live Service and the revisions simulator both ask here."""
+    return revision in in_split or revision == latest_created
 
 
 def _active(rev: RevisionRecord, latest_ready: str | None) -> bool:

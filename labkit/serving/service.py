@@ -73,6 +73,7 @@ from labkit.serving.autoscaler_config import (
 from labkit.serving.autoscaler_loop import AutoscalerLoop
 from labkit.serving.constants import ACTIVATOR_QUEUE_DEPTH, HPA_SYNC_SECONDS
 from labkit.serving.gc import GCConfig, RevisionRecord, collect
+from labkit.serving.gc import routed as gc_routed
 from labkit.serving.metrics import render
 from labkit.serving.models import (
     API_VERSION,
@@ -476,7 +477,7 @@ class KnativeServiceController:
         self.table = table
         routed = table.routed
         for name, revision in self.revisions.items():
-            reachable = name in routed or name == self.latest_created
+            reachable = gc_routed(name, routed, self.latest_created)
             if reachable != revision.reachable:
                 revision.reachable = reachable
                 revision.routing_changed = time.monotonic()

@@ -55,6 +55,7 @@ import simpy
 from labkit.params import check_range, check_seed
 from labkit.serving.autoscaler_config import AutoscalerConfig
 from labkit.serving.gc import GCConfig, RevisionRecord, collect
+from labkit.serving.gc import routed as gc_routed
 from labkit.serving.progress_deadline import (
     PROGRESS_DEADLINE_MESSAGE,
     PROGRESS_DEADLINE_REASON,
@@ -268,7 +269,7 @@ class _Service:
         changed = False
         routed = {name for name, _ in split}
         for rev in self.revisions.values():
-            reachable = rev.name in routed or rev.name == self.latest_created
+            reachable = gc_routed(rev.name, routed, self.latest_created)
             if reachable != rev.reachable:
                 rev.reachable, rev.routing_changed, changed = reachable, now, True
         if changed:  # a Revision's routing-state label changed: GC is enqueued
