@@ -17,7 +17,9 @@ What a cell in lab 10 would otherwise repeat:
   the model monitors' `/feedback` a little later, as labels arrive later in production. A
   label that reaches the monitor before the logged prediction (the logger is asynchronous) is
   sent again later. `send(n)` runs n requests and returns; `with traffic:` runs until the block
-  ends (for a rollout).
+  ends (for a rollout). `rate` paces the requests as fortio's `-qps` does (request i is due i/rate
+  seconds after the start), as users arrive at their own pace; without it every worker sends its
+  next request as soon as the last is answered.
 * `watch_rollout(...)`: poll a Canary's status until the rollout started by the last apply ends
   (Flagger's "Promotion completed!" or "Canary failed!" event), keeping each change of phase
   and canary weight; `timeline(detail)`: a Canary's events as (seconds since the first, type,
@@ -30,6 +32,7 @@ depend on thread timing (who *answers* does: that is the traffic split).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import sys
 import threading
@@ -46,6 +49,7 @@ import httpx
 import numpy as np
 
 from labkit.inference.runtimes import load_model
+from labkit.params import check_range
 
 __all__ = ["MODELS", "ModelTraffic", "holdout", "holdout_accuracy", "inference_service",
            "knative_model_service", "model_deployment", "timeline", "watch_rollout"]
@@ -142,12 +146,15 @@ class ModelTraffic:
 
     def __init__(self, url: str, *, proxy: str | None = None, monitors: Sequence[str] = (),
                  rows: int = 10, users: int | None = None, user_header: str = "x-user",
-                 headers: Mapping[str, str] | None = None, seed: int = 0, workers: int = 4) -> None:
+                 headers: Mapping[str, str] | None = None, seed: int = 0, workers: int = 4,
+                 rate: float | None = None) -> None:
         self.url = url.rstrip("/") + "/v2/models/digits/infer"
         self.monitors = [m.rstrip("/") + "/feedback" for m in monitors]
         self.rows, self.users, self.user_header = rows, users, user_header
         self.headers = dict(headers or {})
         self.seed, self.workers = seed, workers
+        self.rate = None if rate is None else check_range("rate", rate, 0, math.inf, closed="neither")
+        """Requests per second over all workers, or None: as fast as they are answered."""
         self.served: Counter[str] = Counter()
         """Who answered: model version (or revision), or `HTTP <code>`."""
         self.by_user: dict[str, Counter[str]] = defaultdict(Counter)
@@ -163,6 +170,8 @@ class ModelTraffic:
         """(due time, attempts, monitor index, request id, labels)"""
         self._lock = threading.Lock()
         self._next = 0
+        self._paced_from = (0, 0.0)
+        """(request index, monotonic time) the pacing counts from: the start of a run."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -205,7 +214,18 @@ class ModelTraffic:
             if self._stop.is_set():
                 return None
             index, self._next = self._next, self._next + 1
-            return index
+        self._stop.wait(self._until_due(index))  # a rollout's end stops a paced wait at once
+        return None if self._stop.is_set() else index
+
+    def _start_pacing(self) -> None:
+        self._paced_from = (self._next, time.monotonic())
+
+    def _until_due(self, index: int) -> float:
+        """Seconds until request `index` is due (0 or less: now)."""
+        if self.rate is None:
+            return 0.0
+        first, started = self._paced_from
+        return started + (index - first) / self.rate - time.monotonic()
 
     # --- feedback ------------------------------------------------------------------------
 
@@ -250,10 +270,16 @@ class ModelTraffic:
 
     def send(self, n: int) -> ModelTraffic:
         """Send n requests (over `workers` connections) and their labels; return self."""
+        self._start_pacing()
         start = self._next
         self._next += n
+
+        def paced(index: int) -> None:
+            time.sleep(max(0.0, self._until_due(index)))
+            self._request(index)
+
         with ThreadPoolExecutor(self.workers) as pool:
-            list(pool.map(self._request, range(start, start + n)))
+            list(pool.map(paced, range(start, start + n)))
         self.settle()
         return self
 
@@ -263,6 +289,7 @@ class ModelTraffic:
 
     def __enter__(self) -> ModelTraffic:
         self._stop.clear()
+        self._start_pacing()
         self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(self.workers)]
         self._threads.append(threading.Thread(target=self._feedback_loop, daemon=True))
         for thread in self._threads:

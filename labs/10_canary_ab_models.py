@@ -233,7 +233,7 @@ print("✓ all three ways sent about 10 % to the new version, inside the binomia
 #   template to the primary, route everything back to it); `threshold` failed checks: **roll back**.
 #
 # Intervals are 2 s here so the lab runs in reasonable time; in production they are minutes. Users keep
-# sending requests (20 digits each) and, a moment later, the true labels, all the time.
+# sending requests (20 a second, 20 digits each) and, a moment later, the true labels, all the time.
 
 # %% tags=["id-flagger-yaml"]
 print((MANIFESTS / "lab10-canary.yaml").read_text())
@@ -248,7 +248,7 @@ CANARY = yaml.safe_load((MANIFESTS / "lab10-canary.yaml").read_text())
 cluster.apply([PROD, model_deployment("v1", name="digits", namespace="prod")])
 cluster.apply(CANARY)
 users = ModelTraffic("http://digits.prod", proxy=plane.client("prod").outbound_url,
-                     monitors=[MONITOR], rows=20, workers=3)
+                     monitors=[MONITOR], rows=20, workers=3, rate=20)
 print(cluster.get("Canary", "digits", "prod").status.detail["status"]["phase"])
 
 

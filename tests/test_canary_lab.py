@@ -4,6 +4,8 @@ become, and users whose labels reach the model monitor over real HTTP."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from labkit.canary_lab import (
 from labkit.cluster import LocalCluster
 from labkit.core.models import Deployment
 from labkit.manifests import load_text
+from labkit.params import ParameterError
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
 LAB10 = sorted(MANIFESTS.glob("lab10-*.yaml"))
@@ -88,3 +91,37 @@ def test_users_labels_reach_the_monitor_and_agree_with_the_clients_count() -> No
     assert users.labelled == row["labelled"] == 200
     assert row["correct"] == users.correct["v3"] and row["version"] == "v3"
     assert sum(sum(c.values()) for c in users.by_user.values()) == 40 and len(users.by_user) <= 7
+
+
+def _answering_v9(arrivals: list[float], fifth: threading.Event) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        arrivals.append(time.monotonic())
+        if len(arrivals) >= 5:
+            fifth.set()
+        rows = json.loads(request.content)["inputs"][0]["shape"][0]
+        return httpx.Response(200, json={"model_version": "v9", "outputs": [{"data": [0] * rows}]})
+
+    return httpx.MockTransport(handler)
+
+
+def test_paced_users_send_request_i_no_sooner_than_i_over_rate_after_the_start() -> None:
+    arrivals: list[float] = []
+    fifth = threading.Event()
+    users = ModelTraffic("http://digits", rows=2, workers=4, rate=50)
+    users._http = httpx.Client(transport=_answering_v9(arrivals, fifth))
+    started = time.monotonic()
+    users.send(10)
+    assert users.served == {"v9": 10}
+    assert all(at - started >= i / 50 for i, at in enumerate(sorted(arrivals)))
+    # the pacing counts from each run's start: a second run is not owed the time since the first
+    arrivals.clear()
+    fifth.clear()
+    started = time.monotonic()
+    with users:
+        assert fifth.wait(timeout=10)
+    assert all(at - started >= i / 50 for i, at in enumerate(sorted(arrivals)))
+
+
+def test_a_rate_that_is_not_a_positive_number_is_refused_by_name() -> None:
+    with pytest.raises(ParameterError, match=r"rate must be a number in the range \(0, inf\), got 0"):
+        ModelTraffic("http://digits", rate=0)
