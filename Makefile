@@ -24,14 +24,19 @@ lab: $(STAMP)
 	$(BIN)/labkit lab
 
 # The peer venv needs the network, so only `make test` builds it; `make unit` runs without it
-# (the one `peer` test then skips and says how to build it). Two pairs run side by side, each
-# one's output kept together: the peer venv (pip waits on disk and network) with `make lint`
-# (mypy takes one core), and nbval with the browser tests (both run every lab; their kernels
-# mostly wait on live processes and timers). The system packages come first: one apt at a time.
+# (the one `peer` test then skips and says how to build it). The browser tests, whose run is
+# mostly waiting (on live processes, timers and the page), go beside everything else, done one
+# after the other: the peer venv with `make lint` (pip waits on disk and network, mypy takes one
+# core), then nbval, then the unit tests (both take every core they get). Each target's output is
+# kept together (--output-sync); the system packages come first: one apt at a time.
 test: $(STAMP) prometheus chromium
-	$(MAKE) --no-print-directory -j2 --output-sync=target $(KSERVE_PEER) lint
+	$(MAKE) --no-print-directory -j3 --output-sync=target browser checks
+
+.PHONY: checks
+checks:
+	$(MAKE) --no-print-directory --output-sync=target $(KSERVE_PEER) lint
+	$(MAKE) --no-print-directory labs
 	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory -j2 --output-sync=target labs browser
 
 $(KSERVE_PEER): bench/bench_inference.py | $(STAMP)
 	$(BIN)/python bench/bench_inference.py --setup-peers --peer kserve > $(VENV)/peer.log 2>&1 || (cat $(VENV)/peer.log; exit 1)
