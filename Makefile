@@ -13,11 +13,14 @@ KSERVE_PEER := bench/.venv/kserve/.installed
 
 setup: $(STAMP)
 
-# Re-install only when the project's dependencies change.
+# Re-install only when the project's dependencies change. labkit's bytecode is compiled here, as
+# pip compiles the dependencies': with PYTHONDONTWRITEBYTECODE set (CI images often set it) every
+# replica, kernel and test worker would compile the modules it imports again.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]' > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(BIN)/python -m compileall -q labkit > /dev/null
 	touch $(STAMP)
 
 lab: $(STAMP)
