@@ -141,7 +141,10 @@ for span in [s for s in trace if s["trace_id"] == trace_id]:
 # %% tags=["id-path-check"]
 assert len(with_mtls) == len(without_mtls) == 300
 assert mtls_requests >= 300 and plain_requests >= 300, "the server sidecar saw both kinds of connection"
-assert on["end to end"] > on["no mesh"] and off["end to end"] > off["no mesh"], "two proxies cost time"
+# Request by request (each pair sent back to back): on a busy machine the two medians can come out
+# equal, the difference within a pair does not.
+assert all(statistics.median(r["end to end"] - r["no mesh"] for r in rows) > 0
+           for rows in (with_mtls, without_mtls)), "two proxies cost time"
 assert on["predict"] > on["decode"] and on["predict"] > on["encode"]
 assert on["queue-proxy"] > 0 and off["queue-proxy"] > 0, "each request's queue-proxy timed itself"
 assert pids and not any(process_alive(pid) for pid in pids), "the cluster should have stopped the model server"

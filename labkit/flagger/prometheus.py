@@ -220,16 +220,25 @@ class Prometheus:
 
     def wait_for_scrape(self, after: float | None = None, timeout: float = 30.0) -> None:
         """Block until every target was scraped, successfully, after `after` (epoch seconds;
-        default now): from then on a query sees what the targets had at `after`."""
+        default now): from then on a query sees what the targets had at `after`.
+
+        The targets API reports a scrape before its samples are committed (Prometheus'
+        scrape loop reports, then appends `up` and commits), so a scrape counts once a query
+        also sees its `up` sample."""
         after = time.time() if after is None else after
         wanted = {t.url for t in self.targets}
         deadline = time.monotonic() + timeout
         while True:
             active = self.api("/api/v1/targets?state=active")["activeTargets"]
             seen = {t["scrapeUrl"]: t for t in active}
+            committed: dict[str, float] = {}  # instance (host:port) -> its oldest `up` sample
+            for sample in self.api("/api/v1/query?query=timestamp%28up%29")["result"]:
+                instance = sample["metric"].get("instance", "")
+                committed[instance] = min(committed.get(instance, math.inf), float(sample["value"][1]))
             pending = [url for url in sorted(wanted)
                        if url not in seen or seen[url]["health"] != "up"
-                       or _timestamp(seen[url]["lastScrape"]) <= after]
+                       or _timestamp(seen[url]["lastScrape"]) <= after
+                       or committed.get(urlsplit(url).netloc, -math.inf) <= after]
             if not pending:
                 return
             if time.monotonic() > deadline:
