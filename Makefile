@@ -27,18 +27,19 @@ lab: $(STAMP)
 	$(BIN)/labkit lab
 
 # The peer venv needs the network, so only `make test` builds it; `make unit` runs without it
-# (the one `peer` test then skips and says how to build it). The browser tests, whose run is
-# mostly waiting (on live processes, timers and the page), go beside everything else, done one
-# after the other: the peer venv with `make lint` (pip waits on disk and network, mypy takes one
-# core), then nbval, then the unit tests (both take every core they get). Each target's output is
-# kept together (--output-sync); the system packages come first: one apt at a time.
+# (the one `peer` test then skips and says how to build it). Every core is busy throughout, so
+# the order is what keeps the machine full: the browser tests (a long run, mostly waiting on live
+# processes, timers and the page) start at once, beside the peer venv (pip, mostly disk and
+# network) and `make lint`; then nbval; then the unit tests, once nbval and the peer venv are done.
+# Each target's output is kept together (--output-sync); the system packages come first: one
+# apt at a time.
 test: $(STAMP) prometheus chromium
-	$(MAKE) --no-print-directory -j3 --output-sync=target browser checks
+	$(MAKE) --no-print-directory -j3 --output-sync=target browser test-unit
 
-.PHONY: checks
-checks:
-	$(MAKE) --no-print-directory --output-sync=target $(KSERVE_PEER) lint
+.PHONY: test-labs test-unit
+test-labs: lint
 	$(MAKE) --no-print-directory labs
+test-unit: test-labs $(KSERVE_PEER)
 	$(MAKE) --no-print-directory unit
 
 $(KSERVE_PEER): bench/bench_inference.py | $(STAMP)

@@ -32,10 +32,11 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labkit import http1
+from labkit.params import check_range
 from labkit.stats import percentile, percentiles
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Bucket",
     "LoadResult",
     "add_load_arguments",
+    "compare",
     "parse_duration",
     "run",
     "run_async",
@@ -378,6 +380,39 @@ def run(url: str, *, requests: int | None = None, duration: float | None = None,
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def compare(targets: Mapping[str, Mapping[str, Any]], *, requests: int, rounds: int = 10,
+            **common: Any) -> dict[str, LoadResult]:
+    """Load several targets to compare them: `requests` each, sent in `rounds` turns, target
+    after target, so that a machine that gets busier or quieter meanwhile weighs on every
+    target alike (one whole run after another would charge the change to one of them).
+
+    `targets` maps a name to `run`'s arguments for it (`url` and any others); `common` are
+    arguments for all. Each target's result is its turns combined: latencies in the order
+    measured, counts summed, duration the time its own turns took.
+    """
+    check_range("rounds", rounds, 1, integer=True)
+    check_range("requests", requests, rounds, integer=True)
+    turns: dict[str, list[LoadResult]] = {name: [] for name in targets}
+    for turn in range(rounds):
+        share = requests // rounds + (turn < requests % rounds)
+        for name, arguments in targets.items():
+            turns[name].append(run(**{**common, **arguments, "requests": share}))
+    return {name: _combined(results) for name, results in turns.items()}
+
+
+def _combined(results: Sequence[LoadResult]) -> LoadResult:
+    first = results[0]
+    return replace(
+        first,
+        duration=sum(r.duration for r in results),
+        status_counts=dict(sum((Counter(r.status_counts) for r in results), Counter())),
+        errors=dict(sum((Counter(r.errors) for r in results), Counter())),
+        latencies=tuple(latency for r in results for latency in r.latencies),
+        connections=sum(r.connections for r in results),
+        bytes_received=sum(r.bytes_received for r in results),
+    )
 
 
 # -- command line: labkit load URL -------------------------------------------------------------

@@ -257,13 +257,13 @@ print("✓ sleep's sidecar routes httpbin with LEAST_REQUEST over mTLS, per the 
 
 # %% tags=["nbval-ignore-output", "id-overhead"]
 cluster.delete("networking.istio.io/v1/VirtualService", "httpbin")
-runs = {
-    "direct to the app": load.run(app_port_url + "/get", requests=2000, concurrency=1),
-    "1 sidecar (inbound)": load.run(httpbin_sidecar.inbound_url + "/get", requests=2000, concurrency=1,
-                                    headers={"Host": "httpbin:8000"}),
-    "2 sidecars, mTLS": load.run("http://httpbin:8000/get", requests=2000, concurrency=1,
-                                 proxy=sleep.outbound_url),
-}
+# load.compare sends the 2000 requests of each path in 10 turns, path after path, so that the
+# machine getting busier or quieter meanwhile weighs on every path alike.
+runs = load.compare({
+    "direct to the app": {"url": app_port_url + "/get"},
+    "1 sidecar (inbound)": {"url": httpbin_sidecar.inbound_url + "/get", "headers": {"Host": "httpbin:8000"}},
+    "2 sidecars, mTLS": {"url": "http://httpbin:8000/get", "proxy": sleep.outbound_url},
+}, requests=2000, concurrency=1)
 cluster.apply('''
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication

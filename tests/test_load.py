@@ -115,6 +115,18 @@ def test_counts_connections_and_percentile_order(rec: Recorder) -> None:
     assert result.success_rate == 1.0 and result.bytes_received > 40 * 5
 
 
+def test_compare_sends_each_targets_requests_in_turns_and_combines_them(rec: Recorder) -> None:
+    runs = load.compare({"a": {"url": rec.url + "/a"}, "b": {"url": rec.url + "/status/503"}},
+                        requests=7, rounds=3, concurrency=1)
+    # turns of 3, 2 and 2 requests, target after target
+    assert rec.targets == ["/a"] * 3 + ["/status/503"] * 3 + (["/a"] * 2 + ["/status/503"] * 2) * 2
+    assert runs["a"].status_counts == {200: 7} and runs["b"].status_counts == {503: 7}
+    assert len(runs["a"].latencies) == 7 and runs["a"].connections == 3  # a connection per turn
+    assert runs["a"].url == rec.url + "/a" and runs["a"].concurrency == 1
+    with pytest.raises(ValueError, match=r"requests must be an integer in the range \[3, inf\), got 2"):
+        load.compare({"a": {"url": rec.url}}, requests=2, rounds=3)
+
+
 def test_status_codes_are_counted(rec: Recorder) -> None:
     result = load.run(rec.url + "/status/503", requests=10, concurrency=2)
     assert result.status_counts == {503: 10} and result.ok == 0 and result.success_rate == 0.0
