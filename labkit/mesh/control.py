@@ -338,28 +338,32 @@ class ControlPlane:
             self._sync_scheduled = False
             if self._closed:
                 return
-            state = self._state
             pods = [p for p in self.cluster.pods.all() if p.ready]
-            await self._reconcile_sidecars(state, pods)
+            await self._reconcile_sidecars(pods)
             self.version += 1
-            self.mesh = self._build(state, pods)
+            self.mesh = self._build(self._state, pods)
             for sidecar in self.sidecars():
                 sidecar.push(self.mesh)
 
-    async def _reconcile_sidecars(self, state: _State, pods: list[Pod]) -> None:
+    async def _reconcile_sidecars(self, pods: list[Pod]) -> None:
         for key, sidecar in list(self._workloads.items()):
             if key in self._admitted:
                 continue  # admitted by an apply() still running: its Deployment comes next
+            # The latest state, read after the admitted check: `changed()` replaces the state
+            # before it clears the admitted set, and a close below awaits, letting it run. A
+            # state read when this sync began can predate a Deployment applied meanwhile.
+            state = self._state
             deployment = state.deployments.get(key)
             if deployment is None or not should_inject(deployment, state.namespaces.get(key[0], {})):
                 await sidecar.close()
-                del self._workloads[key]
+                if self._workloads.get(key) is sidecar:  # not replaced while it closed
+                    del self._workloads[key]
         by_workload: dict[tuple[str, str], list[Pod]] = {}
         for pod in pods:
             owner_kind, _, owner = pod.owner.partition("/")
             if owner_kind == "Deployment":
                 by_workload.setdefault((pod.namespace, owner), []).append(pod)
-        for key, sidecar in self._workloads.items():
+        for key, sidecar in list(self._workloads.items()):  # an admit may add one meanwhile
             current = {p.name: p for p in by_workload.get(key, [])}
             for name in list(sidecar.inbound_ports):
                 if name not in current:
