@@ -394,6 +394,11 @@ def compare(targets: Mapping[str, Mapping[str, Any]], *, requests: int, rounds: 
     """
     check_range("rounds", rounds, 1, integer=True)
     check_range("requests", requests, rounds, integer=True)
+    for name, arguments in targets.items():
+        if "url" not in arguments:
+            raise ValueError(f"target {name!r}: no url (got {sorted(arguments)})")
+        if "requests" in arguments or "duration" in arguments:
+            raise ValueError(f"target {name!r}: requests are set for all targets, by compare's `requests`")
     turns: dict[str, list[LoadResult]] = {name: [] for name in targets}
     for turn in range(rounds):
         share = requests // rounds + (turn < requests % rounds)

@@ -125,6 +125,9 @@ def test_compare_sends_each_targets_requests_in_turns_and_combines_them(rec: Rec
     assert runs["a"].url == rec.url + "/a" and runs["a"].concurrency == 1
     with pytest.raises(ValueError, match=r"requests must be an integer in the range \[3, inf\), got 2"):
         load.compare({"a": {"url": rec.url}}, requests=2, rounds=3)
+    with pytest.raises(ValueError, match=r"target 'b': no url \(got \['proxy'\]\)"):
+        load.compare({"a": {"url": rec.url}, "b": {"proxy": rec.url}}, requests=4, rounds=2)
+    assert rec.targets == ["/a"] * 3 + ["/status/503"] * 3 + (["/a"] * 2 + ["/status/503"] * 2) * 2  # none sent
 
 
 def test_status_codes_are_counted(rec: Recorder) -> None:
