@@ -247,6 +247,8 @@ PROD = {"apiVersion": "v1", "kind": "Namespace",
 CANARY = yaml.safe_load((MANIFESTS / "lab10-canary.yaml").read_text())
 cluster.apply([PROD, model_deployment("v1", name="digits", namespace="prod")])
 cluster.apply(CANARY)
+# 20 requests a second, as the load test in Flagger's tutorials sends (`hey -z 1m -q 10 -c 2`:
+# 10 per second from each of 2 workers)
 users = ModelTraffic("http://digits.prod", proxy=plane.client("prod").outbound_url,
                      monitors=[MONITOR], rows=20, workers=3, rate=20)
 print(cluster.get("Canary", "digits", "prod").status.detail["status"]["phase"])
