@@ -22,6 +22,15 @@ def test_dashboard_shows_the_simulators_numbers(dash):
     assert dash.figure is not None and len(dash.figure.axes) == 4
 
 
+def test_the_reused_figure_draws_what_a_new_one_would(dash, headless_dashboard):
+    figure = dash.figure
+    dash.set(hosts=6, failing_hosts=2, failure_rate=1.0, outlier_detection=True)
+    dash.set(hosts=2, failing_hosts=1, failure_rate=0.5, outlier_detection=False, attempts=2)
+    fresh = headless_dashboard(mesh_dashboard, duration=10.0, hosts=2, attempts=2)
+    assert dash.figure is figure and len(figure.axes) == 4
+    assert dash.png == fresh.png  # no bar, tick or line left over from the 6-host run
+
+
 def test_retries_raise_the_success_rate(dash):
     before, runs = dash.result.success_rate, dash.runs
     dash.controls["attempts"].value = 2

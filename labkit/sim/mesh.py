@@ -227,15 +227,14 @@ class _Model:
                     return router.on_result(Outcome.of(PER_TRY_TIMEOUT), self.clock.now(), reached_host=False)
             self.max_active = max(self.max_active, self.pool.active_requests)
             self.try_log.append((self.clock.now(), host))
-            answer = self.env.process(self._serve(host))
-            if until is None:
-                yield answer
+            if until is None:  # nothing can interrupt the try: serve it in this process, no event for it
+                status = yield from self._serve(host)
             else:
+                answer = self.env.process(self._serve(host))
                 yield answer | self.env.timeout(max(until - self.clock.now(), 0.0))
-            if answer.triggered:
+                status = answer.value if answer.triggered else None  # _serve's return: the host's status
+            if status is not None:
                 self._wake(self.pool.release(lease))
-                status = answer.value  # _serve's return: the host's status code
-                assert isinstance(status, int)
                 return router.on_result(Outcome.response(status), self.clock.now())
             # Timed out: the stream is reset, and an HTTP/1.1 connection cannot be reused.
             self._wake(self.pool.release(lease, reusable=False))
