@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -165,7 +165,8 @@ class _Model:
         self.hosts = [f"backend-{i}" for i in range(hosts)]
         self.failing = tuple(self.hosts[:failing_hosts])
         self.fail_p = {h: failure_rate if h in self.failing else base_failure_rate for h in self.hosts}
-        self.workers = {h: simpy.Resource(env, capacity=host_concurrency) for h in self.hosts}
+        self.host_concurrency = host_concurrency
+        self.host_queue: dict[str, deque[simpy.Event]] = {h: deque() for h in self.hosts}
         self.service_time, self.connect_time = service_time, connect_time
         self.retry, self.timeout = retry, timeout
         self.pool = ConnectionPool(limits)
@@ -197,11 +198,19 @@ class _Model:
     # -- one try on one host ----------------------------------------------------------------
 
     def _serve(self, host: str) -> Any:
-        with self.workers[host].request() as slot:
-            yield slot
+        # The host's workers, first come first served (what simpy.Resource does, without an event
+        # for a try that finds a worker free: this loop runs for every try of every dashboard change).
+        if self.in_service[host] < self.host_concurrency:
             self.in_service[host] += 1
             self.max_in_service[host] = max(self.max_in_service[host], self.in_service[host])
-            yield self.env.timeout(self.rng_service.expovariate(1.0 / self.service_time))
+        else:
+            turn = self.env.event()
+            self.host_queue[host].append(turn)
+            yield turn  # a finishing try hands its worker over
+        yield self.env.timeout(self.rng_service.expovariate(1.0 / self.service_time))
+        if self.host_queue[host]:
+            self.host_queue[host].popleft().succeed()
+        else:
             self.in_service[host] -= 1
         return 503 if self.rng_fail.random() < self.fail_p[host] else 200
 
