@@ -67,6 +67,17 @@ def test_pool_limits_cap_in_flight_load_and_overflow_with_uo() -> None:
     assert set(r.status_counts) == {200, 503}
 
 
+def test_a_host_queues_what_its_workers_cannot_take() -> None:
+    # One worker, exponential service of 10 ms, Poisson arrivals at 50/s: an M/M/1 queue, whose
+    # mean time in the system is 1 / (mu - lambda) = 20 ms; with 8 workers nobody waits (10 ms).
+    common: dict[str, Any] = {"hosts": 1, "failing_hosts": 0, "arrival_rate": 50.0, "duration": 200.0, "connect_time": 0.0}
+    queued = simulate_mesh(**common, host_concurrency=1)
+    free = simulate_mesh(**common, host_concurrency=8)
+    assert queued.max_in_service == {"backend-0": 1} and queued.success_rate == 1.0
+    assert queued.mean_latency == pytest.approx(0.020, rel=0.1)
+    assert free.mean_latency == pytest.approx(0.010, rel=0.1)
+
+
 def test_http2_max_requests_caps_active_requests() -> None:
     r = simulate_mesh(**SHORT, failing_hosts=0, connection_pool={"http": {"http2MaxRequests": 2}})
     assert r.max_active_requests <= 2 and r.overflows > 0
