@@ -167,7 +167,7 @@ class MeshPlots:
     ticks was half of a redraw (issue 11: a change should answer in about 200 ms)."""
 
     def __init__(self) -> None:
-        self.figure = new_figure(3.3, left=0.06, right=0.99, wspace=0.42, bottom=0.2)
+        self.figure = new_figure(3.3, left=0.07, right=0.99, wspace=0.42, bottom=0.2)
         self.success, self.load, self.hosts = self.figure.subplots(1, 3)
         (self.success_line,) = self.success.plot([], [])
         self.success.set(xlabel="time (s)", ylabel="%", ylim=(0, 105))
@@ -178,8 +178,8 @@ class MeshPlots:
                                                  label="hosts ejected")
         self.ejected.set_ylabel("hosts ejected")
         self.load.legend(loc="upper right", fontsize="small")
-        self.hosts.set(title="tries per host (red: failing)", ylabel="tries")
-        self.hosts.tick_params(axis="x", labelrotation=45)
+        # Hosts by number and no y label: ten names, or a y label beside the twin axis's, do not fit.
+        self.hosts.set(title="tries per host (red: failing)", xlabel="host (backend-N)")
         self.bars: BarContainer | None = None
 
     def show(self, r: MeshSimResult) -> None:
@@ -194,7 +194,7 @@ class MeshPlots:
         names = list(r.tries_per_host)
         self.bars = self.hosts.bar(range(len(names)), [r.tries_per_host[h] for h in names],
                                    color=["tab:red" if h in r.failing_hosts else "tab:blue" for h in names])
-        self.hosts.set_xticks(range(len(names)), names)
+        self.hosts.set_xticks(range(len(names)), [name.removeprefix("backend-") for name in names])
         for axes in (self.success, self.load, self.hosts):
             axes.relim()
             axes.autoscale_view()
