@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psutil
 
+from labkit.files import write_atomic
+
 __all__ = [
     "OWNER_ENV",
     "RUN_DIR_ENV",
@@ -136,9 +138,7 @@ def record(entry: RunRecord) -> None:
     """Write `entry` (atomically: a reader never sees half a file)."""
     try:
         folder = run_dir()
-        temporary = folder / f".{entry.pid}.json.tmp"
-        temporary.write_text(entry.to_json())
-        temporary.replace(folder / f"{entry.pid}.json")
+        write_atomic(folder / f"{entry.pid}.json", entry.to_json())
     except OSError as exc:
         # The lifeline still ends the process with its owner; only ps and doctor see less.
         warnings.warn(f"labkit: cannot record pid {entry.pid} in the run registry: {exc}",

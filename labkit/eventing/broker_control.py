@@ -34,6 +34,7 @@ from labkit.eventing.registry import (
     registry_of,
     try_resolve,
 )
+from labkit.files import write_atomic
 from labkit.net import HOST, ReplicaProcess, free_port, python_command
 from labkit.runs import Workload
 
@@ -170,9 +171,7 @@ class BrokerController(Registered):
 
     def _write_config(self) -> bytes:
         body = json.dumps(self.config(), indent=1).encode()
-        temporary = self.config_path.with_suffix(".tmp")
-        temporary.write_bytes(body)
-        os.replace(temporary, self.config_path)  # a restart never reads half a file
+        write_atomic(self.config_path, body)  # a restart never reads half a file
         return body
 
     def sync(self) -> None:

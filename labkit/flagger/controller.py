@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.core.controller import ObjectStatus
 from labkit.core.models import Deployment
+from labkit.files import write_atomic
 from labkit.flagger import analysis, metrics, prometheus, router, webhooks
 from labkit.flagger.analysis import CanaryStatus, Event, Readings, Routes
 from labkit.flagger.models import (
@@ -284,9 +285,7 @@ class CanaryController:
         data = {"status": self.state.to_dict(), "events": list(self.events), "primary": self._primary,
                 "routes": {"primary": self.routes.primary, "canary": self.routes.canary,
                            "mirrored": self.routes.mirrored}}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)  # atomic: a crash leaves the old file or the new one
+        write_atomic(path, json.dumps(data))  # a crash leaves the old file or the new one
 
     def _restore(self) -> None:
         path = self._state_file()

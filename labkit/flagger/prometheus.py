@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from labkit import runs
+from labkit.files import write_atomic
 from labkit.flagger.templates import prometheus_query
 from labkit.net import HOST, ReplicaProcess, free_port
 
@@ -205,10 +206,7 @@ class Prometheus:
         self.targets = tuple(targets)
         if self._dir is None:
             return
-        text = targets_json(self.targets)
-        tmp = self._dir / "targets.json.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self._dir / "targets.json")
+        write_atomic(self._dir / "targets.json", targets_json(self.targets))
 
     def api(self, path: str) -> Any:
         """GET one of the server's API paths; its `data`."""
