@@ -41,6 +41,7 @@ import yaml
 from labkit import __version__, manifests
 from labkit.core.images import BuiltinImage, builtin_image, image_name
 from labkit.core.models import Deployment
+from labkit.files import write_atomic
 from labkit.flagger.router import PRIMARY_REVISION
 from labkit.manifests import KubeObject, OwnerReference, api_group
 
@@ -181,25 +182,25 @@ _EXPORTED_FILE = "[0-9][0-9]-*.yaml"
 
 
 def write_export(export: Export, directory: str | os.PathLike[str]) -> list[Path]:
-    """Write each document, README.txt and (when something must be built) a Dockerfile."""
+    """Write each document, README.txt and (when something must be built) a Dockerfile.
+
+    Each file is replaced whole, and an earlier export's files are removed only when this one
+    does not write them: a reader (or a second export of the same objects at the same time, as
+    when a lab runs twice at once) never finds a file missing or half-written."""
     folder = Path(directory)
+    files = {folder / document.filename: document.yaml() for document in export.documents}
+    if export.builds:
+        files[folder / "Dockerfile"] = _DOCKERFILE
+    files[folder / "README.txt"] = export.readme(directory)
     folder.mkdir(parents=True, exist_ok=True)
     # `kubectl apply -f DIR/` applies every file there: an earlier export's files must go.
     for stale in [*folder.glob(_EXPORTED_FILE), *folder.glob(f"{UPLOAD_FOLDER}/{_EXPORTED_FILE}")]:
-        stale.unlink()
-    written = []
-    for document in export.documents:
-        path = folder / document.filename
+        if stale not in files:
+            stale.unlink(missing_ok=True)
+    for path, text in files.items():
         path.parent.mkdir(exist_ok=True)
-        path.write_text(document.yaml(), encoding="utf-8")
-        written.append(path)
-    if export.builds:
-        path = folder / "Dockerfile"
-        path.write_text(_DOCKERFILE, encoding="utf-8")
-        written.append(path)
-    readme = folder / "README.txt"
-    readme.write_text(export.readme(directory), encoding="utf-8")
-    return [*written, readme]
+        write_atomic(path, text)
+    return list(files)
 
 
 # -- one object -------------------------------------------------------------------------------

@@ -200,13 +200,10 @@ check_busy_instances(answer("busy_instances"), arrival_rate=5.0, service_time=0.
 # the public image it stands for, and a `README.txt` saying what to run and what was changed.
 
 # %% tags=["id-real-cluster-export"]
-import shutil
-
 from labkit.export import export_objects, write_export
 from labkit.manifests import load_file
 
 EXPORTED = Path("exported/lab00")
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 write_export(export_objects(load_file(HELLO)), EXPORTED)  # what `labkit export FILE -o DIR` does
 print((EXPORTED / "README.txt").read_text())
 print((EXPORTED / "03-deployment-default-hello.yaml").read_text())

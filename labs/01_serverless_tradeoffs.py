@@ -529,10 +529,7 @@ assert accepted.status_code == 202 and ready["attributes"]["subject"] == "report
 # it). Long work goes asynchronous: an event in, `202` out, the work done by a subscriber.
 
 # %% tags=["id-limits-cleanup"]
-import shutil
-
 EXPORTED = Path("exported/lab01")  # for "On a real cluster" below
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 limits_cluster.export(EXPORTED)
 limits_lab.close()
 

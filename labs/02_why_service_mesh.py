@@ -72,7 +72,6 @@
 # %% tags=["id-setup"]
 import http.client
 import json
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -516,7 +515,6 @@ assert all(e.mtls for e in graph.edges)
 assert graph.edge("frontend (v1)", "backend-v2 (v2)").error_rate > 0.2
 assert graph.edge("frontend (v1)", "backend-v1 (v1)").error_rate == 0
 EXPORTED = Path("exported/lab02")  # for "On a real cluster" below
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 mesh.export(EXPORTED)
 mesh.close()
 print("✓ every edge is mutual TLS; the red one is frontend -> backend-v2")

@@ -432,10 +432,7 @@ check_endpoints(answer("endpoints"), answer("sleep").config())
 # sidecars; then the cell stops the cluster:
 
 # %% tags=["id-real-cluster-export"]
-import shutil
-
 EXPORTED = Path("exported/lab03")
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 cluster.export(EXPORTED)
 cluster.close()
 print((EXPORTED / "README.txt").read_text())

@@ -55,7 +55,6 @@
 
 # %% tags=["nbval-ignore-output", "id-setup"]
 import json
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -396,7 +395,6 @@ assert without_ejection.count(503) > 30 and with_ejection.count(503) <= 3
 assert {e["workload"]: e["ejected"] for e in backend_cluster["endpoints"]} == {"backend-v1": False,
                                                                                "backend-v2": True}
 EXPORTED = Path("exported/lab04")  # for "On a real cluster" below
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 cluster.export(EXPORTED)
 cluster.close()
 print("✓ after its first 503, backend-v2 was ejected and the frontend's sidecar sent everything to v1")

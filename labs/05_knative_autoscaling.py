@@ -556,7 +556,6 @@ check_p99_settings(answer("p99_answer"))
 # `labkit export FILE -o DIR` would (`labkit/httpbin` becomes the public httpbin image it stands for):
 
 # %% tags=["id-real-cluster-yaml"]
-import shutil
 from pathlib import Path
 
 from labkit.export import export_objects, write_export
@@ -565,7 +564,6 @@ from labkit.manifests import load_text
 short = {key.removeprefix("autoscaling.knative.dev/"): value for key, value in p99_answer.items()}
 burst_yaml = service_yaml("burst", short, container_concurrency=P99_TASK.container_concurrency)
 EXPORTED = Path("exported/lab05")
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 write_export(export_objects(load_text(burst_yaml)), EXPORTED)
 print((EXPORTED / "03-service-default-burst.yaml").read_text())
 

@@ -581,10 +581,7 @@ check_retry_policy(answer("delivery"))
 # storage notification source (S3, MinIO, GCS). `README.txt` lists every change:
 
 # %% tags=["nbval-ignore-output", "id-export"]
-import shutil
-
 EXPORTED = Path("exported/lab06")
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 cluster.export(EXPORTED)
 print((EXPORTED / "README.txt").read_text())  # names this run's temporary folders: output not compared
 

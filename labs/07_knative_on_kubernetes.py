@@ -503,13 +503,10 @@ traffic.set(percent_1=80, percent_2=0, percent_3=20)
 print("✓ the Route and the revisions' routing state follow the traffic block")
 
 # %% tags=["id-close"]
-import shutil
-
 from labkit.net import process_alive
 
 pids = [pod.pid for rev in svc.revisions.values() for pod in rev.pods]
 EXPORTED = Path("exported/lab07")  # for "On a real cluster" below
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 cluster.export(EXPORTED)
 cluster.close()
 assert not any(process_alive(pid) for pid in pids)

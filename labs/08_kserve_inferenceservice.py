@@ -491,12 +491,9 @@ check_canary(answer("final_split"), answer("latest_rolled_out"))
 #   queue-proxy: lab 09 measures what each costs.
 
 # %% tags=["id-export"]
-import shutil
-
 from labkit.export import export_objects, write_export
 
 EXPORTED = Path("exported/lab08")
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 write_export(export_objects(load_text(IRIS_YAML)), EXPORTED)
 print((EXPORTED / "README.txt").read_text())
 print((EXPORTED / "05-inferenceservice-default-sklearn-iris.yaml").read_text())

@@ -450,13 +450,10 @@ check_min_replicas(answer("choose_min_replicas"))
 #   or Zipkin) and Knative's queue-proxy metrics, as the access logs and `Server-Timing` did here.
 
 # %% tags=["id-export"]
-import shutil
-
 from labkit.export import export_objects, write_export
 from labkit.manifests import load_text
 
 EXPORTED = Path("exported/lab09")
-shutil.rmtree(EXPORTED, ignore_errors=True)  # `kubectl apply -f DIR/` applies every file in it
 write_export(export_objects(load_text(IRIS_YAML + "---\n" + DIGITS_YAML)), EXPORTED)
 print((EXPORTED / "README.txt").read_text())
 print((EXPORTED / "05-inferenceservice-default-digits.yaml").read_text())

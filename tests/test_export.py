@@ -298,6 +298,24 @@ def test_a_new_export_replaces_the_files_of_an_earlier_one(tmp_path: Path) -> No
     assert all(p.exists() for p in second) and (tmp_path / "notes.md").read_text() == "mine"
 
 
+def test_exporting_again_never_leaves_a_file_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A lab run twice at once (nbval beside the browser tests) exports the same objects into one
+    # folder: a file the other run wrote, and may be reading, must never be removed, only replaced.
+    export = export_objects(manifests.load_text(BUILT_PROGRAM.replace("NAME", "web")))
+    first = write_export(export, tmp_path)
+    removed: list[Path] = []
+    real_unlink = Path.unlink
+
+    def unlink_noting(path: Path, missing_ok: bool = False) -> None:
+        removed.append(path)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink_noting)
+    assert write_export(export, tmp_path) == first
+    assert not [p for p in removed if p in first]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in first)  # no temporary left
+
+
 def test_a_service_sends_to_the_port_the_public_image_listens_on() -> None:
     text = BUILT_PROGRAM.replace("NAME", "display").replace("labkit/mesh-demo", "labkit/event-display").replace(
         ", ports: [{containerPort: 9080}]", "") + """---
