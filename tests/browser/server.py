@@ -63,10 +63,7 @@ class JupyterLab:
         dirs = {name: self.home / sub for name, sub in (
             ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
             ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-            ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
-            # Lab 10's Flagger keeps each Canary's state in a file under $HOME by default: nbval's
-            # run of lab 10 beside this one would share (and resume) it.
-            ("LABKIT_FLAGGER_STATE", "flagger"))}
+            ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"))}
         for path in dirs.values():
             path.mkdir(parents=True)
         (dirs["JUPYTER_CONFIG_DIR"] / "labconfig").mkdir()
