@@ -15,7 +15,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -28,6 +27,7 @@ from typing import Protocol
 
 from labkit import lifeline, runs
 from labkit.commands import python_command
+from labkit.ports import free_port
 
 __all__ = [
     "HOST",
@@ -45,13 +45,6 @@ HOST = "127.0.0.1"
 _LOG_TAIL_BYTES = 64 * 1024
 _LOG_LIMIT_BYTES = 1024 * 1024
 """A running replica's log file is cut back to its last _LOG_TAIL_BYTES past this size."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the OS picks it, so no fixed ports)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def process_alive(pid: int) -> bool:
