@@ -27,7 +27,7 @@ from typing import Protocol
 
 from labkit import lifeline, runs
 from labkit.commands import python_command
-from labkit.ports import free_port
+from labkit.ports import HOST, free_port
 
 __all__ = [
     "HOST",
@@ -41,7 +41,6 @@ __all__ = [
     "wait_until_ready",
 ]
 
-HOST = "127.0.0.1"
 _LOG_TAIL_BYTES = 64 * 1024
 _LOG_LIMIT_BYTES = 1024 * 1024
 """A running replica's log file is cut back to its last _LOG_TAIL_BYTES past this size."""

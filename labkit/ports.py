@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 
-__all__ = ["CLAIM_SECONDS", "PORT_RANGE", "free_port"]
+__all__ = ["CLAIM_SECONDS", "HOST", "PORT_RANGE", "free_port"]
 
 HOST = "127.0.0.1"
 PORT_RANGE = range(20000, 32768)
@@ -78,9 +78,10 @@ def _bindable(port: int) -> bool:
 
 
 def _claim(port: int) -> bool:
+    lock_file = _lock_file()  # a lock file that cannot be opened is an error, not a claimed port
     try:
-        fcntl.lockf(_lock_file(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
-    except OSError:  # another process holds the claim
+        fcntl.lockf(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
         return False
     return True
 

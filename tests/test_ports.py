@@ -89,10 +89,9 @@ def test_a_port_a_server_listens_on_is_skipped(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_claim_ends_after_claim_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
-    start = port
     monkeypatch.setitem(ports._claims, port, 0.0)  # as if CLAIM_SECONDS had passed
     free_port()  # drops the claims that have ended
-    other = claimer(start, 1)
+    other = claimer(port, 1)
     try:
         assert claimed(other) == [port]
     finally:

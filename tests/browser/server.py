@@ -13,7 +13,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ DISABLED_PLUGINS = {"@jupyterlab/apputils-extension:announcements": True}
 # Autosave would write the run's outputs into labs/*.ipynb, which are sources under git: the
 # tests open the labs where students open them (their paths are relative to labs/), never save.
 USER_SETTINGS = {"@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False}}
-SESSION_POLL_S = 0.1
 
 
 class JupyterLab:
@@ -97,17 +95,17 @@ class JupyterLab:
     def kernel_ids(self) -> list[str]:
         return [kernel["id"] for kernel in self.api("GET", "kernels")]
 
-    def session(self, notebook: str, timeout_s: float = 0.0) -> tuple[str, str]:
-        """(session id, kernel id) of the notebook open in JupyterLab, waiting up to `timeout_s`
-        for it: the page can show its kernel idle before the server lists the session."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for session in self.api("GET", "sessions"):
-                if session["path"] == notebook:
-                    return session["id"], session["kernel"]["id"]
-            if time.monotonic() >= deadline:
-                raise LookupError(f"no session for {notebook} after {timeout_s:g} s")
-            time.sleep(SESSION_POLL_S)
+    def sessions(self) -> dict[str, tuple[str, str]]:
+        """Notebook path -> (session id, kernel id), for each notebook that has a kernel."""
+        return {session["path"]: (session["id"], session["kernel"]["id"])
+                for session in self.api("GET", "sessions")}
+
+    def session(self, notebook: str) -> tuple[str, str]:
+        """(session id, kernel id) of the notebook open in JupyterLab."""
+        try:
+            return self.sessions()[notebook]
+        except KeyError:
+            raise LookupError(f"no session for {notebook}") from None
 
     def kernel_pid(self, kernel_id: str) -> int | None:
         """The pid of a kernel this server started (its argv names its connection file)."""

@@ -31,7 +31,9 @@ def test_restart_mid_lab_leaves_no_labkit_process(jupyterlab: Any, browser: Any,
     started = []
     try:
         notebook.open(jupyterlab.notebook_url(LAB, workspace="restart-05"))
-        kernel_pid = jupyterlab.kernel_pid(jupyterlab.session(LAB, timeout_s=OPEN_TIMEOUT_MS / 1000)[1])
+        # The page shows its kernel idle while the kernel still starts: wait for the server's session.
+        wait_for(lambda: LAB in jupyterlab.sessions(), OPEN_TIMEOUT_MS / 1000, f"JupyterLab to list {LAB}'s session")
+        kernel_pid = jupyterlab.kernel_pid(jupyterlab.session(LAB)[1])
         assert kernel_pid, f"no kernel process found for {LAB}"
         notebook.run_all()
         wait_for(lambda: len(labkit_descendants(kernel_pid)) >= REPLICAS, START_TIMEOUT_S,
